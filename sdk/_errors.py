@@ -1,0 +1,29 @@
+"""Exceptions every public entry point raises for bad input; the CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+
+class LmrecError(Exception):
+    """Base class: a problem the user can fix, reported as one clear message."""
+
+
+class DataError(LmrecError, ValueError):
+    """Input data is missing or malformed; the message names the file and line."""
+
+
+class BundleError(LmrecError):
+    """A bundle is corrupted, incomplete or does not match what it is used with."""
+
+
+class MissingDependencyError(LmrecError, ImportError):
+    """An optional extra is needed for this feature; the message names it."""
+
+
+def require(module: str, extra: str, feature: str) -> None:
+    """Raise a MissingDependencyError naming `extra` when `module` cannot be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(
+            f"{feature} needs the '{module}' package: pip install 'lmrec[{extra}]'"
+        )

