@@ -1,0 +1,319 @@
+"""The bundle: one read-only directory holding everything the SDK needs to recommend.
+
+A bundle is only valid once its `manifest.json` exists, and the manifest is written last, after
+every other file has been hashed and fsync'd, inside a temporary sibling directory that is then
+renamed into place. So an interrupted export never leaves something that looks like a bundle, and
+`verify_bundle` catches any byte changed afterwards. Nothing writes into an existing bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ._errors import BundleError
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+MANIFEST = "manifest.json"
+ITEMS = "items.jsonl"
+VECTORS = "item_vectors.npy"
+POPULARITY = "popularity.npy"
+TOKENIZER = "tokenizer.json"
+ENCODER_FILES = {
+    "fp32": "item_encoder.onnx",
+    "int8": "item_encoder.int8.onnx",
+    "fp16": "item_encoder.fp16.onnx",
+}
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_name(name: str) -> str:
+    """A bundle-relative POSIX path that cannot escape the bundle or replace the manifest."""
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name or str(p) != name.rstrip("/"):
+        raise ValueError(f"bundle file name {name!r}: must be a plain relative path inside the bundle")
+    if str(p) == MANIFEST:
+        raise ValueError(f"bundle file name {name!r}: the manifest is written by finish()")
+    return str(p)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.is_dir():
+        raise BundleError(f"bundle {path}: not a directory")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise BundleError(f"bundle {path}: {MANIFEST} is missing (not a bundle, or an unfinished export)")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"bundle {path}: {MANIFEST} cannot be parsed ({e})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"bundle {path}: {MANIFEST} is not a JSON object")
+    version = manifest.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise BundleError(
+            f"bundle {path}: {MANIFEST} format_version {version!r} is not supported "
+            f"(this lmrec reads {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise BundleError(f"bundle {path}: {MANIFEST} has no valid 'files' table")
+    return manifest
+
+
+def _file_problems(path: Path, files: dict[str, dict[str, Any]], check_hashes: bool) -> list[str]:
+    problems = []
+    for name, entry in sorted(files.items()):
+        try:
+            _check_name(name)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        fpath = path / name
+        if not fpath.is_file():
+            problems.append(f"{name}: missing")
+            continue
+        size = fpath.stat().st_size
+        if size != entry.get("bytes"):
+            problems.append(f"{name}: size {size} bytes, manifest says {entry.get('bytes')}")
+        elif check_hashes and sha256_file(fpath) != entry.get("sha256"):
+            problems.append(f"{name}: sha256 mismatch (file changed or corrupted)")
+    listed = set(files) | {MANIFEST}
+    for fpath in sorted(path.rglob("*")):
+        rel = fpath.relative_to(path).as_posix()
+        if fpath.is_file() and rel not in listed and not any(part.startswith(".") for part in fpath.relative_to(path).parts):
+            problems.append(f"{rel}: not listed in {MANIFEST} (bundles are read-only once written)")
+    return problems
+
+
+def verify_bundle(path: str | os.PathLike[str]) -> list[str]:
+    """Every problem of the bundle at `path` as one line each; an empty list means it is intact."""
+    path = Path(path)
+    try:
+        manifest = _read_manifest(path)
+    except BundleError as e:
+        return [str(e)]
+    return _file_problems(path, manifest["files"], check_hashes=True)
+
+
+class Bundle:
+    """A read-only view of a bundle directory; `Bundle.open` checks it before anything is used."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.dim = int(manifest["dim"])
+        self.max_length = int(manifest["max_length"])
+        self.item_ids, self.item_texts, self.item_meta = self._read_items()
+        self.item_vectors = self._read_vectors()
+        self.popularity: np.ndarray | None = None
+        if self.has(POPULARITY):
+            self.popularity = np.load(self.file(POPULARITY))
+            if self.popularity.shape != (len(self.item_ids),):
+                raise BundleError(f"bundle {path}: {POPULARITY} has shape {self.popularity.shape}, "
+                                  f"expected ({len(self.item_ids)},) (one count per item)")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], verify: bool = True) -> "Bundle":
+        """Open the bundle at `path`. With `verify`, every file's sha256 is checked first
+        (a fraction of a second for a MiniLM bundle); without it, only presence and size."""
+        path = Path(path)
+        manifest = _read_manifest(path)
+        for key in ("dim", "max_length"):
+            if not isinstance(manifest.get(key), int) or manifest[key] < 1:
+                raise BundleError(f"bundle {path}: {MANIFEST} field {key!r} must be a positive integer, "
+                                  f"got {manifest.get(key)!r}")
+        problems = _file_problems(path, manifest["files"], check_hashes=verify)
+        if problems:
+            raise BundleError(f"bundle {path}: " + "; ".join(problems))
+        for name in (ITEMS, VECTORS, TOKENIZER):
+            if name not in manifest["files"]:
+                raise BundleError(f"bundle {path}: {name} is not in the bundle (every bundle needs it)")
+        return cls(path, manifest)
+
+    def _read_items(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        ids, texts, metas = [], [], []
+        with open(self.file(ITEMS), encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                try:
+                    row = json.loads(line)
+                    ids.append(str(row["id"]))
+                    texts.append(str(row["text"]))
+                    metas.append(dict(row.get("meta") or {}))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                    raise BundleError(f"bundle {self.path}: {ITEMS} line {line_no}: not an item row ({e})") from None
+        if len(set(ids)) != len(ids):
+            raise BundleError(f"bundle {self.path}: {ITEMS} has duplicate item ids")
+        expected = (self.manifest.get("data") or {}).get("items")
+        if expected is not None and expected != len(ids):
+            raise BundleError(f"bundle {self.path}: {ITEMS} has {len(ids)} items, manifest data.items says {expected}")
+        return ids, texts, metas
+
+    def _read_vectors(self) -> np.ndarray:
+        try:
+            vectors = np.load(self.file(VECTORS), mmap_mode="r")
+        except ValueError as e:
+            raise BundleError(f"bundle {self.path}: {VECTORS} cannot be read ({e})") from None
+        if vectors.dtype != np.float32 or vectors.shape != (len(self.item_ids), self.dim):
+            raise BundleError(f"bundle {self.path}: {VECTORS} is {vectors.dtype} {vectors.shape}, expected "
+                              f"float32 ({len(self.item_ids)}, {self.dim}) (items x manifest dim)")
+        return vectors
+
+    def has(self, name: str) -> bool:
+        """Whether the bundle holds file `name`, or a directory `name` with files in it."""
+        files = self.manifest["files"]
+        prefix = name.rstrip("/") + "/"
+        return name in files or any(f.startswith(prefix) for f in files)
+
+    def file(self, name: str) -> Path:
+        """The path of file or directory `name` inside the bundle; BundleError when absent."""
+        if not self.has(name):
+            raise BundleError(f"bundle {self.path}: no {name} in this bundle")
+        return self.path / name
+
+    def encoder_path(self, precision: str) -> Path:
+        """The item encoder at `precision` ("fp32", "int8" or "fp16")."""
+        if precision not in ENCODER_FILES:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(ENCODER_FILES)}")
+        name = ENCODER_FILES[precision]
+        if not self.has(name):
+            raise BundleError(f"bundle {self.path}: no {precision} item encoder ({name}) in this bundle")
+        return self.path / name
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, items={len(self.item_ids)}, dim={self.dim})"
+
+
+class BundleWriter:
+    """Builds a bundle in a hidden temporary sibling of `out_dir` and renames it into place on
+    `finish`. Use it as a context manager: an exception removes the temporary directory."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:
+        self.out_dir = Path(out_dir).expanduser().absolute()
+        self.overwrite = overwrite
+        self._check_target()
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.tmp_dir.mkdir()
+        self._finished = False
+
+    def _check_target(self) -> None:
+        out = self.out_dir
+        if not out.exists():
+            return
+        if not self.overwrite:
+            raise BundleError(f"--out {out}: already exists (bundles are never written into; "
+                              "choose a new directory or pass overwrite)")
+        if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file()):
+            raise BundleError(f"--out {out}: exists and is not a bundle; refusing to replace it")
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self._finished:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove everything written so far."""
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def path(self, name: str) -> Path:
+        """Where to write file or directory `name` directly (its parent directory exists)."""
+        target = self.tmp_dir / _check_name(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def add_file(self, name: str, src_path: str | os.PathLike[str]) -> Path:
+        return Path(shutil.copyfile(src_path, self.path(name)))
+
+    def add_bytes(self, name: str, data: bytes) -> Path:
+        target = self.path(name)
+        target.write_bytes(data)
+        return target
+
+    def add_array(self, name: str, array: np.ndarray) -> Path:
+        target = self.path(name)
+        with open(target, "wb") as f:  # np.save on a path would append ".npy" to other names
+            np.save(f, np.asarray(array), allow_pickle=False)
+        return target
+
+    def add_dir(self, name: str, src_dir: str | os.PathLike[str]) -> Path:
+        return Path(shutil.copytree(src_dir, self.path(name)))
+
+    def add_items(self, ids: Sequence[str], texts: Sequence[str], metas: Iterable[dict[str, Any]]) -> Path:
+        """`items.jsonl`: one {"id", "text", "meta"} object per line, in catalogue order."""
+        metas = list(metas)
+        if not (len(ids) == len(texts) == len(metas)):
+            raise ValueError(f"add_items: ids ({len(ids)}), texts ({len(texts)}) and metas ({len(metas)}) differ in length")
+        if len(set(ids)) != len(ids):
+            raise ValueError("add_items: ids must be unique")
+        target = self.path(ITEMS)
+        with open(target, "w", encoding="utf-8") as f:
+            for item, text, meta in zip(ids, texts, metas):
+                f.write(json.dumps({"id": str(item), "text": text, "meta": meta},
+                                   ensure_ascii=False, default=str) + "\n")
+        return target
+
+    def finish(self, manifest: dict[str, Any]) -> Path:
+        """Hash and fsync every file, write the manifest last, and rename the bundle into place."""
+        if self._finished:
+            raise BundleError(f"bundle {self.out_dir}: finish() was already called")
+        files = {}
+        for fpath in sorted(p for p in self.tmp_dir.rglob("*") if p.is_file()):
+            rel = fpath.relative_to(self.tmp_dir).as_posix()
+            if rel == MANIFEST:
+                raise BundleError(f"bundle {self.out_dir}: {MANIFEST} must only be written by finish()")
+            _fsync(fpath)
+            files[rel] = {"sha256": sha256_file(fpath), "bytes": fpath.stat().st_size}
+        manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
+        mpath = self.tmp_dir / MANIFEST
+        mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default) + "\n",
+                         encoding="utf-8")
+        _fsync(mpath)
+        for d in sorted({p.parent for p in self.tmp_dir.rglob("*")} | {self.tmp_dir}, key=lambda p: -len(p.parts)):
+            _fsync(d)
+        self._check_target()
+        old = None
+        if self.out_dir.exists():
+            old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(self.out_dir, old)
+        os.rename(self.tmp_dir, self.out_dir)
+        _fsync(self.out_dir.parent)
+        self._finished = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.out_dir
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (Path, os.PathLike)):
+        return str(value)
+    raise TypeError(f"manifest value of type {type(value).__name__} is not JSON serialisable")
+
+
+__all__ = ["Bundle", "BundleWriter", "verify_bundle", "FORMAT_VERSION", "ENCODER_FILES", "sha256_file"]
