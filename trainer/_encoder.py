@@ -84,3 +84,33 @@ class TorchEncoder:
                 idx = order[start:start + batch_size]
                 out[idx] = self.forward([texts[i] for i in idx]).float().cpu().numpy()
         return out
+
+
+def cache_dir() -> Path:
+    """Where computed item vectors are cached: $LMREC_CACHE_DIR or ~/.cache/lmrec."""
+    import os
+
+    return Path(os.environ.get("LMREC_CACHE_DIR", Path.home() / ".cache" / "lmrec"))
+
+
+def cached_item_vectors(texts: Sequence[str], name_or_path: str | None = None,
+                        max_length: int = DEFAULT_MAX_LENGTH, device: str = "cpu",
+                        progress: bool = True) -> np.ndarray:
+    """Base-model vectors for `texts`, computed once per (model, max length, texts) and cached."""
+    import hashlib
+
+    name = resolve_model(name_or_path)
+    h = hashlib.sha256(f"{Path(name).name}|{max_length}|".encode())
+    for t in texts:
+        h.update(t.encode() + b"\x00")
+    path = cache_dir() / "vectors" / f"{h.hexdigest()[:32]}.npy"
+    if path.is_file():
+        vectors = np.load(path)
+        if vectors.shape[0] == len(texts):
+            return vectors
+    vectors = TorchEncoder(name, device=device, max_length=max_length).encode(texts, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(path)
+    return vectors

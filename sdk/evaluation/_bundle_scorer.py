@@ -1,0 +1,62 @@
+"""Score a bundle through the SDK, so the numbers are what users of the bundle get."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._errors import BundleError
+from ._harness import FitContext
+
+ANN_FLOOR = -1e9  # items the index did not return: finite, below every real cosine
+
+
+class BundleScorer:
+    """`lmrec` (bundle at its default CPU precision, int8) or `lmrec-fp32`; exact scores over the
+    whole catalogue, or through the HNSW index with `ann=True` (items it misses rank last)."""
+
+    def __init__(self, bundle: str, precision: str = "auto", name: str = "lmrec", ann: bool = False,
+                 device: str = "cpu") -> None:
+        self.bundle, self.precision, self.name, self.ann, self.device = bundle, precision, name, ann, device
+        self.params: dict[str, Any] = {"bundle": bundle, "precision": precision, "ann": ann}
+
+    def fit(self, ctx: FitContext) -> None:
+        from .. import Recommender
+
+        self.rec = Recommender.load(self.bundle, device=self.device, precision=self.precision)
+        check_bundle_matches(self.rec.manifest, ctx)
+        ids = self.rec.item_ids()
+        pos = {item: i for i, item in enumerate(ids)}
+        missing = [item for item in ctx.data.item_ids if item not in pos]
+        if missing:
+            raise BundleError(f"{self.bundle}: {len(missing)} catalogue items are not in the bundle "
+                              f"(first {missing[0]!r}): it was built from other data")
+        self.to_bundle = np.array([pos[item] for item in ctx.data.item_ids])
+        self.item_ids = ctx.data.item_ids
+        self.params["precision"] = self.rec.precision
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        hist_ids = [[self.item_ids[i] for i in h] for h in histories]
+        if not self.ann:
+            return self.rec.score_all(hist_ids)[:, self.to_bundle]
+        out = np.full((len(histories), len(self.item_ids)), ANN_FLOOR, dtype=np.float32)
+        index_of = {item: i for i, item in enumerate(self.item_ids)}
+        for row, hist in enumerate(hist_ids):
+            for item, score in self.rec.recommend(history=hist, k=100, exclude=()):
+                out[row, index_of[item]] = score
+        return out
+
+
+def check_bundle_matches(manifest: dict[str, Any], ctx: FitContext) -> None:
+    """Refuse a bundle trained on other data, split or seed: scoring it would leak test items."""
+    training = manifest.get("training") or {}
+    if not training:
+        return  # zero-shot bundle: saw no interactions
+    expect = {"fingerprint": ctx.data.fingerprint(), "split": ctx.split.kind, "seed": ctx.split.seed}
+    got = {"fingerprint": (training.get("data") or {}).get("fingerprint"), "split": training.get("split"),
+           "seed": training.get("seed")}
+    wrong = [f"{k}: bundle {got[k]!r} vs evaluation {expect[k]!r}" for k in expect if got[k] != expect[k]]
+    if wrong:
+        raise BundleError("the bundle was trained on other data, split or seed; evaluating it would leak "
+                          "test interactions (" + "; ".join(wrong) + ")")
