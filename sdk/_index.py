@@ -336,7 +336,7 @@ class VectorIndex:
                     s[gone] = -np.inf
                 top = min(k, n)
                 idx = np.argpartition(-s, top - 1)[:top] if top < n else np.arange(n)
-                idx = idx[np.argsort(-s[idx], kind="stable")]
+                idx = idx[np.lexsort((idx, -s[idx]))]  # ties: lower slot first
                 out.append([(self._slot_ids[i], float(s[i])) for i in idx.tolist() if s[i] != -np.inf])
         return out
 

@@ -1,0 +1,124 @@
+"""A real but tiny bundle for fast SDK tests: a word-level tokenizer, a mean-of-word-embeddings
+ONNX encoder (dim 16), topic-clustered items with metadata and popularity, built in well under a
+second with the same BundleWriter and index code as a real export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+from lmrec._bundle import BundleWriter
+from lmrec._encoder import TextEncoder
+from lmrec._index import build_index
+
+DIM = 16
+TOPICS = {
+    "office": ["stapler", "paper", "pen", "ink", "desk", "folder", "binder", "marker"],
+    "garden": ["shovel", "seed", "hose", "soil", "rake", "flower", "pot", "grass"],
+    "kitchen": ["knife", "pan", "spoon", "bowl", "oven", "plate", "whisk", "cup"],
+    "music": ["guitar", "drum", "piano", "violin", "string", "amp", "pick", "song"],
+}
+BRANDS = ["Acme", "Zephyr", "Nimbus"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+
+
+def _tokenizer(path: Path) -> None:
+    words = SPECIAL + sorted({w for ws in TOPICS.values() for w in ws} | {"item", "blue", "red", "big"})
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.save(str(path))
+
+
+def _encoder(path: Path, vocab: int, rng: np.random.Generator) -> None:
+    table = rng.normal(size=(vocab, DIM)).astype(np.float32)
+    table[:4] = 0.0  # special tokens carry no meaning
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["emb"]),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
+        helper.make_node("Mul", ["emb", "mask3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+        helper.make_node("ReduceSum", ["mask3", "axis1"], ["count"], keepdims=0),
+        helper.make_node("Div", ["summed", "count"], ["mean"]),
+        helper.make_node("LpNormalization", ["mean"], ["sentence_embedding"], axis=-1, p=2),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_encoder",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", DIM])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+         numpy_helper.from_array(np.array([2], np.int64), "axis2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def _user_model(path: Path, max_history: int) -> None:
+    """A user model that is visibly not the mean: the user is their most recent item."""
+    nodes = [
+        helper.make_node("Gather", ["history", "last"], ["recent"], axis=1),
+        helper.make_node("Gather", ["mask", "last"], ["recent_mask"], axis=1),
+        helper.make_node("Unsqueeze", ["recent_mask", "axis1"], ["m2"]),
+        helper.make_node("Mul", ["recent", "m2"], ["user_vector"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_user_model",
+        [helper.make_tensor_value_info("history", TensorProto.FLOAT, ["batch", max_history, DIM]),
+         helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", max_history])],
+        [helper.make_tensor_value_info("user_vector", TensorProto.FLOAT, ["batch", DIM])],
+        [numpy_helper.from_array(np.array(max_history - 1, np.int64), "last"),
+         numpy_helper.from_array(np.array([1], np.int64), "axis1")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def tiny_items(n: int = 120, seed: int = 0) -> tuple[list[str], list[str], list[dict]]:
+    rng = np.random.default_rng(seed)
+    topics = list(TOPICS)
+    ids, texts, metas = [], [], []
+    used: set[tuple[str, ...]] = set()
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        while True:  # distinct word sets: no two items share a vector, so rankings have no ties
+            words = sorted(rng.choice(TOPICS[topic], size=int(rng.integers(2, 5)), replace=False).tolist())
+            if tuple(words) not in used:
+                used.add(tuple(words))
+                break
+        ids.append(f"{topic}-{i}")
+        texts.append(" ".join(["item"] + words))
+        metas.append({"title": f"{topic.title()} thing {i}", "brand": BRANDS[i % 3], "topic": topic,
+                      "tags": [topic, "even" if i % 2 == 0 else "odd"]})
+    return ids, texts, metas
+
+
+def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: bool = False,
+                     max_history: int = 8) -> Path:
+    rng = np.random.default_rng(seed)
+    ids, texts, metas = tiny_items(n_items, seed)
+    with BundleWriter(out) as writer:
+        _tokenizer(writer.path("tokenizer.json"))
+        vocab = Tokenizer.from_file(str(writer.path("tokenizer.json"))).get_vocab_size()
+        _encoder(writer.path("item_encoder.onnx"), vocab, rng)
+        for variant in ("item_encoder.int8.onnx", "item_encoder.fp16.onnx"):
+            writer.add_file(variant, writer.path("item_encoder.onnx"))
+        vectors = TextEncoder(writer.path("item_encoder.onnx"), writer.path("tokenizer.json"), 32).embed(texts)
+        writer.add_items(ids, texts, metas)
+        writer.add_array("item_vectors.npy", vectors)
+        writer.add_array("popularity.npy", rng.integers(0, 1000, size=n_items))
+        index = build_index(vectors, ids)
+        index.save(writer.path("index"))
+        manifest = {"dim": DIM, "max_length": 32, "template": "tiny", "index": index.params,
+                    "projection": None, "training": None, "data": {"items": n_items}}
+        if user_model:
+            _user_model(writer.path("user_encoder.onnx"), max_history)
+            manifest["user_model"] = {"max_history": max_history}
+        return writer.finish(manifest)
