@@ -28,9 +28,11 @@ log = logging.getLogger("lmrec")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
 USER_ENCODER = "user_encoder.onnx"
-# Without a user model, a user is the mean of their last RECENT item vectors. 5 was best of
-# {1, 5, 20} on validation NDCG@10 of both Amazon Office and MovieLens (bench/RESULTS.md).
-DEFAULT_RECENT = 5
+# Without a user model, a user is the mean of their last `recent` item vectors (manifest
+# "recommend": {"recent": n}). With zero-shot MiniLM vectors the last item alone was best of
+# n in {1, 2, 3, 5, 10, 20, 50} on validation NDCG@10 of both Amazon Office and MovieLens
+# (bench/RESULTS.md); a fine-tuned bundle records its own n.
+DEFAULT_RECENT = 1
 EXPLAIN_TOP = 3
 
 Filter = Mapping[str, Any] | Callable[[str, Mapping[str, Any]], bool]

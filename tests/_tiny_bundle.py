@@ -101,7 +101,7 @@ def tiny_items(n: int = 120, seed: int = 0) -> tuple[list[str], list[str], list[
 
 
 def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: bool = False,
-                     max_history: int = 8) -> Path:
+                     max_history: int = 8, recent: int | None = None) -> Path:
     rng = np.random.default_rng(seed)
     ids, texts, metas = tiny_items(n_items, seed)
     with BundleWriter(out) as writer:
@@ -118,6 +118,8 @@ def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: b
         index.save(writer.path("index"))
         manifest = {"dim": DIM, "max_length": 32, "template": "tiny", "index": index.params,
                     "projection": None, "training": None, "data": {"items": n_items}}
+        if recent is not None:
+            manifest["recommend"] = {"recent": recent}
         if user_model:
             _user_model(writer.path("user_encoder.onnx"), max_history)
             manifest["user_model"] = {"max_history": max_history}

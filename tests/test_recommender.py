@@ -34,6 +34,12 @@ def rec(bundle) -> Recommender:
     return Recommender.load(bundle)
 
 
+@pytest.fixture(scope="module")
+def rec5(tmp_path_factory) -> Recommender:
+    """A bundle whose manifest asks for the mean of the last 5 items."""
+    return Recommender.load(make_tiny_bundle(tmp_path_factory.mktemp("b") / "tiny-5", recent=5))
+
+
 def exact(rec: Recommender, query: np.ndarray, skip: set[str], k: int) -> list[str]:
     ids = rec.item_ids()
     vectors = np.stack([rec.get_item(i).vector for i in ids])
@@ -88,11 +94,13 @@ def test_embed_texts_matches_catalogue_vectors(rec):
         rec.embed_texts("pen")
 
 
-def test_recommend_from_history_is_exact_mean_of_recent_items(rec):
+@pytest.mark.parametrize("recent", [DEFAULT_RECENT, 5])
+def test_recommend_from_history_is_exact_mean_of_recent_items(rec, rec5, recent):
+    rec = rec5 if recent == 5 else rec
     history = [f"office-{i}" for i in range(0, 40, 4)] + ["garden-1"]
     got = rec.recommend(history, k=8)
     assert all(isinstance(r, Recommendation) for r in got)
-    query = np.mean([rec.get_item(i).vector for i in history[-DEFAULT_RECENT:]], axis=0)
+    query = np.mean([rec.get_item(i).vector for i in history[-recent:]], axis=0)
     assert [i for i, _ in got] == exact(rec, query, set(history), 8)
     assert not set(history) & {i for i, _ in got}
     scores = [s for _, s in got]
@@ -101,7 +109,9 @@ def test_recommend_from_history_is_exact_mean_of_recent_items(rec):
         [exact(rec, query, set(history), 9)[-1]]
 
 
-def test_explain_names_history_items(rec):
+def test_explain_names_history_items(rec, rec5):
+    assert all(r.because == ("office-4",) for r in rec.recommend(["music-3", "office-4"], k=3, explain=True))
+    rec = rec5
     history = ["office-0", "music-3", "office-4"]
     got = rec.recommend(history, k=4, explain=True)
     assert all(isinstance(r, ExplainedRecommendation) for r in got)
@@ -213,7 +223,8 @@ def test_user_model_is_used_when_the_bundle_has_one(user_model_bundle):
                                atol=1e-5)
 
 
-def test_user_segments_separate_topics(rec):
+def test_user_segments_separate_topics(rec5):
+    rec = rec5
     histories = [[f"{t}-{i}" for i in range(start, start + 20, 4)] for t, start in
                  (("office", 0), ("music", 3), ("office", 20), ("music", 23), ("garden", 1), ("garden", 21))]
     segments = rec.user_segments(histories, 3)
@@ -337,3 +348,22 @@ def test_sdk_import_and_use_stay_free_of_torch(bundle):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_cli_recommend_prints_titles_scores_and_reasons(bundle, tmp_path, capsys):
+    from lmrec.cli import main
+
+    assert main(["recommend", "--bundle", str(bundle), "--history", "music-3,ghost,office-4", "-k", "3", "--explain"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "# skipped 1 unknown history id(s)"
+    assert out[1].startswith("  1. ") and "thing" in out[1] and "because you liked: office-4 (Office thing 4)" in out[2]
+    assert main(["recommend", "--bundle", str(bundle), "--history", "", "-k", "2"]) == 0
+    assert "most popular" in capsys.readouterr().out
+    assert main(["recommend", "--bundle", str(bundle), "--history", "office-0", "-k", "500"]) == 2
+    assert "k must be an integer from 1 to 120" in capsys.readouterr().err
+    assert main(["recommend", "--bundle", str(bundle), "--history", "ghost", "--strict"]) == 2
+    state = tmp_path / "state"
+    with Recommender.load(bundle, state_dir=state) as rec:
+        rec.add_items(["new-1"], texts=["stapler paper ink"], metadata=[{"title": "Brand new stapler"}])
+    assert main(["recommend", "--bundle", str(bundle), "--history", "new-1", "-k", "1", "--state-dir", str(state)]) == 0
+    assert "Office thing" in capsys.readouterr().out
