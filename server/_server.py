@@ -9,6 +9,7 @@ new export can be swapped in behind a symlink); calls in flight finish on the ol
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -116,13 +117,14 @@ class RecommenderServer:
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
-    def _load(self) -> Any:
+    def _load(self, bundle: Path | None = None) -> Any:
         c = self.config
+        # Resolved, so that a reload behind a symlink can still find the bundle it replaces.
+        bundle = Path(bundle or c.bundle).resolve()
         started = time.perf_counter()
-        rec = lmrec.Recommender.load(
-            c.bundle, device=c.device, precision=c.precision, threads=c.threads, state_dir=c.state_dir
-        )
-        log.info("loaded %s: %d items, %s/%s, in %.1f s", c.bundle, len(rec), rec.device, rec.precision,
+        rec = lmrec.Recommender.load(bundle, device=c.device, precision=c.precision, threads=c.threads,
+                                     state_dir=c.state_dir)
+        log.info("loaded %s: %d items, %s/%s, in %.1f s", bundle, len(rec), rec.device, rec.precision,
                  time.perf_counter() - started)
         return rec
 
@@ -224,11 +226,13 @@ class RecommenderServer:
         log.info("snapshot written in %.2f s", time.perf_counter() - started)
         return True
 
-    def reload(self) -> None:
+    def reload(self) -> bool:
         """Reread the token file and swap to the bundle now at the configured path.
 
-        Writes wait while the new Recommender loads the state directory; reads keep being answered
-        by the old one until the swap. A bundle that fails to load leaves the old one serving.
+        Writes wait while the new Recommender opens the state directory; reads keep being
+        answered by the old one until the swap, and calls in flight finish on it. A bundle that
+        fails to load (or a state directory that belongs to another bundle) leaves the old one
+        serving. Returns whether the bundle was swapped.
         """
         if self.config.auth is not None:
             try:
@@ -239,24 +243,34 @@ class RecommenderServer:
             old = self.serving._rec
             if old is None:
                 log.warning("reload ignored: the bundle is still loading")
-                return
+                return False
+            try:
+                manifest = json.loads((Path(self.config.bundle) / "manifest.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                log.error("reload: cannot read the bundle's manifest (%s); still serving the old bundle", e)
+                return False
+            if manifest == old.manifest:
+                log.info("reload: the bundle is unchanged")
+                return False
             with self.serving.exclusive():
                 old.snapshot()
                 self.serving.writes_since_snapshot = 0
                 old.close()  # releases the state directory for the new Recommender
                 try:
                     new = self._load()
-                except BaseException as e:  # noqa: BLE001 - keep serving the old bundle
-                    log.error("reload failed, still serving the old bundle: %s", e)
-                    new = self._load_previous(old)
+                except Exception as e:  # noqa: BLE001 - keep serving the old bundle
+                    log.error("reload failed, going back to the old bundle: %s", e)
+                    try:
+                        self.serving.install(self._load(old.bundle.path))
+                    except Exception:
+                        # The old Recommender no longer logs writes: serve nothing rather than lose them.
+                        self.serving.clear()
+                        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+                        log.critical("cannot reopen the old bundle either; NOT_SERVING until restarted", exc_info=True)
+                    return False
                 self.serving.install(new)
-        log.info("now serving %s (%d items)", self.config.bundle, len(new))
-
-    def _load_previous(self, old: Any) -> Any:
-        c = self.config
-        return lmrec.Recommender.load(
-            old.bundle_path, device=old.device, precision=old.precision, threads=c.threads, state_dir=c.state_dir
-        )
+        log.info("now serving %s (%d items)", new.bundle.path, len(new))
+        return True
 
     def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, let in-flight ones finish within `grace`, final snapshot."""

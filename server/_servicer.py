@@ -183,14 +183,22 @@ class RecommenderServicer:
         negative = cv.item_ids("negative", request.negative, limits)
         exclude = cv.item_ids("exclude", request.exclude, limits)
         user_vector = cv.vector("user_vector", request.user_vector, rec.dim) if request.user_vector else None
+        k = cv.k(request, limits)
+        filter_ = cv.filter_(request.filter, limits)
         unknown = [h for h in history if h not in rec]
         if unknown and request.strict:
             raise KeyError(f"history: unknown item ids {unknown[:10]}" + (" …" if len(unknown) > 10 else ""))
+        # A request with no vector and no examples is a history request, even an empty one (the
+        # SDK then falls back to popular items); otherwise a history too is the SDK's error.
+        other_basis = user_vector is not None or positive or negative
+        size = len(rec)
+        if not size:
+            return pb.RecommendResponse(unknown_ids=unknown)
         results = rec.recommend(
-            history=history or None,
-            k=cv.k(request, limits),
+            history=(history or None) if other_basis else history,
+            k=min(k, size),
             exclude=exclude or None,
-            filter=cv.filter_(request.filter, limits),
+            filter=filter_,
             explain=request.explain,
             user_vector=user_vector,
             positive=positive or None,
@@ -201,8 +209,13 @@ class RecommenderServicer:
     def SimilarItems(self, request: pb.SimilarItemsRequest, context: grpc.ServicerContext) -> pb.SimilarItemsResponse:
         rec = self._serving.recommender
         item = cv.item_id("id", request.id, self._limits)
-        results = rec.similar_items(item, k=cv.k(request, self._limits), filter=cv.filter_(request.filter, self._limits))
-        return pb.SimilarItemsResponse(items=cv.scored(results))
+        k = cv.k(request, self._limits)
+        filter_ = cv.filter_(request.filter, self._limits)
+        others = len(rec) - 1
+        if others < 1:
+            rec.get_item(item)  # NOT_FOUND for an unknown id, even in an empty catalogue
+            return pb.SimilarItemsResponse()
+        return pb.SimilarItemsResponse(items=cv.scored(rec.similar_items(item, k=min(k, others), filter=filter_)))
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         query = cv.text("text", request.text, self._limits)
@@ -210,22 +223,25 @@ class RecommenderServicer:
         filter_ = cv.filter_(request.filter, self._limits)
         self._serving.recommender
         vectors, rec = self._batcher.embed([query], _timeout(context))
-        results = rec.search_vector(vectors[0], k=k, filter=filter_)
-        return pb.SearchResponse(items=cv.scored(results))
+        size = len(rec)
+        if not size:
+            return pb.SearchResponse()
+        # The query's vector, searched like Recommender.search does (no exclusions).
+        return pb.SearchResponse(items=cv.scored(rec.recommend(user_vector=vectors[0], k=min(k, size), filter=filter_)))
 
     def GetItem(self, request: pb.GetItemRequest, context: grpc.ServicerContext) -> pb.GetItemResponse:
         rec = self._serving.recommender
         item = rec.get_item(cv.item_id("id", request.id, self._limits))
-        out = pb.Item(id=request.id, text=item.get("text") or "", metadata=cv.metadata_out(item.get("metadata")))
+        out = pb.Item(id=item.item_id, text=item.text or "", metadata=cv.metadata_out(item.metadata))
         if request.include_vector:
-            out.vector.extend(rec.item_vector(request.id).tolist())
+            out.vector.extend(item.vector.tolist())
         return pb.GetItemResponse(item=out)
 
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> pb.GetModelInfoResponse:
         rec = self._serving.recommender
         manifest = rec.manifest
         return pb.GetModelInfoResponse(
-            model=str(manifest.get("base_model") or manifest.get("model") or ""),
+            model=str(manifest.get("base_model") or ""),
             dim=rec.dim,
             max_length=int(manifest.get("max_length") or 0),
             device=rec.device,
@@ -283,11 +299,20 @@ class RecommenderServicer:
     def DeleteItems(self, request: pb.DeleteItemsRequest, context: grpc.ServicerContext) -> pb.DeleteItemsResponse:
         ids = list(dict.fromkeys(cv.item_ids("ids", request.ids, self._limits, required=True)))
         with self._serving.writing() as rec:
-            present = [i for i in ids if i in rec]
-            if present:
-                rec.delete_items(present)
+            # The SDK refuses a delete naming any unknown id; a concurrent delete can win the race
+            # between this check and the call, so check again until the set is stable.
+            for attempt in range(3):
+                present = [i for i in ids if i in rec]
+                if not present:
+                    break
+                try:
+                    rec.delete_items(present)
+                    break
+                except KeyError:
+                    if attempt == 2:
+                        raise
             return pb.DeleteItemsResponse(
-                deleted=len(present), missing=[i for i in ids if i not in present], catalogue_size=len(rec)
+                deleted=len(present), missing=[i for i in ids if i not in set(present)], catalogue_size=len(rec)
             )
 
 

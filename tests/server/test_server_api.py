@@ -1,0 +1,163 @@
+"""Every RPC against a live in-process server, compared with the SDK answering the same question."""
+
+from __future__ import annotations
+
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lmrec
+from lmrec.client import RecommenderClient, RemoteError
+from lmrec.server import Limits
+from lmrec.server._gen import recommender_pb2 as pb
+
+
+@pytest.fixture(scope="module")
+def sdk(tiny_bundle: Path) -> lmrec.Recommender:
+    return lmrec.Recommender.load(tiny_bundle)
+
+
+def test_model_info(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
+    info = client.model_info()
+    assert info["dim"] == sdk.dim == 16
+    assert info["device"] == "cpu" and info["precision"] == sdk.precision
+    assert int(info["catalogue_size"]) == len(sdk) == 120
+    assert info["lmrec_version"] == lmrec.__version__
+    assert info["limits"]["max_k"] == Limits().max_k
+    assert info["max_length"] == 32
+
+
+def test_embed_matches_the_sdk(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
+    texts = ["stapler paper", "guitar drum piano", "knife", "seed soil rake hose"]
+    np.testing.assert_allclose(client.embed_texts(texts), sdk.embed_texts(texts), atol=1e-6)
+
+
+def test_embed_stream_chunks_in_order(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
+    words = ["stapler", "paper", "pen", "guitar", "drum", "knife", "pan", "seed"]
+    texts = [f"{words[i % 8]} {words[(i * 3) % 8]}" for i in range(600)]
+    chunks = list(client.embed_texts_stream(texts, chunk_size=256))
+    assert [offset for offset, _ in chunks] == [0, 256, 512]
+    assert [len(v) for _, v in chunks] == [256, 256, 88]
+    np.testing.assert_allclose(np.concatenate([v for _, v in chunks]), sdk.embed_texts(texts), atol=1e-6)
+
+
+def test_recommend_history_matches_the_sdk(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
+    history = ["office-0", "office-4", "garden-1"]
+    remote = client.recommend(history, k=5)
+    assert [(i, pytest.approx(s, abs=1e-5)) for i, s in remote] == [tuple(r) for r in sdk.recommend(history, k=5)]
+    assert not set(history) & {i for i, _ in remote}
+
+
+def test_recommend_explain_unknown_and_strict(client: RecommenderClient) -> None:
+    results = client.recommend(["office-0", "office-4", "no-such-item"], k=3, explain=True)
+    assert all(r.because and set(r.because) <= {"office-0", "office-4"} for r in results)
+    response = client._stub.Recommend(pb.RecommendRequest(history=["office-0", "no-such-item"], k=3), timeout=5)
+    assert list(response.unknown_ids) == ["no-such-item"] and len(response.items) == 3
+    with pytest.raises(KeyError, match="no-such-item") as e:
+        client.recommend(["office-0", "no-such-item"], strict=True)
+    assert isinstance(e.value, RemoteError) and e.value.code.name == "NOT_FOUND"
+
+
+def test_recommend_other_bases(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
+    popular = client.recommend(k=4)  # nothing known about the user
+    assert [i for i, _ in popular] == [i for i, _ in sdk.recommend([], k=4)]
+    vector = sdk.get_item("music-3").vector
+    by_vector = client.recommend(user_vector=vector, k=3)
+    assert by_vector[0].item_id == "music-3" and by_vector[0].score == pytest.approx(1.0, abs=1e-5)
+    examples = client.recommend(positive=["music-3", "music-7"], negative=["office-0"], k=5)
+    assert [i for i, _ in examples] == [i for i, _ in sdk.recommend(positive=["music-3", "music-7"], negative=["office-0"], k=5)]
+    assert {"music-3", "music-7", "office-0"}.isdisjoint(i for i, _ in examples)
+
+
+def test_filters_and_exclude(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
+    got = client.recommend(["kitchen-2"], k=10, filter={"brand": "Acme"}, exclude=["kitchen-6"])
+    assert got and all(sdk.get_item(i).metadata["brand"] == "Acme" for i, _ in got)
+    assert "kitchen-6" not in {i for i, _ in got}
+    # music items all have odd positions in the tiny catalogue, office items even ones
+    either = client.search("guitar drum", k=20, filter={"topic": ["music", "office"], "tags": "even"})
+    assert len(either) == 20 and all(sdk.get_item(i).metadata["topic"] == "office" for i, _ in either)
+
+
+def test_similar_items_and_search_match_the_sdk(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
+    assert [i for i, _ in client.similar_items("garden-5", k=5)] == [i for i, _ in sdk.similar_items("garden-5", k=5)]
+    assert [i for i, _ in client.search("piano violin", k=5)] == [i for i, _ in sdk.search("piano violin", k=5)]
+
+
+def test_k_above_the_catalogue_returns_the_whole_catalogue(client: RecommenderClient) -> None:
+    assert len(client.search("pen", k=1000)) == 120
+    assert len(client.similar_items("office-0", k=1000)) == 119
+
+
+def test_upsert_get_delete_roundtrip(client: RecommenderClient) -> None:
+    size = client.add_items(["new-1", "new-2"], texts=["guitar amp pick", "oven whisk"],
+                            metadata=[{"brand": "Nimbus", "year": 2024, "tags": ["x", 1.5]}, {}])
+    assert size == 122
+    item = client.get_item("new-1", include_vector=True)
+    assert item["text"] == "guitar amp pick"
+    assert item["metadata"] == {"brand": "Nimbus", "year": 2024, "tags": ["x", 1.5]}
+    np.testing.assert_allclose(item["vector"], client.embed_texts(["guitar amp pick"])[0], atol=1e-6)
+    assert client.search("guitar amp pick", k=1)[0].item_id == "new-1"
+    vec = np.zeros(16, dtype=np.float32)
+    vec[3] = 2.0
+    client.add_items(["vec-1", "new-2"], texts=[None, "oven whisk plate"], vectors=[vec, np.ones(16)])
+    assert client.get_item("vec-1", include_vector=True)["vector"][3] == pytest.approx(1.0)  # normalised
+    assert client.get_item("new-2")["text"] == "oven whisk plate"
+    result = client.delete_items(["new-1", "vec-1", "never-was"])
+    assert (result.deleted, result.missing, result.catalogue_size) == (2, ["never-was"], 121)
+    with pytest.raises(KeyError):
+        client.get_item("new-1")
+    assert client.delete_items(["new-1"]).missing == ["new-1"]  # a retried delete succeeds
+
+
+def test_mixed_texts_and_vectors_in_one_request(client: RecommenderClient) -> None:
+    request = pb.UpsertItemsRequest(items=[
+        pb.Item(id="m-text", text="drum song"),
+        pb.Item(id="m-vec", text="labelled vector", vector=[1.0] + [0.0] * 15),
+    ])
+    assert client._stub.UpsertItems(request, timeout=5).upserted == 2
+    np.testing.assert_allclose(client.get_item("m-text", include_vector=True)["vector"], client.embed_texts(["drum song"])[0],
+                               atol=1e-6)
+    assert client.get_item("m-vec", include_vector=True)["vector"][0] == pytest.approx(1.0)
+
+
+def test_bulk_upsert_stream(client: RecommenderClient) -> None:
+    batches = [{"ids": [f"bulk-{b}-{i}" for i in range(50)], "texts": ["pen ink desk"] * 50} for b in range(4)]
+    assert client.add_items_stream(batches) == 200
+    assert client.model_info()["catalogue_size"] == "320"
+    assert client.get_item("bulk-3-49")["text"] == "pen ink desk"
+
+
+def test_writes_survive_a_restart(start_server, tiny_bundle: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state-restart"
+    first = start_server(tiny_bundle, state_dir=state)
+    with RecommenderClient(f"127.0.0.1:{first.port}") as c:
+        c.add_items(["keep"], texts=["violin string"], metadata=[{"k": "v"}])
+        c.delete_items(["office-0"])
+    first.stop(0)
+    second = start_server(tiny_bundle, state_dir=state)
+    with RecommenderClient(f"127.0.0.1:{second.port}") as c:
+        assert c.get_item("keep")["metadata"] == {"k": "v"}
+        with pytest.raises(KeyError):
+            c.get_item("office-0")
+
+
+def test_concurrent_single_text_embeds_share_model_runs(start_server, tiny_bundle: Path) -> None:
+    server = start_server(tiny_bundle, metrics_port=0, max_batch=32, max_wait_ms=5)
+    texts = [f"pen {w}" for w in ["ink", "desk", "paper", "stapler"]] * 16
+    with RecommenderClient(f"127.0.0.1:{server.port}") as c, ThreadPoolExecutor(32) as pool:
+        vectors = list(pool.map(lambda t: c.embed_texts([t])[0], texts))
+        expected = c.embed_texts(texts[:4])
+    for i, v in enumerate(vectors):
+        np.testing.assert_allclose(v, expected[i % 4], atol=1e-6)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line and not line.startswith("#")}
+    runs = values["lmrec_embed_batch_texts_count"]
+    assert values["lmrec_embed_batch_texts_sum"] == 68  # 64 single texts + one call of 4
+    assert runs < 40, f"64 concurrent single-text calls took {runs:.0f} model runs"
+    assert values['lmrec_requests_total{code="OK",method="/lmrec.v1.Recommender/Embed"}'] == 65
+    assert "lmrec_request_seconds_bucket" in metrics and "lmrec_embed_queue_texts" in metrics
+    assert values["lmrec_catalogue_items"] == 120
