@@ -186,8 +186,6 @@ class RecommenderServicer:
         k = cv.k(request, limits)
         filter_ = cv.filter_(request.filter, limits)
         unknown = [h for h in history if h not in rec]
-        if unknown and request.strict:
-            raise KeyError(f"history: unknown item ids {unknown[:10]}" + (" …" if len(unknown) > 10 else ""))
         # A request with no vector and no examples is a history request, even an empty one (the
         # SDK then falls back to popular items); otherwise a history too is the SDK's error.
         other_basis = user_vector is not None or positive or negative
@@ -203,6 +201,7 @@ class RecommenderServicer:
             user_vector=user_vector,
             positive=positive or None,
             negative=negative or None,
+            strict=request.strict,
         )
         return pb.RecommendResponse(items=cv.scored(results, request.explain), unknown_ids=unknown)
 
