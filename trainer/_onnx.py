@@ -49,7 +49,7 @@ def export_torch(encoder: Any, path: Path, opset: int = OPSET) -> list[str]:
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes[OUTPUT] = {0: "batch"}
     with warnings.catch_warnings(), torch.inference_mode():
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter warns about itself
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(Pooled(encoder.model).eval(), tuple(sample[n] for n in names), str(path),
                           input_names=names, output_names=[OUTPUT], dynamic_axes=axes,

@@ -1,0 +1,126 @@
+"""Export: fused graphs, parity gate, zero-shot bundles (tiny BERT fast; packaged MiniLM when slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+import onnx  # noqa: E402
+
+import lmrec  # noqa: E402
+from lmrec import BundleError  # noqa: E402
+from lmrec._bundle import Bundle, verify_bundle  # noqa: E402
+from lmrec._encoder import TextEncoder  # noqa: E402
+from lmrec._index import VectorIndex  # noqa: E402
+from lmrec.cli import main  # noqa: E402
+from lmrec.trainer import export  # noqa: E402
+from lmrec.trainer._encoder import TorchEncoder  # noqa: E402
+
+from conftest import TINY_DATA  # noqa: E402
+
+
+def test_tiny_export_files_fusion_and_parity(tiny_export: tuple[Path, dict]) -> None:
+    out, info = tiny_export
+    for name in ("item_encoder.onnx", "item_encoder.int8.onnx", "item_encoder.fp16.onnx", "tokenizer.json"):
+        assert (out / name).is_file(), name
+    assert info["onnx"]["fused_operators"]["Attention"] == 2 == info["onnx"]["layers"]
+    ops = {n.op_type for n in onnx.load(str(out / "item_encoder.int8.onnx")).graph.node}
+    assert {"QAttention", "MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    fp16 = onnx.load(str(out / "item_encoder.fp16.onnx")).graph
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in fp16.initializer)
+    assert fp16.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # io stays float32
+    parity = info["parity"]
+    assert parity["passed"] and not parity["forced"] and parity["texts"] == 200
+    assert parity["fp32_min_cosine"] >= 0.99999 and parity["int8_mean_cosine"] >= 0.99
+    assert parity["int8_top10_overlap"] >= 0.9 and parity["fp16_min_cosine"] >= 0.999
+    tokenizer = json.loads((out / "tokenizer.json").read_text())
+    assert tokenizer["padding"] is None and tokenizer["truncation"] is None  # the SDK configures both
+
+
+def test_onnx_matches_torch_on_unseen_texts(tiny_bert_dir: Path, tiny_export: tuple[Path, dict]) -> None:
+    out, _ = tiny_export
+    texts = ["completely new words: zebra quantum", "pen", "a much longer text " * 20]
+    torch_vectors = TorchEncoder(str(tiny_bert_dir), max_length=64).encode(texts)
+    onnx_vectors = TextEncoder(out / "item_encoder.onnx", out / "tokenizer.json", 64).embed(texts)
+    assert np.sum(torch_vectors * onnx_vectors, axis=1).min() >= 0.99999
+
+
+def test_parity_breach_fails_unless_forced(tiny_bert_dir: Path, tiny_export: tuple[Path, dict],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    out, _ = tiny_export
+    monkeypatch.setitem(export.PARITY_GATE, "int8_mean_cosine", 1.5)
+    encoder = TorchEncoder(str(tiny_bert_dir), max_length=64)
+    texts = lmrec.load_dataset(TINY_DATA).item_texts[:40]
+    with pytest.raises(export.ParityError, match=r"int8_mean_cosine 0\.9\d+ < 1\.5"):
+        export.check_parity(encoder, out, texts)
+    forced = export.check_parity(encoder, out, texts, force=True)
+    assert not forced["passed"] and forced["forced"] and forced["gate"]["int8_mean_cosine"] == 1.5
+
+
+def test_neighbour_overlap() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    assert export.neighbour_overlap(x, x) == 1.0
+    assert export.neighbour_overlap(x, rng.normal(size=(50, 8)).astype(np.float32)) < 0.5
+
+
+def test_zero_shot_bundle_with_projection(tiny_bert_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bundle"
+    assert main(["export", "--base-model", str(tiny_bert_dir), "--data", TINY_DATA, "--out", str(out),
+                 "--dim", "8", "--max-length", "64"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert verify_bundle(out) == []
+    b = Bundle.open(out)
+    data = lmrec.load_dataset(TINY_DATA)
+    m = b.manifest
+    assert b.item_ids == data.item_ids and b.item_texts == data.item_texts and b.item_meta == data.item_meta
+    assert (m["dim"], m["encoder_dim"], m["max_length"], m["pooling"], m["normalize"]) == (8, 32, 64, "mean", True)
+    assert m["template"] == data.template and m["training"] is None and m["parity"]["passed"]
+    assert m["data"] == {**m["data"], "spec": TINY_DATA, "items": 200, "fingerprint": data.fingerprint()}
+    proj = m["projection"]
+    assert proj["dim"] == 8 and 0 < proj["explained_variance"] <= 1 and 0 < proj["top10_overlap_vs_full"] <= 1
+    assert np.load(out / "projection.npy").shape == (33, 8)
+    # Every graph outputs the projected, normalised vector the catalogue was stored with.
+    for precision in ("fp32", "int8", "fp16"):
+        enc = TextEncoder(b.encoder_path(precision), b.file("tokenizer.json"), b.max_length)
+        assert enc.dim == 8
+        cosine = np.sum(enc.embed(b.item_texts[:20]) * b.item_vectors[:20], axis=1)
+        assert cosine.min() >= (0.9999 if precision == "fp32" else 0.98), precision
+    assert b.popularity is not None and int(b.popularity.sum()) == data.n_interactions
+    index = VectorIndex.load(b.file("index"))
+    assert len(index) == 200 and index.params == m["index"] and index.ef == m["index"]["ef"]
+    ((top, score),) = index.search(np.asarray(b.item_vectors[7:8]), k=1)[0][:1]
+    assert top == b.item_ids[7] and score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bundle_export_refuses_bad_input_before_work(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    (existing / "manifest.json").write_text("{}")
+    with pytest.raises(BundleError, match="already exists"):
+        export.build_zero_shot_bundle(TINY_DATA, existing, base_model=str(tiny_bert_dir))
+    with pytest.raises(ValueError, match="--dim 32: must be below the encoder dimension"):
+        export.build_zero_shot_bundle(TINY_DATA, tmp_path / "b", base_model=str(tiny_bert_dir), dim=32)
+    with pytest.raises(ValueError, match="--max-length 4"):
+        export.build_zero_shot_bundle(TINY_DATA, tmp_path / "b", base_model=str(tiny_bert_dir), max_length=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]  # nothing half-written left behind
+    assert main(["export", "--base-model", str(tmp_path / "nope"), "--out", str(tmp_path / "c")]) == 2
+
+
+@pytest.mark.slow
+def test_minilm_bundle_meets_parity_gate(minilm_bundle: Path) -> None:
+    assert verify_bundle(minilm_bundle) == []
+    m = Bundle.open(minilm_bundle).manifest
+    parity = m["parity"]
+    assert parity["passed"] and not parity["forced"]
+    assert parity["fp32_min_cosine"] >= 0.99999
+    assert parity["int8_mean_cosine"] >= 0.99 and parity["int8_top10_overlap"] >= 0.9
+    assert m["onnx"]["fused_operators"]["Attention"] == 6  # eager export: every layer's attention fused
+    assert (m["dim"], m["max_length"], m["data"]["items"]) == (384, 128, 300)
