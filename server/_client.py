@@ -145,10 +145,10 @@ class RecommenderClient:
         if timeout <= 0:
             raise ValueError(f"timeout: {timeout}, must be > 0 seconds")
         if not 1 <= max_attempts <= 5:
-            raise ValueError(f"max_attempts: {max_attempts}, must be 1 to 5 (grpc's limit)")
+            raise ValueError(f"max_attempts: {max_attempts}, must be 1 (no retries) to 5 (grpc's limit)")
+        retries = [("grpc.enable_retries", 1), ("grpc.service_config", retry_service_config(max_attempts))]
         channel_options = [
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", retry_service_config(max_attempts)),
+            *(retries if max_attempts > 1 else [("grpc.enable_retries", 0)]),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             *options,
         ]
