@@ -65,7 +65,7 @@ def parse_synthetic_spec(spec: str) -> dict[str, int]:
 
 
 def synthetic(items: int = 2000, users: int = 1000, seed: int = 0) -> Dataset:
-    """Generate `items` items and `users` users (sequences of 3 to ~60 items), deterministic in `seed`."""
+    """Generate `items` items and `users` users (sequences of up to 60 items, 3 or more unless the catalogue runs out), deterministic in `seed`."""
     rng = np.random.default_rng(seed)
     topics = list(_TOPICS)
     n_topics = len(topics)

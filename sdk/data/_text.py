@@ -26,7 +26,7 @@ def clean(value: Any) -> str:
 class TextTemplate:
     """Renders `fields` of an item's metadata joined by `sep`, skipping empty ones, cut to `max_chars`.
 
-    `sep` ending in '.' strips a trailing '.' from each part first, so "Pens." + ". " stays "Pens. ".
+    With `sep` ". " each part loses its trailing '.', so "Pens." + ". " + "Acme" reads "Pens. Acme".
     The spec string (`fields=title,genres;sep= | ;max_chars=2000`) is stored in bundle manifests.
     """
 
@@ -39,8 +39,6 @@ class TextTemplate:
         if self.sep.strip() == ".":
             parts = [p.rstrip(". ") for p in parts]
         text = self.sep.join(p for p in parts if p)
-        if self.sep.strip() == ".":
-            text = text + "." if text else text
         return text[: self.max_chars].rstrip()
 
     def spec(self) -> str:

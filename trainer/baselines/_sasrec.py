@@ -118,7 +118,7 @@ class SASRec:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(batch)
+                total += loss.item() * len(batch)
             ndcg = ctx.validate(self.score)
             history.append({"epoch": epoch + 1, "loss": total / len(data), "valid_ndcg@10": ndcg,
                             "seconds": time.perf_counter() - start})

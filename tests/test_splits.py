@@ -1,0 +1,73 @@
+"""Splits follow the shared protocol and are deterministic for a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lmrec import DataError, load_dataset
+from lmrec.evaluation import make_split, training_items
+
+DATA = "synthetic:items=400,users=300,seed=3"
+
+
+def test_warm_split_is_leave_one_out():
+    data = load_dataset(DATA)
+    split = make_split(data, "warm", seed=0)
+    eligible = [u for u, s in enumerate(data.sequences) if len(s) >= 3]
+    assert split.test.users.tolist() == eligible
+    for case, (u, hist, target) in enumerate(zip(split.test.users, split.test.histories, split.test.targets)):
+        seq = data.sequences[u]
+        assert target == seq[-1]
+        assert hist.tolist() == seq[:-1].tolist()  # the validation item is in the test history
+        assert split.valid.targets[case] == seq[-2]
+        assert split.valid.histories[case].tolist() == seq[:-2].tolist()
+    assert sum(len(s) for s in split.train) == sum(len(data.sequences[u]) - 2 for u in eligible)
+
+
+def test_cold_split_keeps_cold_items_out_of_training():
+    data = load_dataset(DATA)
+    split = make_split(data, "cold", seed=7)
+    cold = set(split.cold_items.tolist())
+    assert len(cold) == round(0.2 * data.n_items)
+    assert not cold & set(np.concatenate(split.train).tolist())
+    assert not training_items(split)[split.cold_items].any()
+    assert len(split.test) > 0 and set(split.test.targets.tolist()) <= cold
+    assert set(split.valid.targets.tolist()) <= cold
+    for u, hist in zip(split.test.users, split.test.histories):
+        assert hist.tolist() == data.sequences[u][:-1].tolist()  # full prefix, cold items included
+
+
+@pytest.mark.parametrize("kind", ["warm", "cold", "temporal"])
+def test_splits_are_deterministic_for_a_seed(kind):
+    data = load_dataset(DATA)
+    a, b = make_split(data, kind, seed=5), make_split(data, kind, seed=5)
+    assert a.test.targets.tolist() == b.test.targets.tolist()
+    assert [s.tolist() for s in a.train] == [s.tolist() for s in b.train]
+    assert a.cold_items.tolist() == b.cold_items.tolist()
+
+
+def test_cold_split_changes_with_the_seed():
+    data = load_dataset(DATA)
+    assert make_split(data, "cold", seed=1).cold_items.tolist() != make_split(data, "cold", seed=2).cold_items.tolist()
+
+
+def test_temporal_split_respects_the_cut():
+    data = load_dataset(DATA)
+    split = make_split(data, "temporal", seed=0)
+    cut = split.params["test_cut"]
+    for u, hist, target in zip(split.test.users, split.test.histories, split.test.targets):
+        ts = data.timestamps[u]
+        assert ts[len(hist)] > cut and (len(hist) == 0 or ts[len(hist) - 1] <= cut)
+
+
+def test_temporal_split_needs_timestamps(tmp_path):
+    (tmp_path / "x.item.json").write_text('{"a": {"title": "A"}, "b": {"title": "B"}}')
+    (tmp_path / "x.inter.json").write_text('{"u": ["a", "b", "a"]}')
+    with pytest.raises(DataError, match="timestamps"):
+        make_split(load_dataset(f"amazon:{tmp_path}"), "temporal")
+
+
+def test_unknown_split_kind():
+    with pytest.raises(DataError, match="split 'random'"):
+        make_split(load_dataset(DATA), "random")
