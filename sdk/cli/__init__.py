@@ -14,7 +14,7 @@ from typing import Sequence
 from .._errors import LmrecError
 
 # Modules under lmrec.cli, in help order. Each defines register(subparsers).
-COMMANDS = ["_data", "_eval", "_export", "_bundle", "_serve", "_recommend"]
+COMMANDS = ["_data", "_eval", "_export", "_bundle", "_serve", "_recommend", "_bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
