@@ -16,8 +16,7 @@ import pytest
 pytest.importorskip("grpc", reason="the server extra (grpcio) is not installed")
 pytest.importorskip("onnxruntime", reason="the server needs an ONNX Runtime build (extra cpu)")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared _tiny_bundle helper
-from _tiny_bundle import make_tiny_bundle  # noqa: E402
+from _tiny_bundle import make_tiny_bundle  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 
 from lmrec.server import RecommenderClient, RecommenderServer, ServerConfig  # noqa: E402
 

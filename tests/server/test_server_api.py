@@ -161,3 +161,16 @@ def test_concurrent_single_text_embeds_share_model_runs(start_server, tiny_bundl
     assert values['lmrec_requests_total{code="OK",method="/lmrec.v1.Recommender/Embed"}'] == 65
     assert "lmrec_request_seconds_bucket" in metrics and "lmrec_embed_queue_texts" in metrics
     assert values["lmrec_catalogue_items"] == 120
+
+
+def test_reflection_describes_the_service(server) -> None:
+    import grpc
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        assert {"lmrec.v1.Recommender", "grpc.health.v1.Health"} <= set(database.get_services())
+        service = DescriptorPool(database).FindServiceByName("lmrec.v1.Recommender")
+        assert [m.name for m in service.methods] == [m.name for m in pb.DESCRIPTOR.services_by_name["Recommender"].methods]
+        assert service.methods_by_name["Recommend"].input_type.fields_by_name["k"].number == 5
