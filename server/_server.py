@@ -106,7 +106,6 @@ class RecommenderServer:
         self._stopping = threading.Event()
         self._swap_lock = threading.Lock()
         self._grpc: grpc.Server | None = None
-        self._threads: list[threading.Thread] = []
 
     # -- pieces --------------------------------------------------------------------------------
     def _embed(self, texts: list[str]) -> tuple[Any, Any]:
@@ -157,7 +156,7 @@ class RecommenderServer:
         interceptors: list[grpc.ServerInterceptor] = []
         if self.metrics is not None:
             self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
-            self.metrics.catalogue_size.set_function(lambda: len(self.serving._rec or ()))
+            self.metrics.catalogue_size.set_function(lambda: len(self.serving.current or ()))
             interceptors.append(MetricsInterceptor(self.metrics))
         if c.auth is not None:
             interceptors.append(AuthInterceptor(c.auth, write_methods()))
@@ -197,9 +196,7 @@ class RecommenderServer:
         if self.metrics is not None and c.metrics_port is not None:
             self.metrics_port = self.metrics.serve(c.host, c.metrics_port)
         for target in (self._load_in_background, self._snapshot_loop):
-            thread = threading.Thread(target=target, name=f"lmrec-{target.__name__.strip('_')}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            threading.Thread(target=target, name=f"lmrec-{target.__name__.strip('_')}", daemon=True).start()
         return self.port
 
     def wait_until_loaded(self, timeout: float | None = None) -> bool:
@@ -212,15 +209,13 @@ class RecommenderServer:
 
     def snapshot(self) -> bool:
         """Snapshot the state directory if anything was written since the last one."""
-        rec = self.serving._rec
-        if rec is None or not self.serving.writes_since_snapshot:
+        rec = self.serving.current
+        if rec is None or not rec.pending_changes:
             return False
-        self.serving.writes_since_snapshot = 0
         started = time.perf_counter()
         try:
             rec.snapshot()
         except Exception:  # noqa: BLE001 - the log still holds every write; retry next time
-            self.serving.writes_since_snapshot += 1
             log.exception("snapshot failed (writes stay in the log)")
             return False
         log.info("snapshot written in %.2f s", time.perf_counter() - started)
@@ -240,7 +235,7 @@ class RecommenderServer:
             except LmrecError as e:
                 log.error("token file not reloaded, keeping the old tokens: %s", e)
         with self._swap_lock:
-            old = self.serving._rec
+            old = self.serving.current
             if old is None:
                 log.warning("reload ignored: the bundle is still loading")
                 return False
@@ -254,7 +249,6 @@ class RecommenderServer:
                 return False
             with self.serving.exclusive():
                 old.snapshot()
-                self.serving.writes_since_snapshot = 0
                 old.close()  # releases the state directory for the new Recommender
                 try:
                     new = self._load()
@@ -286,9 +280,10 @@ class RecommenderServer:
             rec = self.serving.clear()
             if rec is not None:
                 started = time.perf_counter()
-                rec.snapshot()
+                written = rec.snapshot()
                 rec.close()
-                log.info("final snapshot written in %.2f s", time.perf_counter() - started)
+                if written is not None:
+                    log.info("final snapshot written in %.2f s", time.perf_counter() - started)
         if self.metrics is not None:
             self.metrics.close()
 

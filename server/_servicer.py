@@ -55,18 +55,19 @@ class Serving:
         self._gate = threading.Condition()
         self._writers = 0
         self._swapping = False
-        self.writes_since_snapshot = 0
 
     @property
     def recommender(self) -> Any:
+        """The current Recommender; NotReady (UNAVAILABLE) while none is loaded."""
         rec = self._rec
         if rec is None:
-            raise NotReady("the server is loading its bundle; retry shortly")
+            raise NotReady("the server is loading its bundle (or stopping); retry shortly")
         return rec
 
     @property
-    def ready(self) -> bool:
-        return self._rec is not None
+    def current(self) -> Any:
+        """The current Recommender, or None."""
+        return self._rec
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Any]:
@@ -77,7 +78,6 @@ class Serving:
             self._writers += 1
         try:
             yield self.recommender
-            self.writes_since_snapshot += 1
         finally:
             with self._gate:
                 self._writers -= 1
@@ -159,7 +159,7 @@ class RecommenderServicer:
     # -- reads -------------------------------------------------------------------------------
     def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> pb.EmbedResponse:
         texts = cv.texts("texts", request.texts, self._limits.max_embed_texts, self._limits)
-        self._serving.recommender  # UNAVAILABLE before the model is loaded, not a queued wait
+        _ = self._serving.recommender  # UNAVAILABLE before the model is loaded, not a queued wait
         vectors, _ = self._batcher.embed(texts, _timeout(context))
         return pb.EmbedResponse(vectors=cv.vectors_out(vectors), dim=vectors.shape[1], offset=0)
 
@@ -168,7 +168,7 @@ class RecommenderServicer:
         chunk = request.chunk_size or DEFAULT_STREAM_CHUNK
         if not 1 <= chunk <= MAX_STREAM_CHUNK:
             raise cv.InvalidField(f"chunk_size: {chunk}, must be between 1 and {MAX_STREAM_CHUNK}")
-        self._serving.recommender
+        _ = self._serving.recommender
         for start in range(0, len(texts), chunk):
             if not context.is_active():
                 return  # the client went away: stop embedding for it
@@ -220,7 +220,7 @@ class RecommenderServicer:
         query = cv.text("text", request.text, self._limits)
         k = cv.k(request, self._limits)
         filter_ = cv.filter_(request.filter, self._limits)
-        self._serving.recommender
+        _ = self._serving.recommender
         vectors, rec = self._batcher.embed([query], _timeout(context))
         size = len(rec)
         if not size:
@@ -310,8 +310,9 @@ class RecommenderServicer:
                 except KeyError:
                     if attempt == 2:
                         raise
+            gone = set(present)
             return pb.DeleteItemsResponse(
-                deleted=len(present), missing=[i for i in ids if i not in set(present)], catalogue_size=len(rec)
+                deleted=len(present), missing=[i for i in ids if i not in gone], catalogue_size=len(rec)
             )
 
 

@@ -52,9 +52,11 @@ def test_tls_with_scoped_tokens(secure) -> None:
     server, cert = secure
     with _client(server, cert) as anonymous:
         assert anonymous.health() == "SERVING"  # probes need no token
-        with pytest.raises(RemoteError) as e:
-            anonymous.search("pen")
-        assert e.value.code == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in e.value.details
+        for call in (lambda: anonymous.search("pen"), lambda: list(anonymous.embed_texts_stream(["pen"])),
+                     lambda: anonymous.add_items_stream([{"ids": ["a"], "texts": ["pen"]}])):
+            with pytest.raises(RemoteError) as e:
+                call()
+            assert e.value.code == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in e.value.details
     with _client(server, cert, token="x" * 20) as wrong, pytest.raises(RemoteError) as e:
         wrong.model_info()
     assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
