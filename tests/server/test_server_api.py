@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _grpc_fixtures import client, server, start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
+
 import lmrec
 from lmrec.client import RecommenderClient, RemoteError
 from lmrec.server import Limits

@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from _grpc_fixtures import start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
+
 import grpc
 import pytest
 

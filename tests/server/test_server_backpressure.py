@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+from _grpc_fixtures import start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
+
 import grpc
 import pytest
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from _grpc_fixtures import tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
+
 import grpc
 import pytest
 from google.protobuf import struct_pb2

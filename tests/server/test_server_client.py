@@ -8,6 +8,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from _grpc_fixtures import server, start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
+
 import grpc
 import pytest
 

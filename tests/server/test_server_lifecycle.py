@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+from _grpc_fixtures import serve_process, server, start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _grpc_fixtures import serve_process  # noqa: F401  (fixtures; skips without the server extra)
+
 import lmrec
 from lmrec.client import RecommenderClient
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from _grpc_fixtures import serve_process, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
+
 from lmrec.client import RecommenderClient
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"

@@ -1,4 +1,8 @@
-"""Fixtures for the gRPC server tests: a tiny bundle, in-process servers, `lmrec serve` subprocesses."""
+"""Fixtures for the gRPC server tests: a tiny bundle, in-process servers, `lmrec serve` subprocesses.
+
+Test modules import the fixtures they use from here. (Not a conftest.py: a second module named
+`conftest` would shadow tests/conftest.py for the tests that import constants from it.)
+"""
 
 from __future__ import annotations
 
