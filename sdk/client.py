@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any
 from ._errors import require
 
 if TYPE_CHECKING:
-    from lmrec.server._client import DeleteResult, Recommendation, RecommenderClient, RemoteError
+    from lmrec.server._client import DeleteResult, RecommenderClient, RemoteError, RemoteInvalidArgument, RemoteNotFound
 
-_EXPORTS = ("RecommenderClient", "Recommendation", "DeleteResult", "RemoteError",
-            "RemoteInvalidArgument", "RemoteNotFound")
+_EXPORTS = ("RecommenderClient", "DeleteResult", "RemoteError", "RemoteInvalidArgument", "RemoteNotFound")
 
 
 def __getattr__(name: str) -> Any:

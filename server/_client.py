@@ -1,4 +1,4 @@
-"""`RecommenderClient`: the SDK's method names over gRPC, with deadlines and retries.
+"""`RecommenderClient`: the SDK's method names and result types over gRPC, with deadlines and retries.
 
 Every call has a deadline (`timeout`, default 10 s, overridable per call). Idempotent calls (all of
 v1's: the proto marks reads NO_SIDE_EFFECTS and upserts/deletes IDEMPOTENT) are retried by grpc's
@@ -21,6 +21,7 @@ from google.protobuf import descriptor_pb2, json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lmrec._errors import LmrecError
+from lmrec._recommender import ExplainedRecommendation, Item, Recommendation
 
 from ._convert import plain, metadata_out
 from ._gen import recommender_pb2 as pb
@@ -53,25 +54,6 @@ def _remote_error(error: grpc.RpcError) -> RemoteError:
     code, details = error.code(), error.details() or ""
     cls = {grpc.StatusCode.INVALID_ARGUMENT: RemoteInvalidArgument, grpc.StatusCode.NOT_FOUND: RemoteNotFound}
     return cls.get(code, RemoteError)(code, details)
-
-
-class Recommendation(tuple):
-    """One result: unpacks as `(item_id, score)`; `.because` lists contributing history items."""
-
-    because: list[str]
-
-    def __new__(cls, item_id: str, score: float, because: Sequence[str] = ()) -> "Recommendation":
-        self = super().__new__(cls, (item_id, score))
-        self.because = list(because)
-        return self
-
-    @property
-    def item_id(self) -> str:
-        return self[0]
-
-    @property
-    def score(self) -> float:
-        return self[1]
 
 
 @dataclass(frozen=True)
@@ -113,8 +95,10 @@ def _conditions(filter: Mapping[str, Any] | None) -> list[pb.Condition]:
     return out
 
 
-def _results(items: Iterable[pb.ScoredItem]) -> list[Recommendation]:
-    return [Recommendation(it.id, it.score, list(it.because)) for it in items]
+def _results(items: Iterable[pb.ScoredItem], explain: bool = False) -> list[Any]:
+    if explain:
+        return [ExplainedRecommendation(it.id, it.score, tuple(it.because)) for it in items]
+    return [Recommendation(it.id, it.score) for it in items]
 
 
 def _read(value: str | bytes | os.PathLike[str] | None) -> bytes | None:
@@ -213,31 +197,28 @@ class RecommenderClient:
         negative: Sequence[str] | None = None,
         strict: bool = False,
         timeout: float | None = None,
-    ) -> list[Recommendation]:
+    ) -> list[Any]:
         request = pb.RecommendRequest(
             history=list(history or ()), k=k, exclude=list(exclude or ()), filter=_conditions(filter),
             explain=explain, positive=list(positive or ()), negative=list(negative or ()), strict=strict,
             user_vector=np.asarray(user_vector, dtype=np.float32).ravel().tolist() if user_vector is not None else (),
         )
-        return _results(self._call(self._stub.Recommend, request, timeout).items)
+        return _results(self._call(self._stub.Recommend, request, timeout).items, explain)
 
     def similar_items(self, item_id: str, k: int = 10, filter: Mapping[str, Any] | None = None,
-                      timeout: float | None = None) -> list[Recommendation]:
+                      timeout: float | None = None) -> list[Any]:
         request = pb.SimilarItemsRequest(id=item_id, k=k, filter=_conditions(filter))
         return _results(self._call(self._stub.SimilarItems, request, timeout).items)
 
     def search(self, text: str, k: int = 10, filter: Mapping[str, Any] | None = None,
-               timeout: float | None = None) -> list[Recommendation]:
+               timeout: float | None = None) -> list[Any]:
         request = pb.SearchRequest(text=text, k=k, filter=_conditions(filter))
         return _results(self._call(self._stub.Search, request, timeout).items)
 
-    def get_item(self, item_id: str, include_vector: bool = False, timeout: float | None = None) -> dict[str, Any]:
-        """{"id", "text", "metadata"} (plus "vector" on request)."""
-        item = self._call(self._stub.GetItem, pb.GetItemRequest(id=item_id, include_vector=include_vector), timeout).item
-        out: dict[str, Any] = {"id": item.id, "text": item.text, "metadata": _struct_dict(item.metadata)}
-        if include_vector:
-            out["vector"] = np.array(item.vector, dtype=np.float32)
-        return out
+    def get_item(self, item_id: str, timeout: float | None = None) -> Item:
+        """The item's text (None for a vector-only item), metadata and vector, as the SDK's Item."""
+        item = self._call(self._stub.GetItem, pb.GetItemRequest(id=item_id, include_vector=True), timeout).item
+        return Item(item.id, item.text or None, _struct_dict(item.metadata), np.array(item.vector, dtype=np.float32))
 
     def model_info(self, timeout: float | None = None) -> dict[str, Any]:
         """Model, dim, max_length, device, precision, catalogue_size, lmrec_version and limits."""

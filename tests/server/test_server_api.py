@@ -48,8 +48,9 @@ def test_embed_stream_chunks_in_order(client: RecommenderClient, sdk: lmrec.Reco
 
 def test_recommend_history_matches_the_sdk(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
     history = ["office-0", "office-4", "garden-1"]
-    remote = client.recommend(history, k=5)
-    assert [(i, pytest.approx(s, abs=1e-5)) for i, s in remote] == [tuple(r) for r in sdk.recommend(history, k=5)]
+    remote, local = client.recommend(history, k=5), sdk.recommend(history, k=5)
+    assert type(remote[0]) is type(local[0])  # the SDK's result type: code moves between the two unchanged
+    assert [(i, pytest.approx(s, abs=1e-5)) for i, s in remote] == [tuple(r) for r in local]
     assert not set(history) & {i for i, _ in remote}
 
 
@@ -97,16 +98,17 @@ def test_upsert_get_delete_roundtrip(client: RecommenderClient) -> None:
     size = client.add_items(["new-1", "new-2"], texts=["guitar amp pick", "oven whisk"],
                             metadata=[{"brand": "Nimbus", "year": 2024, "tags": ["x", 1.5]}, {}])
     assert size == 122
-    item = client.get_item("new-1", include_vector=True)
-    assert item["text"] == "guitar amp pick"
-    assert item["metadata"] == {"brand": "Nimbus", "year": 2024, "tags": ["x", 1.5]}
-    np.testing.assert_allclose(item["vector"], client.embed_texts(["guitar amp pick"])[0], atol=1e-6)
+    item = client.get_item("new-1")
+    assert item.text == "guitar amp pick"
+    assert item.metadata == {"brand": "Nimbus", "year": 2024, "tags": ["x", 1.5]}
+    np.testing.assert_allclose(item.vector, client.embed_texts(["guitar amp pick"])[0], atol=1e-6)
     assert client.search("guitar amp pick", k=1)[0].item_id == "new-1"
     vec = np.zeros(16, dtype=np.float32)
     vec[3] = 2.0
     client.add_items(["vec-1", "new-2"], texts=[None, "oven whisk plate"], vectors=[vec, np.ones(16)])
-    assert client.get_item("vec-1", include_vector=True)["vector"][3] == pytest.approx(1.0)  # normalised
-    assert client.get_item("new-2")["text"] == "oven whisk plate"
+    vec_item = client.get_item("vec-1")
+    assert vec_item.vector[3] == pytest.approx(1.0) and vec_item.text is None  # normalised, no text
+    assert client.get_item("new-2").text == "oven whisk plate"
     result = client.delete_items(["new-1", "vec-1", "never-was"])
     assert (result.deleted, result.missing, result.catalogue_size) == (2, ["never-was"], 121)
     with pytest.raises(KeyError):
@@ -120,16 +122,16 @@ def test_mixed_texts_and_vectors_in_one_request(client: RecommenderClient) -> No
         pb.Item(id="m-vec", text="labelled vector", vector=[1.0] + [0.0] * 15),
     ])
     assert client._stub.UpsertItems(request, timeout=5).upserted == 2
-    np.testing.assert_allclose(client.get_item("m-text", include_vector=True)["vector"], client.embed_texts(["drum song"])[0],
+    np.testing.assert_allclose(client.get_item("m-text").vector, client.embed_texts(["drum song"])[0],
                                atol=1e-6)
-    assert client.get_item("m-vec", include_vector=True)["vector"][0] == pytest.approx(1.0)
+    assert client.get_item("m-vec").vector[0] == pytest.approx(1.0)
 
 
 def test_bulk_upsert_stream(client: RecommenderClient) -> None:
     batches = [{"ids": [f"bulk-{b}-{i}" for i in range(50)], "texts": ["pen ink desk"] * 50} for b in range(4)]
     assert client.add_items_stream(batches) == 200
     assert client.model_info()["catalogue_size"] == "320"
-    assert client.get_item("bulk-3-49")["text"] == "pen ink desk"
+    assert client.get_item("bulk-3-49").text == "pen ink desk"
 
 
 def test_writes_survive_a_restart(start_server, tiny_bundle: Path, tmp_path: Path) -> None:
@@ -141,7 +143,7 @@ def test_writes_survive_a_restart(start_server, tiny_bundle: Path, tmp_path: Pat
     first.stop(0)
     second = start_server(tiny_bundle, state_dir=state)
     with RecommenderClient(f"127.0.0.1:{second.port}") as c:
-        assert c.get_item("keep")["metadata"] == {"k": "v"}
+        assert c.get_item("keep").metadata == {"k": "v"}
         with pytest.raises(KeyError):
             c.get_item("office-0")
 

@@ -96,7 +96,7 @@ def _check(client: RecommenderClient, acked: dict[str, str], checked: set[str]) 
     ids = [i for i in acked if i not in checked] + rng.sample(sorted(checked), min(200, len(checked)))
 
     def present(item_id: str) -> None:
-        assert client.get_item(item_id)["text"] == acked[item_id], f"acknowledged item {item_id} changed"
+        assert client.get_item(item_id).text == acked[item_id], f"acknowledged item {item_id} changed"
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(present, ids))  # re-raises the first failure (NOT_FOUND: lost)

@@ -43,5 +43,5 @@ def test_node_client_calls_health_embed_upsert_recommend(node: str, serve_proces
         assert len(summary["recommended"]) == 3
         assert summary["bad_k"]["code"] == 3 and "k" in summary["bad_k"]["details"]
         # What Node wrote is what Python reads back.
-        assert client.get_item("node-1")["metadata"] == {"source": "node"}
-        assert client.get_item("node-2", include_vector=True)["vector"].shape == (16,)
+        assert client.get_item("node-1").metadata == {"source": "node"}
+        assert client.get_item("node-2").vector.shape == (16,)
