@@ -534,6 +534,30 @@ class Recommender:
                 out[empty] = np.array([self._popularity.get(i, 0.0) for i in ids], dtype=np.float32)
             return out
 
+    def recommend_batch(self, histories: Sequence[Sequence[str]], k: int = 10, strict: bool = False,
+                        mode: str = "auto") -> list[list[Recommendation]]:
+        """`recommend(history, k=k)` for many histories at once, for offline jobs: one user-model
+        run and one index search per call. The same exclusions (history items) and the same
+        popularity fallback for an empty history; with the HNSW graph, the same approximation."""
+        if isinstance(histories, (str, bytes)):
+            raise ValueError("histories: expected a list of histories (lists of item ids)")
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
+        with self._lock.read():
+            k = _check_k(k, len(self._index))
+            known = [self._known(h, strict, f"histories[{n}]") for n, h in enumerate(histories)]
+            out: list[list[Recommendation]] = [[] for _ in known]
+            rows = [n for n, h in enumerate(known) if h]
+            if rows:
+                queries = self._user_vectors([known[n] for n in rows])
+                hits = self._index.search(queries, k, exclude=[set(known[n]) for n in rows], mode=mode)
+                for n, found in zip(rows, hits):
+                    out[n] = [Recommendation(i, s) for i, s in found]
+            for n, h in enumerate(known):
+                if not h:
+                    out[n] = self._popular(k, set(), None, False)
+            return out
+
     def user_segments(self, histories: Sequence[Sequence[str]], n: int, top: int = 5, seed: int = 0,
                       iterations: int = 50) -> list[UserSegment]:
         """Cluster users (spherical k-means on their user vectors) into `n` groups, largest first,

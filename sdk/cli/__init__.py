@@ -14,7 +14,8 @@ from typing import Sequence
 from .._errors import LmrecError
 
 # Modules under lmrec.cli, in help order. Each defines register(subparsers).
-COMMANDS = ["_data", "_eval", "_export", "_bundle", "_serve", "_recommend", "_bench"]
+COMMANDS = ["_data", "_eval", "_export", "_bundle", "_serve", "_recommend", "_bench",
+            "_embed", "_recommend_all", "_index", "_train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

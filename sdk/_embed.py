@@ -1,0 +1,259 @@
+"""`lmrec embed`: a whole catalogue through a bundle's encoder, streaming and resumable.
+
+Rows are read in fixed chunks; each embedded chunk is written as one part file (atomically:
+temporary name, fsync, rename) into a work directory beside the output. A run that is killed
+leaves complete parts only; the next run with the same arguments skips those chunks and embeds
+the rest, so no item is embedded twice and none is missed. When every chunk is done the parts are
+merged into the output in input order and the work directory is removed. Memory holds a few
+chunks at a time, whatever the catalogue size.
+
+Both ways of using every core are here: one process whose ONNX Runtime uses several intra-op
+threads, or several worker processes with one thread each (chunks are handed out in order, at
+most two per worker in flight). bench/bench_offline.py measures both; the faster is the default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._bundle import ENCODER_FILES, MANIFEST, Bundle
+from ._durable import fsync_dir, sha256_file
+from ._errors import DataError, LmrecError
+from ._tables import (META_BUNDLE, META_ENCODER, META_PRECISION, TextSource, VectorWriter, count_rows, ids_path,
+                      item_format, read_items, template_of, vector_format)
+
+DEFAULT_CHUNK = 2048
+# Measured on the 2-core host (bench/RESULTS.md, "Offline pipelines"): one process with ONNX
+# Runtime's intra-op threads on every core beat worker processes; --workers N switches.
+DEFAULT_WORKERS = 1
+RUN_FILE = "run.json"
+
+
+@dataclass
+class EmbedReport:
+    """What one `embed_file` call did."""
+
+    out: str
+    items: int  # rows in the output
+    embedded: int  # embedded by this call (the rest were done by an interrupted earlier run)
+    resumed: int
+    seconds: float
+    items_per_s: float  # embedded / seconds
+    empty_texts: int  # rows whose text was empty: their id was embedded instead
+    workers: int
+    threads: int | None
+    precision: str
+    dim: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def work_dir(out: Path) -> Path:
+    """Where an unfinished run keeps its parts: a hidden sibling of the output."""
+    return out.parent / f".{out.name}.lmrec-embed"
+
+
+def _check_int(value: Any, name: str, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} {value!r}: must be an integer >= {low}")
+    return value
+
+
+def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str], out: str | os.PathLike[str],
+               precision: str = "auto", device: str = "cpu", workers: int = DEFAULT_WORKERS,
+               threads: int | None = None, chunk: int = DEFAULT_CHUNK, batch_size: int = 64,
+               restart: bool = False, overwrite: bool = False, progress: bool = True) -> EmbedReport:
+    """Embed every row of `items` with the bundle's encoder and write `out` (.parquet or .npy).
+
+    An interrupted run resumes when called again with the same arguments (`restart` starts over).
+    """
+    from ._recommender import PRECISIONS, Recommender
+
+    items, out = Path(items), Path(out)
+    _check_int(workers, "workers", 1)
+    _check_int(chunk, "chunk", 1)
+    _check_int(batch_size, "batch_size", 1)
+    if threads is not None:
+        _check_int(threads, "threads", 1)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: expected cpu or cuda")
+    if device == "cuda" and workers > 1:
+        raise ValueError("workers: use 1 with device 'cuda' (one process feeds the GPU)")
+    item_format(items)
+    vector_format(out, "--out")
+    bundle = Bundle.open(bundle_dir)
+    if precision == "auto":
+        precision = Recommender._auto_precision(bundle, device)
+    encoder_file = bundle.encoder_path(precision)
+    identity = {
+        "items": str(items.resolve()), "items_bytes": items.stat().st_size, "items_mtime_ns": items.stat().st_mtime_ns,
+        "bundle": sha256_file(bundle.path / MANIFEST), "encoder": bundle.manifest["files"][ENCODER_FILES[precision]]["sha256"],
+        "precision": precision, "chunk": chunk, "out": out.suffix.lower(),
+    }
+    work = _open_work_dir(out, identity, restart, overwrite)
+    done = {int(p.stem.split("-")[1]) for p in work.glob("part-*.npz")}
+
+    threads_each = threads if threads is not None else (None if workers == 1 else max(1, (os.cpu_count() or 1) // workers))
+    source = TextSource(template_of(bundle.manifest))
+    total = count_rows(items)
+    started = time.perf_counter()
+    embedded = resumed = 0
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="item", desc=f"embed {items.name}", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True, mininterval=1.0)
+    spec = (str(encoder_file), str(bundle.file("tokenizer.json")), bundle.max_length, device, threads_each)
+    n_chunks = 0
+    try:
+        if workers == 1:
+            _init_worker(*spec)
+            for idx, (ids, texts) in enumerate(read_items(items, source, chunk)):
+                n_chunks = idx + 1
+                if idx in done:
+                    resumed += len(ids)
+                    bar.total -= len(ids)
+                    bar.refresh()
+                    continue
+                embedded += _embed_part(work, idx, ids, texts, batch_size)
+                bar.update(len(ids))
+        else:
+            import multiprocessing
+
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_init_worker, initargs=spec) as pool:
+                pending: set[Future[int]] = set()
+                for idx, (ids, texts) in enumerate(read_items(items, source, chunk)):
+                    n_chunks = idx + 1
+                    if idx in done:
+                        resumed += len(ids)
+                        bar.total -= len(ids)
+                        bar.refresh()
+                        continue
+                    while len(pending) >= 2 * workers:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            bar.update(n := f.result())
+                            embedded += n
+                    pending.add(pool.submit(_embed_part, work, idx, ids, texts, batch_size))
+                for f in pending:
+                    bar.update(n := f.result())
+                    embedded += n
+    except ValueError as e:  # the encoder rejected an input (e.g. a non-string text)
+        raise DataError(f"--items {items}: {e}") from None
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    if n_chunks == 0:
+        raise DataError(f"--items {items}: no rows")
+    missing = [i for i in range(n_chunks) if not (work / _part_name(i)).is_file()]
+    if missing:  # only possible if parts were removed by hand while running
+        raise LmrecError(f"{work}: parts {missing[:5]} are missing; rerun the same command to embed them")
+    meta = {META_BUNDLE: identity["bundle"].encode(), META_ENCODER: identity["encoder"].encode(),
+            META_PRECISION: precision.encode()}
+    count = _merge(work, n_chunks, out, bundle.dim, meta)
+    shutil.rmtree(work)
+    return EmbedReport(str(out), count, embedded, resumed, round(seconds, 3), round(embedded / max(seconds, 1e-9), 1),
+                       source.empty, workers, threads_each, precision, bundle.dim)
+
+
+def _open_work_dir(out: Path, identity: dict[str, Any], restart: bool, overwrite: bool) -> Path:
+    work = work_dir(out)
+    if restart and work.exists():
+        shutil.rmtree(work)
+    if work.exists():
+        try:
+            previous = json.loads((work / RUN_FILE).read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != identity:
+            changed = sorted(k for k in identity if previous is None or previous.get(k) != identity[k])
+            raise LmrecError(f"--out {out}: {work} holds an interrupted run with other inputs (differs in: "
+                             f"{', '.join(changed)}); rerun with the same arguments to resume, or pass --restart")
+        return work
+    if (out.exists() or (out.suffix.lower() == ".npy" and ids_path(out).exists())) and not overwrite:
+        raise LmrecError(f"--out {out}: already exists (pass --overwrite to replace it)")
+    work.mkdir(parents=True)
+    (work / RUN_FILE).write_text(json.dumps(identity, indent=2))
+    fsync_dir(work)
+    return work
+
+
+_ENCODER: Any = None
+
+
+def _init_worker(onnx: str, tokenizer: str, max_length: int, device: str, threads: int | None) -> None:
+    """Load the encoder once per process (the main one, or each worker)."""
+    global _ENCODER
+    from ._encoder import TextEncoder
+
+    _ENCODER = TextEncoder(onnx, tokenizer, max_length, device, threads)
+
+
+def _part_name(idx: int) -> str:
+    return f"part-{idx:08d}.npz"
+
+
+def _embed_part(work: Path, idx: int, ids: list[str], texts: list[str], batch_size: int) -> int:
+    vectors = _ENCODER.embed(texts, batch_size=batch_size)
+    final = work / _part_name(idx)
+    tmp = final.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, ids=np.array(ids, dtype=str), vectors=vectors)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return len(ids)
+
+
+def _id_hashes(ids: list[str]) -> np.ndarray:
+    return np.fromiter((int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little") for i in ids),
+                       dtype=np.uint64, count=len(ids))
+
+
+def _merge(work: Path, n_chunks: int, out: Path, dim: int, meta: dict[bytes, bytes]) -> int:
+    """Check ids are unique across all parts, then write them to `out` in input order."""
+    hashes = []
+    for idx in range(n_chunks):
+        with np.load(work / _part_name(idx), allow_pickle=False) as part:
+            hashes.append(_id_hashes(part["ids"].tolist()))
+    flat = np.sort(np.concatenate(hashes))
+    dup = flat[1:][flat[1:] == flat[:-1]]
+    if len(dup):
+        seen: set[str] = set()
+        for idx in range(n_chunks):
+            with np.load(work / _part_name(idx), allow_pickle=False) as part:
+                ids = part["ids"].tolist()
+            for item, h in zip(ids, _id_hashes(ids)):
+                if h in dup:
+                    if item in seen:
+                        raise DataError(f"--items: item id {item!r} appears more than once (ids must be unique); "
+                                        "fix the file and rerun with --restart")
+                    seen.add(item)
+    writer = VectorWriter(out, dim, meta)
+    try:
+        for idx in range(n_chunks):
+            with np.load(work / _part_name(idx), allow_pickle=False) as part:
+                writer.write(part["ids"].tolist(), part["vectors"])
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    fsync_dir(out.parent)
+    return writer.count
+
+
+__all__ = ["embed_file", "EmbedReport", "work_dir", "DEFAULT_CHUNK", "DEFAULT_WORKERS"]
