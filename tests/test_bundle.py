@@ -174,3 +174,22 @@ def test_cli_verify(bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     (bundle_dir / "popularity.npy").write_bytes(b"tampered")
     assert main(["bundle", "verify", str(bundle_dir)]) == 1
     assert "FAIL popularity.npy: size 8 bytes" in capsys.readouterr().err
+
+
+def test_verify_selected_files(bundle_dir: Path) -> None:
+    encoder = bundle_dir / "item_encoder.int8.onnx"
+    encoder.write_bytes(bytes(b ^ 1 for b in encoder.read_bytes()))  # same size, other content
+    Bundle.open(bundle_dir, verify={"index"})  # the loader will not run this encoder
+    with pytest.raises(BundleError, match="item_encoder.int8.onnx: sha256 mismatch"):
+        Bundle.open(bundle_dir, verify={"item_encoder.int8.onnx", "index"})
+    index_file = bundle_dir / "index" / "params.json"
+    index_file.write_text("[]")
+    with pytest.raises(BundleError, match="index/params.json: sha256 mismatch"):
+        Bundle.open(bundle_dir, verify=["index"])
+    index_file.write_text("{}")
+    vectors = bundle_dir / "item_vectors.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-1] ^= 1
+    vectors.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="item_vectors.npy: sha256 mismatch"):
+        Bundle.open(bundle_dir, verify=())  # files the view itself reads are always checked
