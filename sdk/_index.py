@@ -30,10 +30,12 @@ FORMAT = 1
 GRAPH_FILE = "hnsw.bin"
 PARAMS_FILE = "index.json"
 
-# Chosen on real item vectors (all-MiniLM-L6-v2 on Amazon Office and MovieLens, plus a 100k
-# clustered synthetic set) so recall@10 against exact search is >= 0.99: see bench/RESULTS.md.
-DEFAULT_PARAMS: dict[str, Any] = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 64}
-DEFAULT_EXACT_THRESHOLD = 20_000
+# Chosen on real item vectors (zero-shot all-MiniLM-L6-v2 on Amazon Office and MovieLens) so that
+# recall@10 against exact search is >= 0.99 for item and user (mean-vector) queries alike; ef 64
+# fell to 0.985 on MovieLens users. Exact numpy search costs ~0.05 ms per 1k items per query, so
+# above ~5k items the graph (~0.2-0.6 ms up to 100k) is faster. See bench/RESULTS.md.
+DEFAULT_PARAMS: dict[str, Any] = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 128}
+DEFAULT_EXACT_THRESHOLD = 5_000
 SEARCH_MODES = ("auto", "exact", "ann")
 
 
@@ -170,6 +172,7 @@ class VectorIndex:
                                random_seed=self.seed)
         self._graph.set_ef(self.ef)
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self._live = np.zeros(capacity, dtype=bool)
         self._slot_ids: list[str | None] = []  # slot -> id (None: deleted, free for reuse)
         self._slots: dict[str, int] = {}  # id -> slot
         self._free: list[int] = []
@@ -205,8 +208,7 @@ class VectorIndex:
                 view = self._vectors[:n].view()
                 view.flags.writeable = False
                 return list(self._slot_ids), view  # type: ignore[arg-type]
-            live = np.fromiter((i is not None for i in self._slot_ids), dtype=bool, count=n)
-            return [i for i in self._slot_ids if i is not None], self._vectors[:n][live]
+            return [i for i in self._slot_ids if i is not None], self._vectors[:n][self._live[:n]]
 
     def set_ef(self, ef: int) -> None:
         """Search breadth of the graph (recall vs speed); saved with the index."""
@@ -246,6 +248,7 @@ class VectorIndex:
             self._reserve(len(self._slot_ids) + fresh)
             self._graph.add_items(vecs, slots, num_threads=self.threads)
             self._vectors[slots] = vecs
+            self._live[slots] = True
             self._slot_ids.extend([None] * fresh)
             for item, slot in zip(ids, slots.tolist()):
                 self._slot_ids[slot] = item
@@ -260,6 +263,7 @@ class VectorIndex:
         grown = np.zeros((capacity, self.dim), dtype=np.float32)
         grown[: len(self._slot_ids)] = self._vectors[: len(self._slot_ids)]
         self._vectors = grown
+        self._live = np.concatenate([self._live, np.zeros(capacity - len(self._live), dtype=bool)])
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove `ids`; an unknown id raises UnknownItemError and nothing is deleted."""
@@ -269,6 +273,7 @@ class VectorIndex:
             for item, slot in zip(ids, slots):
                 self._graph.mark_deleted(slot)
                 self._vectors[slot] = 0.0
+                self._live[slot] = False
                 self._slot_ids[slot] = None
                 del self._slots[item]
                 self._free.append(slot)
@@ -323,13 +328,15 @@ class VectorIndex:
     def _search_exact(self, q: np.ndarray, k: int, filter: Callable[[str], bool] | None,
                       exclude: Sequence[Collection[str]] | None) -> list[list[tuple[str, float]]]:
         n = len(self._slot_ids)
-        allowed = np.fromiter((i is not None for i in self._slot_ids), dtype=bool, count=n)
+        allowed = self._live[:n].copy()
         if filter is not None:
             allowed &= np.fromiter((i is not None and bool(filter(i)) for i in self._slot_ids), dtype=bool, count=n)
+        blocked = None if allowed.all() else ~allowed
         out = []
         for start in range(0, len(q), 256):
             scores = q[start:start + 256] @ self._vectors[:n].T
-            scores[:, ~allowed] = -np.inf
+            if blocked is not None:
+                scores[:, blocked] = -np.inf
             for row, s in enumerate(scores, start):
                 if exclude:
                     gone = [self._slots[i] for i in exclude[row] if i in self._slots]
@@ -386,8 +393,10 @@ class VectorIndex:
             raise BundleError(f"{graph_file}: {self._graph.element_count} elements, {PARAMS_FILE} lists {len(slot_ids)} slots")
         self._graph.set_ef(self.ef)  # hnswlib resets ef to 10 on load
         self._vectors = np.zeros((meta["capacity"], self.dim), dtype=np.float32)
+        self._live = np.zeros(meta["capacity"], dtype=bool)
         if live:
             self._vectors[live] = self._graph.get_items(live, return_type="numpy")
+            self._live[live] = True
         self._slot_ids = slot_ids
         self._slots = {i: s for s, i in enumerate(slot_ids) if i is not None}
         if len(self._slots) != len(live):

@@ -36,8 +36,8 @@ def _tokenizer(path: Path) -> None:
     tok.save(str(path))
 
 
-def _encoder(path: Path, vocab: int, rng: np.random.Generator) -> None:
-    table = rng.normal(size=(vocab, DIM)).astype(np.float32)
+def _encoder(path: Path, vocab: int, rng: np.random.Generator, dim: int = DIM) -> None:
+    table = rng.normal(size=(vocab, dim)).astype(np.float32)
     table[:4] = 0.0  # special tokens carry no meaning
     nodes = [
         helper.make_node("Gather", ["table", "input_ids"], ["emb"]),
@@ -53,7 +53,7 @@ def _encoder(path: Path, vocab: int, rng: np.random.Generator) -> None:
         nodes, "tiny_encoder",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
          helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", DIM])],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", dim])],
         [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], np.int64), "axis1"),
          numpy_helper.from_array(np.array([2], np.int64), "axis2")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -100,17 +100,22 @@ def tiny_items(n: int = 120, seed: int = 0) -> tuple[list[str], list[str], list[
     return ids, texts, metas
 
 
+def add_tiny_encoder(writer: BundleWriter, dim: int = DIM, seed: int = 0) -> TextEncoder:
+    """tokenizer.json and the encoder graph (under all three precision names) into `writer`."""
+    _tokenizer(writer.path("tokenizer.json"))
+    vocab = Tokenizer.from_file(str(writer.path("tokenizer.json"))).get_vocab_size()
+    _encoder(writer.path("item_encoder.onnx"), vocab, np.random.default_rng(seed), dim)
+    for variant in ("item_encoder.int8.onnx", "item_encoder.fp16.onnx"):
+        writer.add_file(variant, writer.path("item_encoder.onnx"))
+    return TextEncoder(writer.path("item_encoder.onnx"), writer.path("tokenizer.json"), 32)
+
+
 def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: bool = False,
                      max_history: int = 8, recent: int | None = None) -> Path:
     rng = np.random.default_rng(seed)
     ids, texts, metas = tiny_items(n_items, seed)
     with BundleWriter(out) as writer:
-        _tokenizer(writer.path("tokenizer.json"))
-        vocab = Tokenizer.from_file(str(writer.path("tokenizer.json"))).get_vocab_size()
-        _encoder(writer.path("item_encoder.onnx"), vocab, rng)
-        for variant in ("item_encoder.int8.onnx", "item_encoder.fp16.onnx"):
-            writer.add_file(variant, writer.path("item_encoder.onnx"))
-        vectors = TextEncoder(writer.path("item_encoder.onnx"), writer.path("tokenizer.json"), 32).embed(texts)
+        vectors = add_tiny_encoder(writer, DIM, seed).embed(texts)
         writer.add_items(ids, texts, metas)
         writer.add_array("item_vectors.npy", vectors)
         writer.add_array("popularity.npy", rng.integers(0, 1000, size=n_items))
