@@ -114,7 +114,7 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
     embedded = resumed = 0
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="item", desc=f"embed {items.name}", disable=not progress, file=sys.stderr,
+    bar = tqdm(total=total, unit="items", desc=f"embed {items.name}", disable=not progress, file=sys.stderr,
                dynamic_ncols=True, mininterval=1.0)
     spec = (str(encoder_file), str(bundle.file("tokenizer.json")), bundle.max_length, device, threads_each)
     n_chunks = 0

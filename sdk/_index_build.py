@@ -83,7 +83,7 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
     started = time.perf_counter()
     index = VectorIndex(dim, params, capacity=n, threads=threads)
     try:
-        with tqdm(total=n, unit="item", desc="index build", disable=not progress, file=sys.stderr,
+        with tqdm(total=n, unit="items", desc="index build", disable=not progress, file=sys.stderr,
                   dynamic_ncols=True, mininterval=1.0) as bar:
             for start in range(0, n, _ADD_CHUNK):
                 index.add(vecs.ids[start:start + _ADD_CHUNK], vecs.array[start:start + _ADD_CHUNK])

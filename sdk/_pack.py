@@ -1,8 +1,8 @@
 """One file to ship a bundle: a zstd-compressed tar whose first member is the manifest.
 
 The archive is a plain `.tar.zst` (`tar --zstd -xf` opens it anywhere), written deterministically
-(sorted members, zeroed owners and times). The manifest comes first, so `read_packed_manifest`
-decompresses only a few kilobytes; every other member is checked against the manifest's sha256
+(sorted members, zeroed owners and times). The manifest is the first member and alone in the
+first zstd frame, so `read_packed_manifest` decompresses only that frame (a few kilobytes); every other member is checked against the manifest's sha256
 and size while it streams, and the zstd frame carries its own checksum. An edge bundle
 (`precision="int8"`, …) carries one encoder; its manifest lists only what it carries and records
 what was dropped. With every precision the manifest is copied byte for byte, so the unpacked
@@ -12,7 +12,6 @@ bundle is identical to the original (same manifest hash, so its state directorie
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -92,12 +91,17 @@ def pack_bundle(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str],
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "wb") as f:
+            # Frame 1 holds only the manifest's tar member, so reading it needs the first frame only.
+            f.write(zstandard.ZstdCompressor(level=level, write_checksum=True).compress(_member(MANIFEST, len(raw)) + raw + _pad(len(raw))))
             compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=-1)
-            with compressor.stream_writer(f, closefd=False) as z, tarfile.open(fileobj=z, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                tar.addfile(_member(MANIFEST, len(raw)), io.BytesIO(raw))
+            with compressor.stream_writer(f, closefd=False) as z:
                 for name in sorted(files):
+                    size = int(files[name]["bytes"])
+                    z.write(_member(name, size))
                     with open(bundle.path / name, "rb") as src:
-                        tar.addfile(_member(name, files[name]["bytes"]), src)
+                        shutil.copyfileobj(src, z, _BLOCK)
+                    z.write(_pad(size))
+                z.write(b"\0" * 2 * tarfile.BLOCKSIZE)  # end of archive
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
@@ -110,12 +114,17 @@ def pack_bundle(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str],
             "components": component_sizes(files)}
 
 
-def _member(name: str, size: int) -> tarfile.TarInfo:
+def _member(name: str, size: int) -> bytes:
+    """The tar header block(s) of a regular file, with zeroed owner and time (reproducible)."""
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = int(size), 0o644, 0
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    return info
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _pad(size: int) -> bytes:
+    return b"\0" * (-size % tarfile.BLOCKSIZE)
 
 
 @contextmanager
@@ -126,7 +135,7 @@ def _open_archive(archive: Path) -> Iterator[tuple[tarfile.TarFile, dict[str, An
         raise BundleError(f"{archive}: no such file")
     with open(archive, "rb") as f:
         try:
-            with zstandard.ZstdDecompressor().stream_reader(f) as z, tarfile.open(fileobj=z, mode="r|") as tar:
+            with zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) as z, tarfile.open(fileobj=z, mode="r|") as tar:
                 first = tar.next()
                 if first is None or first.name != MANIFEST or not first.isfile():
                     raise BundleError(f"{archive}: the first member is not {MANIFEST} (not an lmrec bundle archive)")

@@ -54,7 +54,7 @@ def recommend_all(bundle_dir: str | os.PathLike[str], data_spec: str, out: str |
         item_ids = data.item_ids
         try:
             with pq.ParquetWriter(tmp, schema) as writer, \
-                    tqdm(total=data.n_users, unit="user", desc="recommend-all", disable=not progress,
+                    tqdm(total=data.n_users, unit="users", desc="recommend-all", disable=not progress,
                          file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as bar:
                 for start in range(0, data.n_users, batch):
                     users = data.user_ids[start:start + batch]
