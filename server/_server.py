@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 import lmrec
 from lmrec._errors import LmrecError
+from lmrec._rebase import StateRebase, needs_rebase
 
 from ._batching import MicroBatcher
 from ._interceptors import AuthInterceptor, Metrics, MetricsInterceptor, TokenAuth
@@ -225,9 +226,10 @@ class RecommenderServer:
         """Reread the token file and swap to the bundle now at the configured path.
 
         Writes wait while the new Recommender opens the state directory; reads keep being
-        answered by the old one until the swap, and calls in flight finish on it. A bundle that
-        fails to load (or a state directory that belongs to another bundle) leaves the old one
-        serving. Returns whether the bundle was swapped.
+        answered by the old one until the swap, and calls in flight finish on it. The state
+        directory's changes are carried onto a new bundle (texts re-embedded by its encoder; item
+        ids are the key). A bundle that fails to load leaves the old one serving with its state.
+        Returns whether the bundle was swapped.
         """
         if self.config.auth is not None:
             try:
@@ -249,11 +251,26 @@ class RecommenderServer:
                 return False
             with self.serving.exclusive():
                 old.snapshot()
+                # A model update: replay the state directory's changes onto the new bundle (lmrec._rebase).
+                target, rebase = Path(self.config.bundle).resolve(), None
+                if needs_rebase(self.config.state_dir, target):
+                    try:
+                        rebase = StateRebase.prepare(old, target, self.config.device, self.config.precision,
+                                                     self.config.threads)
+                    except Exception as e:  # noqa: BLE001 - the old bundle and its state are untouched
+                        log.error("reload: cannot carry the state directory's changes to %s (%s); "
+                                  "still serving the old bundle", target, e)
+                        return False
+                    log.info("reload: %s", rebase.summary())
                 old.close()  # releases the state directory for the new Recommender
+                if rebase is not None:
+                    rebase.commit()
                 try:
                     new = self._load()
                 except Exception as e:  # noqa: BLE001 - keep serving the old bundle
                     log.error("reload failed, going back to the old bundle: %s", e)
+                    if rebase is not None:
+                        rebase.rollback()
                     try:
                         self.serving.install(self._load(old.bundle.path))
                     except Exception:
@@ -262,6 +279,8 @@ class RecommenderServer:
                         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
                         log.critical("cannot reopen the old bundle either; NOT_SERVING until restarted", exc_info=True)
                     return False
+                if rebase is not None:
+                    rebase.discard_backup()
                 self.serving.install(new)
         log.info("now serving %s (%d items)", new.bundle.path, len(new))
         return True
