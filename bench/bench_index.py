@@ -157,10 +157,13 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--queries", type=int, default=1000, help="held-out synthetic queries for recall")
     p.add_argument("--calls", type=int, default=2000, help="recommend calls timed")
-    p.add_argument("--skip-real", action="store_true", help="only the synthetic part (no torch needed)")
+    p.add_argument("--skip-real", action="store_true",
+                   help="only the synthetic part (no torch needed); keeps the real part already in --json")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    out = {"cpu_count": os.cpu_count()}
+    previous = Path(args.json)
+    out = json.loads(previous.read_text()) if args.skip_real and previous.is_file() else {}
+    out["cpu_count"] = os.cpu_count()
     if not args.skip_real:
         out["real"] = real_recall(args.threads)
     out["synthetic"] = synthetic(args.items, args.dim, args.threads, args.queries, args.calls)

@@ -163,21 +163,22 @@ class Recommender:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        bundle = Bundle.open(bundle_dir, verify=verify)
+        import onnxruntime as ort
+
+        cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in ort.get_available_providers())
+        runs = {precision} if precision != "auto" else {"int8", "fp32"} | ({"fp16"} if cuda else set())
+        bundle = Bundle.open(bundle_dir, verify=_verify_names(Path(bundle_dir), runs) if verify else False)
         tokenizer = bundle.file("tokenizer.json")
         encoder = None
-        if device in ("auto", "cuda"):
-            import onnxruntime as ort
-
-            if device == "cuda" or "CUDAExecutionProvider" in ort.get_available_providers():
-                try:
-                    chosen = precision if precision != "auto" else cls._auto_precision(bundle, "cuda")
-                    encoder = TextEncoder(bundle.encoder_path(chosen), tokenizer, bundle.max_length, "cuda", threads)
-                    device, precision = "cuda", chosen
-                except LmrecError as e:
-                    if device == "cuda":
-                        raise
-                    log.warning("device 'auto': CUDA unusable (%s); using the CPU", e)
+        if cuda:
+            try:
+                chosen = precision if precision != "auto" else cls._auto_precision(bundle, "cuda")
+                encoder = TextEncoder(bundle.encoder_path(chosen), tokenizer, bundle.max_length, "cuda", threads)
+                device, precision = "cuda", chosen
+            except LmrecError as e:
+                if device == "cuda":
+                    raise
+                log.warning("device 'auto': CUDA unusable (%s); using the CPU", e)
         if encoder is None:
             chosen = precision if precision != "auto" else cls._auto_precision(bundle, "cpu")
             encoder = TextEncoder(bundle.encoder_path(chosen), tokenizer, bundle.max_length, "cpu", threads)
@@ -601,6 +602,20 @@ class Recommender:
     def __repr__(self) -> str:
         return (f"Recommender({str(self.bundle.path)!r}, items={len(self)}, dim={self.dim}, "
                 f"device={self.device!r}, precision={self.precision!r})")
+
+
+def _verify_names(path: Path, precisions: set[str]) -> set[str] | bool:
+    """Every file of the bundle except encoder precisions this load cannot run: their hashes are
+    most of the checking time. True (check everything) when the manifest cannot be read here, so
+    Bundle.open reports what is wrong with it."""
+    from ._bundle import ENCODER_FILES, MANIFEST
+
+    try:
+        files = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
+        skip = {ENCODER_FILES[p] for p in ENCODER_FILES if p not in precisions}
+        return {name for name in files if name not in skip}
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
 
 
 def _apply(index: VectorIndex, items: dict[str, tuple[str | None, dict[str, Any]]], change: Upsert | Delete) -> None:

@@ -139,6 +139,24 @@ def test_save_load_roundtrip_keeps_ef_ids_and_deletions(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["idx"]  # no temp dirs left behind
 
 
+def test_vectors_read_from_the_graph_file_match_hnswlib(tmp_path):
+    from lmrec._index import _read_graph_vectors
+
+    rng = np.random.default_rng(9)
+    index = build_index(unit(rng, 300), ids(300), threads=4)  # threads: insertion order != label order
+    index.delete(["i7", "i8"])
+    index.add(["back"], unit(rng, 1))
+    index.save(tmp_path / "idx")
+    labels, vectors = _read_graph_vectors(tmp_path / "idx" / "hnsw.bin", 16)
+    assert sorted(labels.tolist()) == list(range(300))
+    live = np.flatnonzero(labels != 7)  # hnswlib's get_items refuses deleted labels
+    np.testing.assert_array_equal(vectors[live], index._graph.get_items(labels[live].tolist(), return_type="numpy"))
+    loaded = VectorIndex.load(tmp_path / "idx")
+    np.testing.assert_array_equal(loaded._vectors[:300], index._vectors[:300])
+    ids_, matrix = loaded.matrix()
+    assert len(ids_) == 299 and matrix.shape == (299, 16)
+
+
 def test_load_rejects_corruption(tmp_path):
     rng = np.random.default_rng(7)
     build_index(unit(rng, 30), ids(30)).save(tmp_path / "idx")

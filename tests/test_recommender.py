@@ -79,6 +79,11 @@ def test_corrupted_bundle_is_refused(tmp_path):
     graph.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="index/hnsw.bin"):
         Recommender.load(path)
+    path = make_tiny_bundle(tmp_path / "c")
+    (path / "item_encoder.int8.onnx").write_bytes(b"x" * (path / "item_encoder.int8.onnx").stat().st_size)
+    with pytest.raises(BundleError, match="item_encoder.int8.onnx: sha256 mismatch"):
+        Recommender.load(path)  # the CPU default runs int8: checked
+    assert Recommender.load(path, precision="fp32").precision == "fp32"  # a variant it never runs is not hashed
 
 
 def test_embed_texts_matches_catalogue_vectors(rec):
@@ -367,3 +372,20 @@ def test_cli_recommend_prints_titles_scores_and_reasons(bundle, tmp_path, capsys
         rec.add_items(["new-1"], texts=["stapler paper ink"], metadata=[{"title": "Brand new stapler"}])
     assert main(["recommend", "--bundle", str(bundle), "--history", "new-1", "-k", "1", "--state-dir", str(state)]) == 0
     assert "Office thing" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_minilm_bundle_end_to_end(minilm_bundle):
+    rec = Recommender.load(minilm_bundle)
+    assert (rec.device, rec.precision, rec.dim) == ("cpu", "int8", 384)
+    ids = rec.item_ids()[:40]
+    items = [rec.get_item(i) for i in ids]
+    int8 = rec.embed_texts([it.text for it in items])
+    cosines = np.sum(int8 * np.stack([it.vector for it in items]), axis=1)  # fp32 catalogue vectors
+    assert cosines.mean() >= 0.99 and cosines.min() >= 0.95
+    found = sum(rec.search(it.text, k=3)[0].item_id == it.item_id for it in items)
+    assert found >= 36  # an item's own text finds it (ties between near-identical texts aside)
+    history = rec.item_ids()[:5]
+    ranked = np.argsort(-rec.score_all([history])[0], kind="stable")
+    all_ids = rec.item_ids()
+    assert [i for i, _ in rec.recommend(history, k=5)] == [all_ids[j] for j in ranked if all_ids[j] not in history][:5]
