@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,6 +38,28 @@ DEFAULT_BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (packaged: gt-
 
 class ParityError(LmrecError):
     """The exported graphs disagree with the PyTorch encoder beyond the gate."""
+
+
+@dataclass
+class TrainedParts:
+    """What training adds to an export (`lmrec.trainer.train`); the same builder writes both kinds.
+
+    `encoder` holds the weights to export (fine-tuned or base); `adapter` (weight (d, d'), bias (d',))
+    is baked into every encoder graph like a projection, so new items embedded by the SDK land in
+    the trained space; `residuals` (n_items, d') are added to catalogue vectors before normalising
+    (zero rows for items unseen in training); `user_encoder` is the ONNX user model; `manifest`
+    adds or replaces manifest keys (kind, training, metrics, user_model); `fingerprint` is the
+    training data's, checked against the data being exported; `popularity` (n_items,) replaces the
+    whole data's interaction counts (training counts only: no test interaction leaks in).
+    """
+
+    encoder: TorchEncoder
+    adapter: tuple[np.ndarray, np.ndarray] | None
+    residuals: np.ndarray | None
+    user_encoder: Path
+    fingerprint: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+    popularity: np.ndarray | None = None
 
 
 def _log(message: str) -> None:
@@ -181,8 +204,12 @@ def fit_projection(vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarra
     return weight.astype(np.float32), (-mean @ weight).astype(np.float32), explained
 
 
-def project(vectors: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+def project(vectors: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+            residuals: np.ndarray | None = None) -> np.ndarray:
+    """normalise(vectors @ weight + bias [+ residuals])."""
     out = np.asarray(vectors, dtype=np.float32) @ weight + bias
+    if residuals is not None:
+        out = out + residuals
     out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     return out.astype(np.float32)
 
@@ -190,9 +217,10 @@ def project(vectors: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.nda
 def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str | None = None,
                            dim: int | None = None, overwrite: bool = False, force: bool = False,
                            max_length: int = DEFAULT_MAX_LENGTH, parity_texts: int = PARITY_TEXTS,
-                           seed: int = 0) -> Path:
+                           seed: int = 0, trained: TrainedParts | None = None) -> Path:
     """Export `base_model` (default: packaged all-MiniLM-L6-v2), embed every catalogue item of
-    `data_spec`, build the index, and write a complete bundle to `out_dir` atomically."""
+    `data_spec`, build the index, and write a complete bundle to `out_dir` atomically.
+    With `trained`, the bundle carries the trained encoder, adapter, residuals and user model."""
     from tqdm.auto import tqdm
 
     from .. import load_dataset
@@ -204,11 +232,16 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
         raise ValueError(f"--dim {dim!r}: must be an integer >= 2 (or omitted for the full dimension)")
     if not isinstance(parity_texts, int) or parity_texts < 2:
         raise ValueError(f"parity_texts {parity_texts!r}: must be an integer >= 2")
+    if trained is not None and dim is not None:
+        raise ValueError("--dim: a trained bundle's dimension is set by its adapter")
     data = load_dataset(data_spec)
     if data.n_items < 2:
         raise LmrecError(f"--data {data_spec}: {data.n_items} item(s); a bundle needs at least 2")
+    if trained is not None and data.fingerprint() != trained.fingerprint:
+        raise LmrecError(f"--data {data_spec}: not the data the model was trained on (fingerprint differs)")
     with BundleWriter(out_dir, overwrite=overwrite) as writer:
-        encoder = TorchEncoder(base_model, max_length=max_length, attn_implementation="eager")
+        encoder = trained.encoder if trained is not None else TorchEncoder(base_model, max_length=max_length,
+                                                                           attn_implementation="eager")
         if dim is not None and not dim < min(encoder.dim, data.n_items):
             raise ValueError(f"--dim {dim}: must be below the encoder dimension ({encoder.dim}) "
                              f"and the number of items ({data.n_items})")
@@ -229,12 +262,22 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
         del onnx_encoder
 
         projection = None
-        if dim is not None:
-            projection, vectors = _add_projection(writer, vectors, dim, data.item_texts[:16], max_length)
+        adapter = trained.adapter if trained is not None else None
+        residuals = trained.residuals if trained is not None else None
+        if dim is not None or adapter is not None:
+            projection, vectors = _add_projection(writer, vectors, dim, data.item_texts[:16], max_length,
+                                                  fitted=adapter, residuals=residuals)
+        elif residuals is not None:
+            vectors = project(vectors, np.eye(vectors.shape[1], dtype=np.float32),
+                              np.zeros(vectors.shape[1], np.float32), residuals)
+        if trained is not None:
+            writer.add_file("user_encoder.onnx", trained.user_encoder)
         writer.add_array(VECTORS, vectors)
         writer.add_items(data.item_ids, data.item_texts, data.item_meta)
         counts = np.bincount(np.concatenate(data.sequences) if data.sequences else np.zeros(0, np.int64),
                              minlength=data.n_items).astype(np.int64)
+        if trained is not None and trained.popularity is not None:
+            counts = np.asarray(trained.popularity, dtype=np.int64)
         writer.add_array(POPULARITY, counts)
 
         _log(f"building the HNSW index over {data.n_items} items")
@@ -262,18 +305,28 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
             "parity": info["parity"],
             "onnx": info["onnx"],
         }
+        if trained is not None:
+            manifest.update(trained.manifest)
         path = writer.finish(manifest)
     _log(f"bundle written to {path} ({data.n_items} items, dim {manifest['dim']}, {truncated} texts truncated "
          f"to {max_length} tokens)")
     return path
 
 
-def _add_projection(writer: BundleWriter, vectors: np.ndarray, dim: int, check_texts: list[str],
-                    max_length: int) -> tuple[dict[str, Any], np.ndarray]:
-    """Fit PCA, bake it into every encoder graph (so the SDK needs no extra step), and measure its cost."""
+def _add_projection(writer: BundleWriter, vectors: np.ndarray, dim: int | None, check_texts: list[str],
+                    max_length: int, fitted: tuple[np.ndarray, np.ndarray] | None = None,
+                    residuals: np.ndarray | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Fit PCA (or take a trained adapter, `fitted`), bake it into every encoder graph (so the SDK
+    needs no extra step), and measure its cost. Returns the manifest entry and the catalogue
+    vectors, with `residuals` added before normalising."""
     from .._encoder import TextEncoder
 
-    weight, bias, explained = fit_projection(vectors, dim)
+    if fitted is None:
+        weight, bias, explained = fit_projection(vectors, dim)
+    else:
+        weight, bias = (np.asarray(a, dtype=np.float32) for a in fitted)
+        explained = None
+        dim = int(weight.shape[1])
     projected = project(vectors, weight, bias)
     overlap = neighbour_overlap(vectors, projected)
     for precision in ENCODER_FILES:
@@ -283,9 +336,12 @@ def _add_projection(writer: BundleWriter, vectors: np.ndarray, dim: int, check_t
     if agreement < 0.9999:
         raise LmrecError(f"projection baked into the graph disagrees with numpy (min cosine {agreement:.6f})")
     writer.add_array("projection.npy", np.vstack([weight, bias[None, :]]))
-    _log(f"projection {vectors.shape[1]} -> {dim}: explained variance {explained:.4f}, "
-         f"top-10 neighbour overlap with the full vectors {overlap:.4f}")
-    return {"dim": dim, "from_dim": int(vectors.shape[1]), "method": "pca", "fitted_on": "catalogue",
-            "file": "projection.npy", "layout": "rows 0..from_dim-1: weight; last row: bias",
-            "in_graph": True, "explained_variance": explained, "top10_overlap_vs_full": overlap}, projected
+    _log(f"projection {vectors.shape[1]} -> {dim} ({'pca' if fitted is None else 'trained adapter'}): "
+         + (f"explained variance {explained:.4f}, " if explained is not None else "")
+         + f"top-10 neighbour overlap with the full vectors {overlap:.4f}")
+    entry = {"dim": dim, "from_dim": int(vectors.shape[1]), "method": "pca" if fitted is None else "trained adapter",
+             "fitted_on": "catalogue" if fitted is None else "training interactions",
+             "file": "projection.npy", "layout": "rows 0..from_dim-1: weight; last row: bias",
+             "in_graph": True, "explained_variance": explained, "top10_overlap_vs_full": overlap}
+    return entry, projected if residuals is None else project(vectors, weight, bias, residuals)
 

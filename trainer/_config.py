@@ -1,0 +1,168 @@
+"""Training configuration: one flat dataclass, loadable from JSON, recorded whole in the manifest.
+
+Every field has a default chosen on validation (bench/RESULTS.md, "Quality"); a config file or
+a command-line flag overrides single fields. Unknown keys and out-of-range values are errors
+that name the field and the limit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .._errors import LmrecError
+
+# The self-supervised objectives, each switchable (`objectives` / --objectives). The user
+# model's full-softmax cross-entropy over the catalogue (Klenitskiy & Vasilev 2023, "Turning
+# Dross Into Gold Loss: is BERT4Rec really better than SASRec?") is always on: it is what the
+# user model is.
+OBJECTIVES = {
+    # 1. sequence -> next item: InfoNCE between the user state and the next item's text embedding, in-batch
+    #    + sampled negatives, logQ-corrected (Yi et al. 2019, "Sampling-bias-corrected neural modeling");
+    #    fine-tunes the encoder's top layers (needs finetune_layers > 0).
+    "next": "fine-tune the encoder's top layers: user state -> next item text, InfoNCE, logQ-corrected negatives",
+    # 2. item <-> item: consecutive items are positives (Recformer, Li et al. 2023; BLaIR, Hou et al. 2024).
+    "cooc": "consecutive items in a sequence are positives: in-batch InfoNCE over item vectors",
+    # 3. masked language modelling on item text (BERT, Devlin et al. 2019; domain-adaptive pre-training,
+    #    Gururangan et al. 2020): an optional warm-up of the encoder before anything else.
+    "mlm": "masked language modelling on item text: encoder warm-up for the domain",
+    # 4. sequence augmentation contrastive (CL4SRec, Xie et al. 2022): crop / mask / reorder two views
+    #    of a history, their user vectors are positives.
+    "cl": "two augmented views (crop/mask/reorder) of a history agree: NT-Xent on user vectors",
+}
+
+
+@dataclass
+class TrainConfig:
+    """What `lmrec train` does; `asdict(config)` is stored in the manifest under training.config."""
+
+    objectives: tuple[str, ...] = ("cl",)
+    base_model: str | None = None  # None: the packaged all-MiniLM-L6-v2
+    max_length: int = 128
+    # item tower: vector = normalise(adapter(text embedding) + residual); residual only for training items
+    adapter: bool = True
+    residual: bool = True
+    residual_dropout: float = 0.0  # share of items whose residual is zeroed per step (trains the cold path)
+    # user model: causal transformer over the history's item vectors
+    max_history: int = 50
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    lr: float = 1e-3
+    residual_lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 60
+    patience: int = 8
+    # objective "cl"
+    cl_weight: float = 0.1
+    cl_temperature: float = 1.0
+    augment_ratio: float = 0.3  # crop keeps 1 - ratio, mask hides ratio, reorder shuffles a ratio-long span
+    # objective "cooc"
+    cooc_weight: float = 0.1
+    cooc_temperature: float = 0.05
+    # encoder fine-tuning (objective "next", and "cooc" while fine-tuning)
+    finetune_layers: int = 1
+    encoder_lr: float = 3e-5
+    encoder_steps: int = 200
+    encoder_batch: int = 64
+    negatives: int = 256
+    temperature: float = 0.05
+    # objective "mlm"
+    mlm_epochs: int = 1
+    mlm_lr: float = 5e-5
+    mlm_probability: float = 0.15
+
+    def __post_init__(self) -> None:
+        self.objectives = tuple(self.objectives)
+        check(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["objectives"] = list(self.objectives)
+        return out
+
+    def with_(self, **changes: Any) -> "TrainConfig":
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise LmrecError(f"config: unknown field {unknown[0]!r} (known: {', '.join(f.name for f in fields(self))})")
+        return replace(self, **changes)
+
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "max_length": (8, 512), "max_history": (1, 512), "hidden": (4, 4096), "layers": (1, 24), "heads": (1, 64),
+    "dropout": (0.0, 0.9), "lr": (1e-7, 1.0), "residual_lr": (0.0, 1.0), "weight_decay": (0.0, 1.0),
+    "batch_size": (1, 65536), "epochs": (0, 100000), "patience": (1, 100000), "cl_weight": (0.0, 100.0),
+    "cl_temperature": (1e-3, 100.0), "augment_ratio": (0.0, 0.9), "cooc_weight": (0.0, 100.0),
+    "cooc_temperature": (1e-3, 100.0), "finetune_layers": (0, 48), "encoder_lr": (0.0, 1.0),
+    "encoder_steps": (0, 10_000_000), "encoder_batch": (2, 65536), "negatives": (0, 1_000_000),
+    "temperature": (1e-3, 100.0), "mlm_epochs": (0, 1000), "mlm_lr": (0.0, 1.0), "mlm_probability": (0.01, 0.9),
+    "residual_dropout": (0.0, 1.0),
+}
+_INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "epochs", "patience",
+         "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs"}
+
+
+def check(cfg: TrainConfig) -> None:
+    for name, (lo, hi) in _RANGES.items():
+        value = getattr(cfg, name)
+        kind = int if name in _INTS else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+            what = "an integer" if name in _INTS else "a number"
+            raise LmrecError(f"config {name}={value!r}: must be {what} from {lo:g} to {hi:g}")
+    for name in ("adapter", "residual"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise LmrecError(f"config {name}={getattr(cfg, name)!r}: must be true or false")
+    if cfg.hidden % cfg.heads:
+        raise LmrecError(f"config hidden={cfg.hidden}: must be a multiple of heads={cfg.heads}")
+    unknown = [o for o in cfg.objectives if o not in OBJECTIVES]
+    if unknown:
+        raise LmrecError(f"objectives: unknown objective {unknown[0]!r} (known: {', '.join(OBJECTIVES)})")
+    if len(set(cfg.objectives)) != len(cfg.objectives):
+        raise LmrecError("objectives: an objective is named twice")
+    if cfg.base_model is not None and not isinstance(cfg.base_model, str):
+        raise LmrecError(f"config base_model={cfg.base_model!r}: must be a model folder or Hugging Face id")
+    if "next" in cfg.objectives and cfg.finetune_layers < 1:
+        raise LmrecError("objectives: 'next' fine-tunes the encoder and needs finetune_layers >= 1")
+
+
+def parse_objectives(text: str) -> tuple[str, ...]:
+    """`--objectives cl,cooc` (or `none`) to a tuple, naming an unknown objective."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if names in ((), ("none",)):
+        return ()
+    for n in names:
+        if n not in OBJECTIVES:
+            raise LmrecError(f"--objectives: unknown objective {n!r} (known: {', '.join(OBJECTIVES)}, or none)")
+    return names
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the JSON object in `path`, then `overrides` (command-line flags that were given)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise LmrecError(f"--config {path}: no such file")
+        try:
+            values = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LmrecError(f"--config {path}: not valid JSON ({e})") from None
+        if not isinstance(values, dict):
+            raise LmrecError(f"--config {path}: expected a JSON object of settings")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise LmrecError(f"config: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    if isinstance(values.get("objectives"), str):
+        values["objectives"] = parse_objectives(values["objectives"])
+    if not isinstance(values.get("objectives", ()), (list, tuple)):
+        raise LmrecError("config objectives: must be a list of objective names")
+    return TrainConfig(**values)
+
+
+__all__ = ["TrainConfig", "OBJECTIVES", "load_config", "parse_objectives"]

@@ -1,0 +1,124 @@
+"""Encoder fine-tuning that fits a small CPU: the top layers only, and MLM warm-up.
+
+`PartialEncoder` computes the hidden states entering the top `k` transformer layers once for the
+whole catalogue (the frozen bottom of the network never runs again), then trains only those top
+layers: a training step costs k/L of a full forward and backward, on each unique item of the
+step once. After training, the top layers go back into the full model, which is exported whole.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .._errors import LmrecError
+from ._encoder import TorchEncoder
+
+
+def _layers(model: Any) -> Any:
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if layers is None or not hasattr(model, "embeddings"):
+        raise LmrecError(f"finetune_layers > 0 needs a BERT-style encoder (embeddings + encoder.layer); "
+                         f"{type(model).__name__} is not one (set finetune_layers to 0 and drop 'next')")
+    return layers
+
+
+class PartialEncoder(torch.nn.Module):
+    """The top `k` layers of `encoder` over cached hidden states of the catalogue's texts."""
+
+    def __init__(self, encoder: TorchEncoder, texts: Sequence[str], k: int, batch_size: int = 64,
+                 progress: bool = True) -> None:
+        super().__init__()
+        model = encoder.model
+        layers = _layers(model)
+        if not 1 <= k <= len(layers):
+            raise LmrecError(f"config finetune_layers={k}: the encoder has {len(layers)} layers")
+        self.encoder = encoder
+        self.top = torch.nn.ModuleList(layers[len(layers) - k:])
+        self.below = len(layers) - k
+        self.hidden: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        model.eval()
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(texts), batch_size), desc=f"cache layer {self.below} states",
+                              disable=not progress, unit="batch", file=sys.stderr):
+                idx = order[start:start + batch_size]
+                batch = encoder.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                          max_length=encoder.max_length, return_tensors="pt").to(encoder.device)
+                states = model(**batch, output_hidden_states=True).hidden_states[self.below]
+                lengths = batch["attention_mask"].sum(1).tolist()
+                for row, i in enumerate(idx):
+                    self.hidden[i] = states[row, :lengths[row]].to(torch.float16).cpu().clone()
+
+    def forward(self, items: Sequence[int]) -> torch.Tensor:
+        """Pooled, L2-normalised vectors (len(items), d) through the trainable top layers."""
+        device = self.encoder.device
+        rows = [self.hidden[i] for i in items]
+        length = max(len(r) for r in rows)
+        h = torch.zeros(len(rows), length, rows[0].shape[1], device=device)
+        mask = torch.zeros(len(rows), length, device=device)
+        for n, r in enumerate(rows):
+            h[n, :len(r)] = r.to(device, torch.float32)
+            mask[n, :len(r)] = 1.0
+        bias = self.encoder.model.get_extended_attention_mask(mask, mask.shape)
+        for layer in self.top:
+            h = layer(h, attention_mask=bias)[0]
+        pooled = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
+        return F.normalize(pooled, dim=-1)
+
+    def encode_all(self, batch_size: int = 128, progress: bool = True) -> np.ndarray:
+        order = np.argsort([-len(h) for h in self.hidden], kind="stable")
+        out = np.zeros((len(self.hidden), self.hidden[0].shape[1]), dtype=np.float32)
+        self.top.eval()
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(order), batch_size), desc="re-encode catalogue", disable=not progress,
+                              unit="batch", file=sys.stderr):
+                idx = order[start:start + batch_size].tolist()
+                out[idx] = self.forward(idx).cpu().numpy()
+        return out
+
+
+def mlm_warmup(encoder: TorchEncoder, texts: Sequence[str], epochs: int, lr: float, probability: float,
+               batch_size: int, rng: np.random.Generator, progress: bool = True,
+               log: Any = print) -> list[float]:
+    """Masked language modelling on the item texts; the encoder's weights are updated in place.
+    Returns the mean loss per epoch."""
+    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
+
+    try:
+        mlm = AutoModelForMaskedLM.from_pretrained(encoder.name, attn_implementation="eager")
+    except (OSError, ValueError) as e:
+        raise LmrecError(f"objective mlm: {encoder.name} has no masked-LM form ({e})") from None
+    base = getattr(mlm, mlm.base_model_prefix)
+    base.load_state_dict(encoder.model.state_dict(), strict=False)
+    mlm.to(encoder.device).train()
+    collator = DataCollatorForLanguageModeling(encoder.tokenizer, mlm_probability=probability, return_tensors="pt")
+    opt = torch.optim.AdamW(mlm.parameters(), lr=lr)
+    losses = []
+    for epoch in range(epochs):
+        order = rng.permutation(len(texts))
+        total, n = 0.0, 0
+        bar = tqdm(range(0, len(order), batch_size), desc=f"mlm epoch {epoch + 1}", disable=not progress,
+                   unit="batch", file=sys.stderr)
+        for start in bar:
+            chunk = [texts[i] for i in order[start:start + batch_size]]
+            enc = encoder.tokenizer(chunk, truncation=True, max_length=encoder.max_length)
+            batch = collator([{k: enc[k][j] for k in enc} for j in range(len(chunk))])
+            batch = {k: v.to(encoder.device) for k, v in batch.items()}
+            loss = mlm(**batch).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(chunk)
+            n += len(chunk)
+            bar.set_postfix(loss=f"{total / n:.3f}")
+        losses.append(total / max(n, 1))
+        log(f"mlm epoch {epoch + 1}: loss {losses[-1]:.4f}")
+    encoder.model.load_state_dict(base.state_dict(), strict=False)
+    encoder.model.eval()
+    return losses

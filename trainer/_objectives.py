@@ -1,0 +1,97 @@
+"""Losses and sequence handling shared by the training phases (see `_config.OBJECTIVES` for sources)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+PAD = -1  # no item: zero vector, hidden from attention
+MASK = -2  # an item hidden by augmentation: zero vector, still a position
+
+
+def windows(seqs: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
+    """Cut each sequence from its end into windows of max_len + 1 items (inputs + next-item labels)."""
+    out = []
+    for s in seqs:
+        end = len(s)
+        while end >= 2:
+            out.append(np.asarray(s[max(0, end - max_len - 1):end], dtype=np.int64))
+            end -= max_len
+    return out
+
+
+def left_pad(seqs: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """(n, length) item indices, most recent last, PAD on the left; longer sequences keep their end."""
+    out = np.full((len(seqs), length), PAD, dtype=np.int64)
+    for r, s in enumerate(seqs):
+        s = s[-length:]
+        if len(s):
+            out[r, length - len(s):] = s
+    return out
+
+
+def gather(vectors: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(item vectors (…, d), mask (…)) for indices with PAD/MASK: both give a zero vector; PAD has mask 0."""
+    zero = torch.zeros(1, vectors.shape[1], dtype=vectors.dtype, device=vectors.device)
+    table = torch.cat([vectors, zero])
+    safe = torch.where(idx < 0, torch.full_like(idx, len(vectors)), idx)
+    return table[safe], (idx != PAD).to(vectors.dtype)
+
+
+def augment(seq: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """One CL4SRec view: crop (keep a 1 - ratio span), mask (hide a ratio share) or reorder (shuffle a span)."""
+    n = len(seq)
+    if n < 2 or ratio <= 0:
+        return seq.copy()
+    kind = rng.integers(3)
+    if kind == 0:
+        keep = max(1, int(np.ceil((1 - ratio) * n)))
+        start = rng.integers(n - keep + 1)
+        return seq[start:start + keep].copy()
+    out = seq.copy()
+    span = max(1, int(ratio * n))
+    if kind == 1:
+        out[rng.choice(n, span, replace=False)] = MASK
+    else:
+        start = rng.integers(n - span + 1)
+        out[start:start + span] = rng.permutation(out[start:start + span])
+    return out
+
+
+def full_softmax_ce(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each user's target over the whole catalogue (scores = user · item)."""
+    return F.cross_entropy(users @ items.T, targets)
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent: row i of `a` and of `b` are positives; the other 2n - 2 rows are negatives."""
+    z = F.normalize(torch.cat([a, b]), dim=-1)
+    sim = z @ z.T / temperature
+    n = len(a)
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def pair_infonce(a: torch.Tensor, b: torch.Tensor, temperature: float, same: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric in-batch InfoNCE between unit vectors a[i] and b[i]; `same` (n, n) marks other
+    pairs that share the positive item (not counted as negatives)."""
+    logits = a @ b.T / temperature
+    if same is not None:
+        logits = logits.masked_fill(same & ~torch.eye(len(a), dtype=torch.bool, device=a.device), float("-inf"))
+    target = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def sampled_softmax(users: torch.Tensor, candidates: torch.Tensor, target_pos: torch.Tensor,
+                    log_q: torch.Tensor, collide: torch.Tensor) -> torch.Tensor:
+    """InfoNCE of users (b, d) over candidate item vectors (c, d), with the logQ correction
+    (Yi et al. 2019): subtracting the log sampling probability of each candidate undoes the
+    popularity bias of in-batch and sampled negatives. `collide` (b, c) hides candidates that
+    are the row's target item again."""
+    logits = users @ candidates.T - log_q
+    logits = logits.masked_fill(collide, float("-inf"))
+    return F.cross_entropy(logits, target_pos)
