@@ -158,6 +158,7 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
         bar.close()
     seconds = time.perf_counter() - started
     if n_chunks == 0:
+        shutil.rmtree(work)
         raise DataError(f"--items {items}: no rows")
     missing = [i for i in range(n_chunks) if not (work / _part_name(i)).is_file()]
     if missing:  # only possible if parts were removed by hand while running

@@ -154,6 +154,7 @@ def test_embed_interrupted_run_with_other_inputs_needs_restart(bundle, tmp_path)
     ('{"id": "a", "text": "pen"}\n{"id": "b", "text": \n', "line 2: not valid JSON"),
     ('{"id": "a", "text": 5}\n', "field 'text' must be a string"),
     ('{"id": "a", "text": "pen"}\n{"id": "a", "text": "ink"}\n', "item id 'a' appears more than once"),
+    ('\n', "no rows"),
 ])
 def test_embed_bad_items_name_the_field_and_line(bundle, tmp_path, content, message):
     (tmp_path / "items.jsonl").write_text(content)
