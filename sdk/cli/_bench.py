@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--repeats", type=_positive, default=3, help="timed repeats per engine; medians are reported (default: %(default)s)")
     e.add_argument("--texts", type=_positive, default=None, help="embed a fixed sample of this many item texts (default: all)")
     e.add_argument("--queries", type=_positive, default=64, help="short queries timed one by one at batch 1 (default: %(default)s)")
+    e.add_argument("--threads", type=_positive, default=None,
+                   help="intra-op threads for every engine (default: each engine's own, all cores)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(run=run_embed)
 
@@ -39,7 +41,7 @@ def run_embed(args: argparse.Namespace) -> int:
     from ..trainer._bench_embed import bench_embed, format_table, write_report
 
     result = bench_embed(args.data, args.bundle, repeats=args.repeats, texts=args.texts, queries=args.queries,
-                         progress=not args.quiet)
+                         threads=args.threads, progress=not args.quiet)
     write_report(result, args.json)
     print(format_table(result))
     return 0
