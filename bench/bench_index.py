@@ -1,13 +1,17 @@
 """Index benchmark: HNSW recall@10 vs exact on real item vectors, build rate, recommend latency.
 
-    nice -n 10 python bench/bench_index.py --json bench/results/index.json
+    OPENBLAS_NUM_THREADS=1 nice -n 10 python bench/bench_index.py --json bench/results/index.json
 
 1. Recall: all-MiniLM-L6-v2 (zero-shot, torch; cached under ~/.cache/lmrec) vectors of the Amazon
    Office and MovieLens catalogues. Queries: every item's own vector (neighbours, itself
    excluded) and every user's mean of their last 5 items. Grid over M and ef, ef_construction 200.
 2. Build: a 100k-item clustered synthetic set (dim 384) on `--threads` cores: items/s, and its recall.
-3. Latency: `Recommender.recommend(history of 50, k=10)` over a 100k-item bundle (synthetic vectors,
-   the tests' tiny encoder graph at dim 384): p50 / p99, graph and exact.
+3. Latency: exact vs graph search from 2.5k to 20k items (where exact search stops paying), and
+   `Recommender.recommend(history of 50, k=10)` over a 100k-item bundle (synthetic vectors, the
+   tests' tiny encoder graph at dim 384): p50 / p99, graph and exact.
+
+OPENBLAS_NUM_THREADS=1: on a host shared with other jobs, OpenBLAS threads spinning for a single
+matrix-vector product made exact search erratic (16 ms at 2.5k items, 0.5 ms at 5k).
 """
 
 from __future__ import annotations
@@ -92,6 +96,30 @@ def clustered(n: int, dim: int, seed: int, clusters: int = 1000, spread: float =
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def exact_vs_graph(dim: int, threads: int, sizes: tuple[int, ...] = (2500, 5000, 10_000, 20_000)) -> dict:
+    """Single-query latency of exact numpy search vs the graph (history of 50 excluded): where
+    the exact threshold should sit."""
+    from lmrec._index import build_index
+
+    out = {}
+    for n in sizes:
+        x = clustered(n, dim, seed=2)
+        ids = [str(i) for i in range(n)]
+        index = build_index(x, ids, {"exact_threshold": 0}, threads=threads)
+        skip = [set(ids[:50])]
+        row = {}
+        for mode in ("exact", "ann"):
+            times = []
+            for q in x[:300]:
+                t = time.perf_counter()
+                index.search(q, 10, exclude=skip, mode=mode)
+                times.append(time.perf_counter() - t)
+            row[f"{mode}_p50_ms"] = round(1e3 * float(np.median(times[20:])), 3)
+        out[n] = row
+        print("exact_vs_graph", n, row, flush=True)
+    return out
+
+
 def synthetic(n: int, dim: int, threads: int, queries: int, calls: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from _tiny_bundle import add_tiny_encoder
@@ -166,6 +194,7 @@ def main() -> None:
     out["cpu_count"] = os.cpu_count()
     if not args.skip_real:
         out["real"] = real_recall(args.threads)
+    out["exact_vs_graph"] = exact_vs_graph(args.dim, args.threads)
     out["synthetic"] = synthetic(args.items, args.dim, args.threads, args.queries, args.calls)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2))

@@ -143,6 +143,7 @@ class Recommender:
         self._recent = int((self.manifest.get("recommend") or {}).get("recent", DEFAULT_RECENT))
         self._max_history = int((self.manifest.get("user_model") or {}).get("max_history", 50))
         self._counter_lock = threading.Lock()
+        self._closed = False
         self.skipped_history_ids = 0  # unknown ids dropped from histories since load
 
     # -- loading --------------------------------------------------------------------------------
@@ -321,6 +322,7 @@ class Recommender:
                 raise ValueError(f"vectors: {len(vecs)} rows for {len(ids)} ids")
         change = Upsert(ids, vecs, list(texts) if texts is not None else [None] * len(ids), metas)
         with self._lock.write():
+            self._check_open()
             if self._state is not None:
                 self._state.append(change)
             _apply(self._index, self._items, change)
@@ -332,12 +334,17 @@ class Recommender:
             raise ValueError("ids: empty list")
         ids = list(dict.fromkeys(ids))
         with self._lock.write():
+            self._check_open()
             unknown = [i for i in ids if i not in self._index]
             if unknown:
                 raise UnknownItemError(f"ids: unknown item id {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
             if self._state is not None:
                 self._state.append(Delete(ids))
             _apply(self._index, self._items, Delete(ids))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LmrecError("this Recommender is closed: it no longer accepts changes (load it again)")
 
     @property
     def pending_changes(self) -> int:
@@ -347,9 +354,10 @@ class Recommender:
     def snapshot(self) -> Path | None:
         """Write the current catalogue and index to the state_dir and compact its log.
         Returns the snapshot directory, or None when nothing changed since the last one."""
-        if self._state is None:
-            raise LmrecError("snapshot() needs a state_dir: Recommender.load(bundle, state_dir=...)")
         with self._lock.read():  # readers go on; writers (which append to the log) wait
+            if self._state is None:
+                raise LmrecError("snapshot() needs a state_dir: Recommender.load(bundle, state_dir=...)"
+                                 + (" (this one is closed)" if self._closed else ""))
             return self._state.snapshot(self._write_catalogue)
 
     def _write_catalogue(self, directory: Path) -> None:
@@ -587,9 +595,11 @@ class Recommender:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the state_dir (other processes may open it afterwards)."""
-        if self._state is not None:
-            with self._lock.write():
+        """Stop accepting changes and release the state_dir (another process may open it).
+        Reads keep working."""
+        with self._lock.write():
+            self._closed = True
+            if self._state is not None:
                 self._state.close()
                 self._state = None
 

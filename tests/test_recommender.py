@@ -286,6 +286,9 @@ def test_state_dir_makes_changes_durable_and_snapshots_compact(bundle, tmp_path)
         assert rec.search("pan knife", k=1)[0].item_id == "new-2"
         with pytest.raises(StateError, match="in use"):
             Recommender.load(bundle, state_dir=state)
+    with pytest.raises(LmrecError, match="closed"):
+        rec.add_items(["late"], texts=["pen"])  # would not be durable any more
+    assert rec.recommend(["new-1"], k=1)  # reads still work
     assert verify_bundle(bundle) == []  # the bundle itself was never written
     other = make_tiny_bundle(tmp_path / "other", seed=1)
     with pytest.raises(StateError, match="belongs to another bundle"):
