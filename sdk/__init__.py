@@ -11,7 +11,7 @@ import importlib.util as _util
 import warnings as _warnings
 from typing import TYPE_CHECKING, Any
 
-from ._errors import BundleError, DataError, LmrecError, MissingDependencyError
+from ._errors import BundleError, DataError, LmrecError, MissingDependencyError, UnknownItemError
 from .data import Dataset, load_dataset
 
 __version__ = "0.1.0"
@@ -40,5 +40,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Recommender", "Dataset", "load_dataset",
-    "LmrecError", "DataError", "BundleError", "MissingDependencyError", "__version__",
+    "LmrecError", "DataError", "BundleError", "MissingDependencyError", "UnknownItemError", "__version__",
 ]

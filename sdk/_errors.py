@@ -15,6 +15,13 @@ class BundleError(LmrecError):
     """A bundle is corrupted, incomplete or does not match what it is used with."""
 
 
+class UnknownItemError(LmrecError, KeyError):
+    """An item id that is not in the catalogue (or was deleted)."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
 class MissingDependencyError(LmrecError, ImportError):
     """An optional extra is needed for this feature; the message names it."""
 

@@ -24,7 +24,7 @@ import hnswlib
 import numpy as np
 
 from ._durable import atomic_dir, sha256_file
-from ._errors import BundleError, LmrecError
+from ._errors import BundleError, LmrecError, UnknownItemError
 
 FORMAT = 1
 GRAPH_FILE = "hnsw.bin"
@@ -37,13 +37,6 @@ PARAMS_FILE = "index.json"
 DEFAULT_PARAMS: dict[str, Any] = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 128}
 DEFAULT_EXACT_THRESHOLD = 5_000
 SEARCH_MODES = ("auto", "exact", "ann")
-
-
-class UnknownItemError(LmrecError, KeyError):
-    """An item id that is not in the catalogue (or was deleted)."""
-
-    def __str__(self) -> str:  # KeyError would print the repr of the message
-        return str(self.args[0]) if self.args else ""
 
 
 class RWLock:

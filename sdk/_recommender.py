@@ -20,7 +20,8 @@ import numpy as np
 
 from ._bundle import ITEMS, Bundle, BundleWriter, sha256_file
 from ._errors import BundleError, LmrecError
-from ._index import SEARCH_MODES, UnknownItemError, VectorIndex, build_index, normalise
+from ._errors import UnknownItemError
+from ._index import SEARCH_MODES, VectorIndex, build_index, normalise
 from ._state import Delete, StateDir, Upsert, open_state
 
 log = logging.getLogger("lmrec")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lmrec._errors import BundleError
-from lmrec._index import RWLock, UnknownItemError, VectorIndex, build_index
+from lmrec import UnknownItemError
+from lmrec._index import RWLock, VectorIndex, build_index
 
 
 def unit(rng: np.random.Generator, n: int, d: int = 16) -> np.ndarray:

@@ -14,7 +14,7 @@ from _tiny_bundle import BRANDS, make_tiny_bundle
 
 from lmrec import BundleError, LmrecError, Recommender
 from lmrec._bundle import verify_bundle
-from lmrec._index import UnknownItemError
+from lmrec import UnknownItemError
 from lmrec._recommender import DEFAULT_RECENT, ExplainedRecommendation, Recommendation
 from lmrec._state import StateError
 

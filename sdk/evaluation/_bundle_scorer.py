@@ -43,7 +43,7 @@ class BundleScorer:
         out = np.full((len(histories), len(self.item_ids)), ANN_FLOOR, dtype=np.float32)
         index_of = {item: i for i, item in enumerate(self.item_ids)}
         for row, hist in enumerate(hist_ids):
-            for item, score in self.rec.recommend(history=hist, k=100, exclude=()):
+            for item, score in self.rec.recommend(history=hist, k=100, exclude=(), mode="ann"):
                 out[row, index_of[item]] = score
         return out
 

@@ -5,6 +5,7 @@ Vasilev, 2023), early-stopped on validation NDCG@10. The ID-only bar the text mo
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
@@ -13,6 +14,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ...evaluation import FitContext
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +43,12 @@ def windows(seqs: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
     return out
 
 
+def trim(batch: np.ndarray) -> np.ndarray:
+    """Drop the leading columns that are padding in every row."""
+    used = np.flatnonzero((batch > 0).any(0))
+    return batch[:, used[0]:] if len(used) else batch[:, -1:]
+
+
 def left_pad(seqs: Sequence[np.ndarray], length: int) -> np.ndarray:
     """Item indices shifted by one (0 = padding), most recent item in the last column."""
     out = np.zeros((len(seqs), length), dtype=np.int64)
@@ -48,6 +57,13 @@ def left_pad(seqs: Sequence[np.ndarray], length: int) -> np.ndarray:
         if len(s):
             out[r, -len(s):] = s + 1
     return out
+
+
+def _batches(lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar length (little padding to compute), in random order each epoch."""
+    order = np.argsort(lengths + rng.uniform(0, 2, len(lengths)), kind="stable")
+    batches = [order[b:b + size] for b in range(0, len(order), size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def _build_model(n_items: int, cfg: SASRecConfig):
@@ -68,15 +84,17 @@ def _build_model(n_items: int, cfg: SASRecConfig):
             nn.init.normal_(self.positions.weight, std=0.02)
 
         def forward(self, seq: torch.Tensor) -> torch.Tensor:
+            """Hidden states of left-padded `seq` (B, L ≤ max_len); padding is masked out of attention,
+            so trimming all-padding columns changes nothing but the cost."""
             length = seq.shape[1]
-            pos = torch.arange(length, device=seq.device)
-            x = self.items(seq) * cfg.dim ** 0.5 + self.positions(pos)
-            x = self.drop(x) * (seq > 0).unsqueeze(-1)
-            causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), 1)
-            # Left padding: a row whose visible prefix is all padding would be NaN; padded
-            # positions never feed a loss or a score, so let them attend to themselves.
+            pos = torch.arange(cfg.max_len - length, cfg.max_len, device=seq.device)
             pad = seq == 0
-            x = self.blocks(x, mask=causal, src_key_padding_mask=None)
+            x = self.items(seq) * cfg.dim ** 0.5 + self.positions(pos)
+            x = self.drop(x) * ~pad.unsqueeze(-1)
+            causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), 1)
+            # Blocked: future keys and padding keys; a padding query may see itself (avoids empty rows).
+            blocked = (causal | pad.unsqueeze(1)) & ~torch.eye(length, dtype=torch.bool, device=seq.device)
+            x = self.blocks(x, mask=blocked.repeat_interleave(cfg.heads, 0))
             return self.norm(x).masked_fill(pad.unsqueeze(-1), 0.0)
 
         def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -101,16 +119,16 @@ class SASRec:
         n_items = ctx.split.n_items
         self.model = _build_model(n_items, cfg).to(ctx.device)
         data = left_pad(windows(ctx.split.train, cfg.max_len), cfg.max_len + 1)
+        lengths = (data > 0).sum(1)
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best, best_state, stale, history = -1.0, None, 0, []
         bar = tqdm(range(cfg.max_epochs), desc="sasrec", disable=not ctx.progress, unit="epoch")
         for epoch in bar:
             start = time.perf_counter()
             self.model.train()
-            order = rng.permutation(len(data))
             total = 0.0
-            for b in range(0, len(order), cfg.batch_size):
-                batch = torch.from_numpy(data[order[b:b + cfg.batch_size]]).to(ctx.device)
+            for rows in _batches(lengths, cfg.batch_size, rng):
+                batch = torch.from_numpy(trim(data[rows])).to(ctx.device)
                 inputs, labels = batch[:, :-1], batch[:, 1:]
                 hidden = self.model(inputs)
                 keep = labels > 0
@@ -123,6 +141,8 @@ class SASRec:
             history.append({"epoch": epoch + 1, "loss": total / len(data), "valid_ndcg@10": ndcg,
                             "seconds": time.perf_counter() - start})
             bar.set_postfix(loss=f"{total / len(data):.3f}", valid_ndcg=f"{ndcg:.4f}")
+            log.info("sasrec epoch %d loss %.4f valid ndcg@10 %.4f (%.1fs)", epoch + 1, total / len(data), ndcg,
+                     history[-1]["seconds"])
             if ndcg > best:
                 best, best_state, stale = ndcg, copy.deepcopy(self.model.state_dict()), 0
             else:
@@ -140,6 +160,6 @@ class SASRec:
         self.model.eval()
         device = next(self.model.parameters()).device
         with torch.inference_mode():
-            seq = torch.from_numpy(left_pad(histories, self.cfg.max_len)).to(device)
+            seq = torch.from_numpy(trim(left_pad(histories, self.cfg.max_len))).to(device)
             hidden = self.model(seq)[:, -1]
             return self.model.logits(hidden).float().cpu().numpy()
