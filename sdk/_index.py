@@ -24,7 +24,7 @@ import hnswlib
 import numpy as np
 
 from ._durable import atomic_dir, sha256_file
-from ._errors import BundleError, LmrecError, UnknownItemError
+from ._errors import BundleError, UnknownItemError
 
 FORMAT = 1
 GRAPH_FILE = "hnsw.bin"

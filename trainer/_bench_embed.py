@@ -183,10 +183,12 @@ def bench_embed(data_spec: str, bundle_dir: str | None = None, repeats: int = 3,
         torch_threads = torch.get_num_threads()
         if threads is not None:
             torch.set_num_threads(threads)
+        load_before = os.getloadavg()[0]
         try:
             vectors, b64, b1 = _time_engines(engines, item_texts, query_texts, repeats, progress)
         finally:
             torch.set_num_threads(torch_threads)
+        load_after = os.getloadavg()[0]
 
     reference = vectors["sentence_transformers"]
     result: dict[str, Any] = {
@@ -199,7 +201,9 @@ def bench_embed(data_spec: str, bundle_dir: str | None = None, repeats: int = 3,
         "batch": BATCH,
         "repeats": repeats,
         "threads": threads if threads is not None else "engine default (all cores)",
-        "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+                 # other processes competing for the cores skew absolute numbers (and torch most)
+                 "load_average_1min": {"before": load_before, "after": load_after}},
         "same_weights": same_weights,
         "engines": {},
         "errors": errors,

@@ -52,6 +52,7 @@ class TrainConfig:
     heads: int = 2
     dropout: float = 0.2
     lr: float = 1e-3
+    adapter_lr: float = 1e-4
     residual_lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
@@ -94,7 +95,7 @@ class TrainConfig:
 
 _RANGES: dict[str, tuple[float, float]] = {
     "max_length": (8, 512), "max_history": (1, 512), "hidden": (4, 4096), "layers": (1, 24), "heads": (1, 64),
-    "dropout": (0.0, 0.9), "lr": (1e-7, 1.0), "residual_lr": (0.0, 1.0), "weight_decay": (0.0, 1.0),
+    "dropout": (0.0, 0.9), "lr": (1e-7, 1.0), "adapter_lr": (0.0, 1.0), "residual_lr": (0.0, 1.0), "weight_decay": (0.0, 1.0),
     "batch_size": (1, 65536), "epochs": (0, 100000), "patience": (1, 100000), "cl_weight": (0.0, 100.0),
     "cl_temperature": (1e-3, 100.0), "augment_ratio": (0.0, 0.9), "cooc_weight": (0.0, 100.0),
     "cooc_temperature": (1e-3, 100.0), "finetune_layers": (0, 48), "encoder_lr": (0.0, 1.0),

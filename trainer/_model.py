@@ -8,8 +8,10 @@ new item is scored from its text alone.
 
 The user model is a small causal transformer (pre-LN, SASRec-like) over the history's item
 vectors with learned recency positions (histories are left-padded, so the last position is
-always the most recent item). Scores are `user_vector · item_vector`, exactly as the SDK
-computes them, so the user vector's norm is the learned softmax temperature.
+always the most recent item). Its output adds to the most recent item's vector (a skip
+connection, the correction starting at zero): training starts from the zero-shot "more like the
+last item" user and learns what the history adds. Scores are `user_vector · item_vector`,
+exactly as the SDK computes them, so the user vector's norm is the learned softmax temperature.
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ class UserModel(nn.Module):
         self.blocks = nn.ModuleList([Block(hidden, heads, dropout) for _ in range(layers)])
         self.norm = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.out.weight)  # starts as the zero-shot "most recent item" user, learns a correction
+        nn.init.zeros_(self.out.bias)
         # cosine-softmax temperature 1/20 to start with; learned from there (the norm of the user vector)
         self.log_scale = nn.Parameter(torch.tensor(math.log(20.0)))
 
@@ -119,7 +123,8 @@ class UserModel(nn.Module):
         bias = torch.where(allowed, 0.0, MASKED).to(h.dtype).unsqueeze(1)  # (b, 1, L, L)
         for block in self.blocks:
             h = block(h, bias)
-        return self.out(self.norm(h)) * self.log_scale.exp()
+        # skip connection: the item at each position plus what the history adds to it
+        return (history + self.out(self.norm(h))) * self.log_scale.exp()
 
     def last(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The user vector after the most recent item (the SDK's user_encoder.onnx output)."""

@@ -114,7 +114,7 @@ class Trainer:
 
         groups = [{"params": list(self.user.parameters()), "lr": self.cfg.lr}]
         if self.tower.adapter is not None:
-            groups.append({"params": list(self.tower.adapter.parameters()), "lr": self.cfg.lr})
+            groups.append({"params": list(self.tower.adapter.parameters()), "lr": self.cfg.adapter_lr})
         if self.tower.residual is not None:
             groups.append({"params": [self.tower.residual], "lr": self.cfg.residual_lr})
         return torch.optim.Adam(groups, weight_decay=self.cfg.weight_decay)
