@@ -120,7 +120,10 @@ class Bundle:
         self.item_vectors = self._read_vectors()
         self.popularity: np.ndarray | None = None
         if self.has(POPULARITY):
-            self.popularity = np.load(self.file(POPULARITY))
+            try:
+                self.popularity = np.load(self.file(POPULARITY))
+            except (ValueError, OSError) as e:
+                raise BundleError(f"bundle {path}: {POPULARITY} cannot be read ({e})") from None
             if self.popularity.shape != (len(self.item_ids),):
                 raise BundleError(f"bundle {path}: {POPULARITY} has shape {self.popularity.shape}, "
                                   f"expected ({len(self.item_ids)},) (one count per item)")
@@ -162,7 +165,8 @@ class Bundle:
                     raise BundleError(f"bundle {self.path}: {ITEMS} line {line_no}: not an item row ({e})") from None
         if len(set(ids)) != len(ids):
             raise BundleError(f"bundle {self.path}: {ITEMS} has duplicate item ids")
-        expected = (self.manifest.get("data") or {}).get("items")
+        data = self.manifest.get("data")
+        expected = data.get("items") if isinstance(data, dict) else None
         if expected is not None and expected != len(ids):
             raise BundleError(f"bundle {self.path}: {ITEMS} has {len(ids)} items, manifest data.items says {expected}")
         return ids, texts, metas
@@ -170,7 +174,7 @@ class Bundle:
     def _read_vectors(self) -> np.ndarray:
         try:
             vectors = np.load(self.file(VECTORS), mmap_mode="r")
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             raise BundleError(f"bundle {self.path}: {VECTORS} cannot be read ({e})") from None
         if vectors.dtype != np.float32 or vectors.shape != (len(self.item_ids), self.dim):
             raise BundleError(f"bundle {self.path}: {VECTORS} is {vectors.dtype} {vectors.shape}, expected "
