@@ -14,11 +14,10 @@ from ._errors import require
 if TYPE_CHECKING:
     from lmrec.server._client import DeleteResult, RecommenderClient, RemoteError, RemoteInvalidArgument, RemoteNotFound
 
-_EXPORTS = ("RecommenderClient", "DeleteResult", "RemoteError", "RemoteInvalidArgument", "RemoteNotFound")
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
+    if name in __all__:
         for module in ("grpc", "google.protobuf", "grpc_health"):
             require(module, "server", "lmrec.client")
         from lmrec.server import _client
@@ -27,4 +26,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'lmrec.client' has no attribute {name!r}")
 
 
-__all__ = list(_EXPORTS)
+__all__ = ["RecommenderClient", "DeleteResult", "RemoteError", "RemoteInvalidArgument", "RemoteNotFound"]

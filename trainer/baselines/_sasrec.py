@@ -27,6 +27,7 @@ class SASRecConfig:
     dropout: float = 0.2
     lr: float = 1e-3
     batch_size: int = 128
+    batch_tokens: int = 2048  # long windows get smaller batches, so every epoch has enough steps
     max_epochs: int = 200
     patience: int = 10
     weight_decay: float = 0.0
@@ -120,6 +121,7 @@ class SASRec:
         self.model = _build_model(n_items, cfg).to(ctx.device)
         data = left_pad(windows(ctx.split.train, cfg.max_len), cfg.max_len + 1)
         lengths = (data > 0).sum(1)
+        batch_size = int(np.clip(cfg.batch_tokens // max(1.0, lengths.mean()), 8, cfg.batch_size))
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best, best_state, stale, history = -1.0, None, 0, []
         bar = tqdm(range(cfg.max_epochs), desc="sasrec", disable=not ctx.progress, unit="epoch")
@@ -127,7 +129,7 @@ class SASRec:
             start = time.perf_counter()
             self.model.train()
             total = 0.0
-            for rows in _batches(lengths, cfg.batch_size, rng):
+            for rows in _batches(lengths, batch_size, rng):
                 batch = torch.from_numpy(trim(data[rows])).to(ctx.device)
                 inputs, labels = batch[:, :-1], batch[:, 1:]
                 hidden = self.model(inputs)
@@ -150,7 +152,7 @@ class SASRec:
                 if stale >= cfg.patience:
                     break
         self.model.load_state_dict(best_state)
-        self.params = {**asdict(cfg), "epochs_run": len(history), "best_valid_ndcg@10": best,
+        self.params = {**asdict(cfg), "effective_batch_size": batch_size, "epochs_run": len(history), "best_valid_ndcg@10": best,
                        "seconds_per_epoch": float(np.median([h["seconds"] for h in history]))}
         self.history = history
 
