@@ -152,7 +152,9 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
                 for f in pending:
                     bar.update(n := f.result())
                     embedded += n
-    except ValueError as e:  # the encoder rejected an input (e.g. a non-string text)
+    except LmrecError:
+        raise
+    except ValueError as e:  # the encoder rejected an input
         raise DataError(f"--items {items}: {e}") from None
     finally:
         bar.close()
