@@ -25,7 +25,7 @@ class SASRecConfig:
     heads: int = 1
     max_len: int = 50
     dropout: float = 0.2
-    lr: float = 1e-3
+    lr: float = 2e-3
     batch_size: int = 128
     batch_tokens: int = 2048  # long windows get smaller batches, so every epoch has enough steps
     max_epochs: int = 200
