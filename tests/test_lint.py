@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ruff_is_clean():
-    ruff = shutil.which("ruff")
-    if ruff is None:
+    if importlib.util.find_spec("ruff") is None:
         pytest.skip("ruff is not installed (it comes with the dev extra)")
-    proc = subprocess.run([ruff, "check", "--output-format", "concise", "sdk", "trainer", "server", "tests", "bench"],
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "sdk", "trainer", "server", "tests", "bench"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -38,7 +38,7 @@ def demo(out: str | Path = "out/demo", data: str = DEFAULT_SPEC, seed: int = 0, 
     out = Path(out)
     cfg = config or TrainConfig(**DEMO_CONFIG)
     show(f"lmrec demo: training on {data} (warm split, seed {seed}); the bundle goes to {out}")
-    result = train(data, out, split="warm", seed=seed, config=cfg, overwrite=True, progress=progress)
+    train(data, out, split="warm", seed=seed, config=cfg, overwrite=True, progress=progress)
     trained_in = time.perf_counter() - started
 
     dataset = load_dataset(data)
