@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/lmrec eval --methods pop,itemknn,zeroshot,sasrec --json out/demo/eval.json --plot out/demo/eval.png
+	$(VENV)/bin/lmrec demo --out out/demo
 
 test: setup
 	$(PY) -m pytest
