@@ -6,13 +6,7 @@ import argparse
 
 from .._errors import require
 from ..data import DEFAULT_SPEC
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be a positive integer")
-    return value
+from ._args import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,10 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", required=True, help="write the report here")
     e.add_argument("--bundle", default=None,
                    help="bundle to benchmark (default: export the packaged base model to a temporary bundle)")
-    e.add_argument("--repeats", type=_positive, default=3, help="timed repeats per engine; medians are reported (default: %(default)s)")
-    e.add_argument("--texts", type=_positive, default=None, help="embed a fixed sample of this many item texts (default: all)")
-    e.add_argument("--queries", type=_positive, default=64, help="short queries timed one by one at batch 1 (default: %(default)s)")
-    e.add_argument("--threads", type=_positive, default=None,
+    e.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per engine; medians are reported (default: %(default)s)")
+    e.add_argument("--texts", type=positive_int, default=None, help="embed a fixed sample of this many item texts (default: all)")
+    e.add_argument("--queries", type=positive_int, default=64, help="short queries timed one by one at batch 1 (default: %(default)s)")
+    e.add_argument("--threads", type=positive_int, default=None,
                    help="intra-op threads for every engine (default: each engine's own, all cores)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(run=run_embed)

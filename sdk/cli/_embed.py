@@ -6,13 +6,7 @@ import argparse
 import json
 
 from .._embed import DEFAULT_CHUNK, DEFAULT_WORKERS
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be a positive integer")
-    return value
+from ._args import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,14 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "int8", "fp16", "fp32"),
                    help="encoder weights (default: int8 on CPU, fp16 on CUDA)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the encoder runs (default: cpu)")
-    p.add_argument("--workers", type=_positive, default=DEFAULT_WORKERS,
+    p.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
                    help="worker processes (default: %(default)s; one process with ONNX Runtime threads on every core "
                         "measured fastest on 2 cores)")
-    p.add_argument("--threads", type=_positive, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="ONNX Runtime intra-op threads per process (default: all cores / workers)")
-    p.add_argument("--chunk", type=_positive, default=DEFAULT_CHUNK,
+    p.add_argument("--chunk", type=positive_int, default=DEFAULT_CHUNK,
                    help="items per part file, the unit of resumption (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive, default=64, help="texts per model run (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="texts per model run (default: %(default)s)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--json", default=None, help="also write the run's report (items, items/s, …) to this file")

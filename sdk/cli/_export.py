@@ -6,13 +6,7 @@ import argparse
 
 from .._errors import require
 from ..data import DEFAULT_SPEC
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be a positive integer")
-    return value
+from ._args import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Hugging Face model folder or Hub id (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--data", default=DEFAULT_SPEC, help="data spec KIND:PATH whose catalogue is embedded (default: %(default)s)")
     p.add_argument("--out", required=True, help="bundle directory to create (must not exist unless --overwrite)")
-    p.add_argument("--dim", type=_positive, default=None,
+    p.add_argument("--dim", type=positive_int, default=None,
                    help="reduce vectors to N dimensions with a PCA fitted on the catalogue (default: full dimension)")
-    p.add_argument("--max-length", type=_positive, default=128, help="tokens per text; longer texts are truncated (default: %(default)s)")
+    p.add_argument("--max-length", type=positive_int, default=128, help="tokens per text; longer texts are truncated (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="write the bundle even if the parity gate fails (the breach is recorded)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (atomically)")
     p.set_defaults(run=run)

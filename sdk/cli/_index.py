@@ -7,13 +7,7 @@ import json
 
 from .._index import DEFAULT_PARAMS
 from .._index_build import DEFAULT_QUERIES
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be a positive integer")
-    return value
+from ._args import positive_int
 
 
 def _count(text: str) -> int:
@@ -35,13 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--vectors", required=True, help="vector file: .parquet (id, vector) or .npy with .ids.txt")
     b.add_argument("--out", required=True, help="new bundle directory")
     b.add_argument("--items", default=None, help="items file (.jsonl/.csv/.parquet) with the texts and metadata")
-    b.add_argument("--M", type=_positive, default=DEFAULT_PARAMS["M"], help="HNSW links per node (default: %(default)s)")
-    b.add_argument("--ef-construction", type=_positive, default=DEFAULT_PARAMS["ef_construction"],
+    b.add_argument("--M", type=positive_int, default=DEFAULT_PARAMS["M"], help="HNSW links per node (default: %(default)s)")
+    b.add_argument("--ef-construction", type=positive_int, default=DEFAULT_PARAMS["ef_construction"],
                    help="HNSW build breadth (default: %(default)s)")
-    b.add_argument("--ef", type=_positive, default=DEFAULT_PARAMS["ef"], help="HNSW search breadth stored with the index (default: %(default)s)")
+    b.add_argument("--ef", type=positive_int, default=DEFAULT_PARAMS["ef"], help="HNSW search breadth stored with the index (default: %(default)s)")
     b.add_argument("--queries", type=_count, default=DEFAULT_QUERIES,
                    help="sampled items whose top 10 is compared with exact search (default: %(default)s; 0 skips)")
-    b.add_argument("--threads", type=_positive, default=None, help="build threads (default: all cores)")
+    b.add_argument("--threads", type=positive_int, default=None, help="build threads (default: all cores)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     b.add_argument("--json", default=None, help="also write the build report to this file")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
