@@ -5,15 +5,18 @@
 # Raw reports: bench/results/quality/<dataset>-<split>-s<seed>.json; then bench/quality.py copies the
 # median seed's report to bench/results/quality-<dataset>-<split>.json and prints the tables.
 #
-# Usage: bash bench/quality.sh [SEEDS] [METHODS]
-#   SEEDS    default "0 1 2"
-#   METHODS  default "zeroshot,itemknn,sasrec,lmrec-fp32,lmrec" (sasrec is most of the time)
+# Usage: bash bench/quality.sh [SEEDS] [WARM_METHODS] [COLD_METHODS]
+#   SEEDS         default "0 1 2"
+#   WARM_METHODS  default "zeroshot,itemknn,sasrec,lmrec-fp32,lmrec" (sasrec is most of the time)
+#   COLD_METHODS  default "zeroshot,itemknn,lmrec-fp32,lmrec" (an ID model cannot score cold items:
+#                 sasrec's cold numbers are in bench/results/baselines-*-cold.json)
 # Bundles go to out/quality/ (not committed). Each step is skipped when its output exists, so an
 # interrupted run continues where it stopped. Several hours on a 2-core CPU, most of it SASRec.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-"0 1 2"}
-methods=${2:-"zeroshot,itemknn,sasrec,lmrec-fp32,lmrec"}
+warm_methods=${2:-"zeroshot,itemknn,sasrec,lmrec-fp32,lmrec"}
+cold_methods=${3:-"zeroshot,itemknn,lmrec-fp32,lmrec"}
 lmrec=${LMREC:-lmrec}
 mkdir -p bench/results/quality out/quality
 for ds in amazon-office movielens-latest-small; do
@@ -28,6 +31,7 @@ for ds in amazon-office movielens-latest-small; do
           --plot "out/quality/$ds-$split-s$seed.png" --quiet
       fi
       if [ ! -f "$report" ]; then
+        if [ "$split" = warm ]; then methods=$warm_methods; else methods=$cold_methods; fi
         $lmrec eval --data "$spec" --split "$split" --seed "$seed" --bundle "$bundle" --methods "$methods" \
           --json "$report" --quiet
       fi

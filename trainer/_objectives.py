@@ -61,9 +61,15 @@ def augment(seq: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndarr
     return out
 
 
-def full_softmax_ce(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each user's target over the whole catalogue (scores = user · item)."""
-    return F.cross_entropy(users @ items.T, targets)
+def full_softmax_ce(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
+                    hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of each user's target over the catalogue (scores = user · item); items where
+    `hidden` is True take no part (items unseen in training: at training time they do not exist
+    yet, and as never-positive negatives they would be learned away — the cold-start failure)."""
+    logits = users @ items.T
+    if hidden is not None:
+        logits = logits.masked_fill(hidden, float("-inf"))
+    return F.cross_entropy(logits, targets)
 
 
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:

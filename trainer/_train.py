@@ -92,6 +92,7 @@ class Trainer:
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.seen = training_items(split)
+        self.unseen = torch.from_numpy(~self.seen).to(self.device)
         self.counts = split.train_counts()
         self.rows = left_pad(windows(split.train, cfg.max_history), cfg.max_history + 1)
         self.tower = ItemTower(torch.from_numpy(base_vectors), torch.from_numpy(self.seen), cfg.adapter,
@@ -205,7 +206,7 @@ class Trainer:
             x, m = gather(vectors, inputs)
             out = self.user(x, m)
             sel = labels >= 0
-            loss = full_softmax_ce(out[sel], vectors, labels[sel])
+            loss = full_softmax_ce(out[sel], vectors, labels[sel], self.unseen)
             if "cl" in cfg.objectives and cfg.cl_weight > 0:
                 seqs = [r[r >= 0] for r in rows[:, :-1]]
                 views = [left_pad([augment(s, cfg.augment_ratio, self.rng) for s in seqs], cfg.max_history)
@@ -270,8 +271,9 @@ class Trainer:
                                 {"params": [p for g in self.opt.param_groups for p in g["params"]], "lr": cfg.lr}])
         if self.partial_state is not None:
             opt.load_state_dict(self.partial_state["opt"])
-        q = (self.counts + 1.0) / (self.counts + 1.0).sum()  # sampling distribution of targets and negatives
-        log_q = torch.from_numpy(np.log(q)).float().to(self.device)
+        q = np.where(self.seen, self.counts + 1.0, 0.0)  # sampling distribution of targets and negatives:
+        q /= q.sum()  # training items only, as in the full softmax
+        log_q = torch.from_numpy(np.log(np.where(q > 0, q, 1.0))).float().to(self.device)  # unseen: never candidates
         bar = tqdm(total=cfg.encoder_steps, initial=self.epoch, desc="encoder", disable=not self.progress,
                    unit="step", file=sys.stderr)
         running = 0.0
