@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1, or a usage error that names the value."""
+def _int_at_least(text: str, low: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be a positive integer")
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value}: must be {what}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1, or a usage error that names the value."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer ≥ 0, or a usage error that names the value."""
+    return _int_at_least(text, 0, "0 or more")

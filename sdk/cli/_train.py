@@ -8,16 +8,7 @@ from typing import Any
 
 from .._errors import LmrecError, require
 from ..data import DEFAULT_SPEC
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value}: must be 0 or more")
-    return value
+from ._args import non_negative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="bundle directory to create (refused if it exists, unless --overwrite)")
     p.add_argument("--split", default="warm", choices=("warm", "cold"),
                    help="which split's training part to train on; evaluate with the same --split (default: warm)")
-    p.add_argument("--seed", type=_non_negative, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the split and of training; evaluate with the same --seed (default: 0)")
     p.add_argument("--cold-share", type=float, default=0.2, help="share of items the cold split holds out (default: 0.2)")
     p.add_argument("--config", default=None, help="JSON file of training settings (fields of lmrec.trainer.TrainConfig)")
@@ -42,13 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objectives", default=None,
                    help="comma-separated self-supervised objectives: next, cooc, mlm, cl, or none "
                         "(default: the config's; see README)")
-    p.add_argument("--epochs", type=_non_negative, default=None, help="maximum epochs of the user model (early stopping may end sooner)")
+    p.add_argument("--epochs", type=non_negative_int, default=None, help="maximum epochs of the user model (early stopping may end sooner)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="torch device (default: cpu)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run whose checkpoint is in OUT.ckpt/")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep OUT.ckpt/ after the bundle is written")
     p.add_argument("--plot", default=None, help="draw the validation NDCG@10 curve into this PNG")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (atomically, at the end)")
-    p.add_argument("--threads", type=_non_negative, default=None,
+    p.add_argument("--threads", type=non_negative_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a machine busy with other work)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
