@@ -8,8 +8,9 @@ merged into the output in input order and the work directory is removed. Memory 
 chunks at a time, whatever the catalogue size.
 
 Both ways of using every core are here: one process whose ONNX Runtime uses several intra-op
-threads, or several worker processes with one thread each (chunks are handed out in order, at
-most two per worker in flight). bench/bench_offline.py measures both; the faster is the default.
+threads (`workers=1`), or several worker processes with one thread each (chunks are handed out in
+order, at most two per worker in flight). bench/bench_offline.py measures both; worker processes
+were faster and are the default.
 """
 
 from __future__ import annotations
@@ -34,9 +35,13 @@ from ._tables import (META_BUNDLE, META_ENCODER, META_PRECISION, TextSource, Vec
                       item_format, read_items, template_of, vector_format)
 
 DEFAULT_CHUNK = 2048
-# Measured on the 2-core host (bench/RESULTS.md, "Offline pipelines"): one process with ONNX
-# Runtime's intra-op threads on every core beat worker processes; --workers N switches.
-DEFAULT_WORKERS = 1
+
+
+def default_workers(device: str = "cpu") -> int:
+    """One worker process per core on the CPU (each with one ONNX Runtime thread): on the 2-core
+    host they beat one process with two intra-op threads, 70.2 vs 63.2 Office items/s
+    (bench/RESULTS.md, "Offline pipelines"). One process feeds a GPU."""
+    return 1 if device == "cuda" else max(1, os.cpu_count() or 1)
 RUN_FILE = "run.json"
 
 
@@ -72,7 +77,7 @@ def _check_int(value: Any, name: str, low: int) -> int:
 
 
 def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str], out: str | os.PathLike[str],
-               precision: str = "auto", device: str = "cpu", workers: int = DEFAULT_WORKERS,
+               precision: str = "auto", device: str = "cpu", workers: int | None = None,
                threads: int | None = None, chunk: int = DEFAULT_CHUNK, batch_size: int = 64,
                restart: bool = False, overwrite: bool = False, progress: bool = True) -> EmbedReport:
     """Embed every row of `items` with the bundle's encoder and write `out` (.parquet or .npy).
@@ -82,6 +87,7 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
     from ._recommender import PRECISIONS, Recommender
 
     items, out = Path(items), Path(out)
+    workers = default_workers(device) if workers is None else workers
     _check_int(workers, "workers", 1)
     _check_int(chunk, "chunk", 1)
     _check_int(batch_size, "batch_size", 1)
@@ -213,7 +219,7 @@ def _part_name(idx: int) -> str:
 def _embed_part(work: Path, idx: int, ids: list[str], texts: list[str], batch_size: int) -> int:
     vectors = _ENCODER.embed(texts, batch_size=batch_size)
     final = work / _part_name(idx)
-    tmp = final.with_suffix(".tmp")
+    tmp = final.with_suffix(f".tmp-{os.getpid()}")  # an orphaned worker of a killed run may still write
     with open(tmp, "wb") as f:
         np.savez(f, ids=np.array(ids, dtype=str), vectors=vectors)
         f.flush()
@@ -259,4 +265,4 @@ def _merge(work: Path, n_chunks: int, out: Path, dim: int, meta: dict[bytes, byt
     return writer.count
 
 
-__all__ = ["embed_file", "EmbedReport", "work_dir", "DEFAULT_CHUNK", "DEFAULT_WORKERS"]
+__all__ = ["embed_file", "EmbedReport", "work_dir", "default_workers", "DEFAULT_CHUNK"]

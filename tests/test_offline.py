@@ -73,7 +73,7 @@ def test_embed_jsonl_to_parquet_and_npy_equals_the_encoder(bundle, encoder, tmp_
     rows = write_items(tmp_path / "items.jsonl", 700)
     report = tmp_path / "r.json"
     proc = lmrec("embed", "--bundle", str(bundle), "--items", str(tmp_path / "items.jsonl"),
-                 "--out", str(tmp_path / "v.parquet"), "--chunk", "128", "--json", str(report))
+                 "--out", str(tmp_path / "v.parquet"), "--chunk", "128", "--workers", "1", "--json", str(report))
     assert proc.returncode == 0, proc.stderr
     assert "items/s" in proc.stderr and "700 items" in proc.stdout  # progress bar (rate, ETA) and summary
     ids, vectors = read_parquet_vectors(tmp_path / "v.parquet")
@@ -111,7 +111,7 @@ def test_embed_resumes_after_being_killed(bundle, encoder, tmp_path):
     rows = write_items(tmp_path / "items.jsonl", 60_000, seed=1)
     out = tmp_path / "v.parquet"
     args = ["--bundle", str(bundle), "--items", str(tmp_path / "items.jsonl"), "--out", str(out), "--chunk", "256", "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-m", "lmrec", "embed", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "lmrec", "embed", *args, "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     work = work_dir(out)
     deadline = time.monotonic() + 60

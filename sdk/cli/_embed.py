@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .._embed import DEFAULT_CHUNK, DEFAULT_WORKERS
+from .._embed import DEFAULT_CHUNK
 from ._args import positive_int
 
 
@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "int8", "fp16", "fp32"),
                    help="encoder weights (default: int8 on CPU, fp16 on CUDA)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the encoder runs (default: cpu)")
-    p.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
-                   help="worker processes (default: %(default)s; one process with ONNX Runtime threads on every core "
-                        "measured fastest on 2 cores)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="worker processes, one ONNX Runtime thread each (default: one per core, measured faster than "
+                        "one process with a thread per core; 1 with --device cuda)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="ONNX Runtime intra-op threads per process (default: all cores / workers)")
     p.add_argument("--chunk", type=positive_int, default=DEFAULT_CHUNK,
