@@ -8,7 +8,7 @@ Parts (`--parts`, default all):
 - embed: items/s of `lmrec embed` over the Office item texts (a JSONL file), one process with ONNX
   Runtime intra-op threads vs `--workers 2`, against a plain sentence-transformers `encode` loop
   over the same file (same weights, same 128-token truncation, batch 64), in the same run.
-- rss: peak RSS of `lmrec embed` at 10k and 200k items (short Office-title texts).
+- rss: peak RSS of `lmrec embed --workers 1` at 10k and 200k items (short Office-title texts).
 - index: `lmrec index build` over 1M x 384 clustered synthetic vectors: build time, items/s,
   recall@10 against exact search (1000 sampled items), peak RSS, index bytes.
 - sizes: bundle bytes by component (model, vectors, index) for Office and the 1M bundle, and the
@@ -119,7 +119,8 @@ def part_rss(bundle: Path, work: Path, sizes: tuple[int, ...]) -> dict[str, Any]
         write_items(items, [f"s{i}" for i in range(n)], [f"{titles[p]} #{i % 97}" for i, p in enumerate(picks)])
         report = work / f"rss-{n}.json"
         wall, rss, _ = lmrec_child("embed", "--bundle", str(bundle), "--items", str(items), "--out",
-                                   str(work / f"short-{n}.parquet"), "--overwrite", "--quiet", "--json", str(report))
+                                   str(work / f"short-{n}.parquet"), "--overwrite", "--quiet", "--json", str(report),
+                                   "--workers", "1")  # one process holds everything: its peak RSS is the whole cost
         r = json.loads(report.read_text())
         out[str(n)] = {"peak_rss_mb": round(rss, 1), "items_per_s": r["items_per_s"], "wall_s": round(wall, 1)}
         items.unlink()
