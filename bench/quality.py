@@ -59,16 +59,33 @@ def summary(folder: Path) -> None:
             spread = f"{np.mean(over):.4f} ± {np.std(over, ddof=1):.4f} (n={len(over)})" if len(over) > 1 else "—"
             print(f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} ({lo:.4f}–{hi:.4f}) | {m['ndcg@20']:.4f} | "
                   f"{m['mrr']:.4f} | {spread} |")
-        pair = r.get("paired", {}).get("lmrec vs sasrec", {}).get("ndcg@10")
-        if pair:
-            print(f"\nlmrec vs sasrec NDCG@10: ratio {pair['ratio']:.3f} (95 % CI {pair['ratio_ci95'][0]:.3f}–"
-                  f"{pair['ratio_ci95'][1]:.3f}), difference {pair['diff']:+.4f} "
-                  f"({pair['diff_ci95'][0]:+.4f}–{pair['diff_ci95'][1]:+.4f})")
+        for s, report in sorted(by_seed.items()):  # paired: only within one seed's report
+            pair = report.get("paired", {}).get("lmrec vs sasrec", {}).get("ndcg@10")
+            if pair:
+                print(f"\nseed {s}: lmrec vs sasrec NDCG@10 ratio {pair['ratio']:.3f} (95 % CI "
+                      f"{pair['ratio_ci95'][0]:.3f}–{pair['ratio_ci95'][1]:.3f}), difference {pair['diff']:+.4f} "
+                      f"({pair['diff_ci95'][0]:+.4f}–{pair['diff_ci95'][1]:+.4f})")
+        _times(ds, split, sorted(by_seed))
     for ds in sorted({d for d, _ in medians}):
         warm, cold = medians.get((ds, "warm")), medians.get((ds, "cold"))
         if warm and cold:
             w, c = warm["results"]["lmrec"]["ndcg@10"], cold["results"]["lmrec"]["ndcg@10"]
             print(f"\n{ds}: cold lmrec NDCG@10 {c:.4f} = {c / w:.1%} of its warm {w:.4f} (target >= 60 %)")
+
+
+def _times(ds: str, split: str, seeds: list[int], bundles: Path = ROOT.parent / "out" / "quality") -> None:
+    """Training time per seed, from the bundles' manifests (when the bundles are here)."""
+    rows = []
+    for seed in seeds:
+        path = bundles / f"{ds}-{split}-s{seed}" / "manifest.json"
+        if path.is_file():
+            t = json.loads(path.read_text())["training"]
+            epochs = [h for h in t["history"] if h["phase"] in ("user", "user2")]
+            rows.append(f"seed {seed}: {len(epochs)} epochs (best {t['best']['phase']} {t['best']['epoch']}, "
+                        f"valid NDCG@10 {t['best']['valid_ndcg@10']:.4f}), {t['seconds_per_epoch']:.1f} s/epoch, "
+                        f"{t['seconds'] / 60:.1f} min of training")
+    if rows:
+        print("\ntraining: " + "; ".join(rows))
 
 
 def int8(bundles: Path) -> None:

@@ -18,7 +18,7 @@ from lmrec.cli import main  # noqa: E402
 from lmrec.evaluation import evaluate, make_split  # noqa: E402
 from lmrec.trainer import TrainConfig, load_config, parse_objectives, train  # noqa: E402
 from lmrec.trainer import _train  # noqa: E402
-from lmrec.trainer._objectives import MASK, PAD, augment, gather, left_pad, windows  # noqa: E402
+from lmrec.trainer._objectives import MASK, PAD, augment, full_softmax_ce, gather, left_pad, windows  # noqa: E402
 
 from conftest import TINY_DATA  # noqa: E402
 
@@ -38,6 +38,12 @@ def _config(tiny_bert_dir: Path, **changes: object) -> TrainConfig:
     return TrainConfig(**{**FAST, "base_model": str(tiny_bert_dir), **changes})
 
 
+def _config_file(tiny_bert_dir: Path, folder: Path) -> Path:
+    path = folder / "config.json"
+    path.write_text(json.dumps(_config(tiny_bert_dir).to_dict()))
+    return path
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained") / "bundle"
@@ -55,7 +61,7 @@ def test_bundle_is_used_by_the_sdk_and_matches_training(trained: Path) -> None:
     assert training["data"]["fingerprint"] == data.fingerprint()
     assert (training["split"], training["seed"]) == ("warm", 3)
     assert training["config"]["objectives"] == ["cl"] and training["config"]["max_history"] == 12
-    assert [h["epoch"] for h in training["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in training["history"]] == [0, 1, 2, 3]
     assert manifest["user_model"]["max_history"] == 12 and manifest["projection"]["method"] == "trained adapter"
     split = make_split(data, "warm", 3)
     assert np.array_equal(np.load(trained / "popularity.npy"), split.train_counts())  # no test interaction leaks in
@@ -97,11 +103,31 @@ def test_resume_after_interruption_gives_the_same_model(trained: Path, tiny_bert
     with pytest.raises(KeyboardInterrupt):
         train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), progress=False)
     assert not out.exists() and (_train.checkpoint_dir(out) / "state.pt").is_file()
+    spent = torch.load(_train.checkpoint_dir(out) / "state.pt", weights_only=False)["state"]["elapsed"]
     monkeypatch.setattr(_train.Trainer, "user_epoch", real_epoch)
     with pytest.raises(LmrecError, match="another seed"):
         train(TINY_DATA, out, seed=4, config=_config(tiny_bert_dir), resume=True, progress=False)
     resumed = train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), resume=True, progress=False)
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    assert spent > 0 and resumed.seconds > spent  # the time before the interruption counts
+    assert np.array_equal(np.load(trained / "item_vectors.npy"), np.load(out / "item_vectors.npy"))
+
+
+def test_failed_parity_gate_keeps_the_model_for_resume_force(trained: Path, tiny_bert_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from lmrec.trainer import export
+
+    out = tmp_path / "gated"
+    monkeypatch.setitem(export.PARITY_GATE, "int8_top10_overlap", 1.01)  # no export can pass
+    code = main(["train", "--data", TINY_DATA, "--out", str(out), "--seed", "3", "--base-model", str(tiny_bert_dir),
+                 "--config", str(_config_file(tiny_bert_dir, tmp_path)), "--quiet"])
+    assert code == 2 and "--resume --force" in capsys.readouterr().err
+    assert not out.exists() and (_train.checkpoint_dir(out) / "state.pt").is_file()
+    monkeypatch.setattr(_train.Trainer, "user_epoch", lambda self: pytest.fail("trained again"))
+    result = train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), resume=True, force=True, progress=False)
+    parity = json.loads((result.bundle / "manifest.json").read_text())["parity"]
+    assert parity["forced"] and not parity["passed"]
     assert np.array_equal(np.load(trained / "item_vectors.npy"), np.load(out / "item_vectors.npy"))
 
 
@@ -120,10 +146,11 @@ def test_eval_refuses_a_bundle_of_another_split_or_seed(trained: Path, tmp_path:
 
 def test_every_objective_runs_and_selection_is_on_validation(tiny_bert_dir: Path, tmp_path: Path) -> None:
     cfg = _config(tiny_bert_dir, objectives=("mlm", "next", "cooc", "cl"), epochs=2, mlm_epochs=1,
-                  encoder_steps=3, encoder_batch=8, negatives=16, residual_dropout=0.5)
+                  encoder_steps=3, encoder_batch=8, negatives=16, residual_dropout=0.5,
+                  popularity_prior=1.0)
     result = train(TINY_DATA, tmp_path / "all", seed=1, config=cfg, progress=False, plot=tmp_path / "curve.png")
     phases = [h["phase"] for h in result.history]
-    assert phases[0] == "user" and "user2" in phases
+    assert phases[:2] == ["start", "user"] and "user2" in phases
     manifest = json.loads((result.bundle / "manifest.json").read_text())
     best = max(h["valid_ndcg@10"] for h in result.history)
     assert manifest["training"]["best"]["valid_ndcg@10"] == pytest.approx(best, abs=1e-6)
@@ -171,6 +198,19 @@ def test_config_validation(tmp_path: Path) -> None:
     path.write_text("[1, 2]")
     with pytest.raises(LmrecError, match="expected a JSON object"):
         load_config(path)
+
+
+def test_popularity_prior_is_a_training_only_logit_offset() -> None:
+    users, items = torch.randn(4, 8), torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    targets = torch.tensor([0, 1, 2, 5])
+    hidden = torch.tensor([False] * 5 + [True])  # an unseen item stays out, prior or not
+    offset = torch.log1p(torch.tensor([9.0, 0, 0, 0, 0, 3]))
+    logits = (users @ items.T + offset).masked_fill(hidden, float("-inf"))
+    expected = torch.nn.functional.cross_entropy(logits[:3], targets[:3])
+    assert torch.allclose(full_softmax_ce(users[:3], items, targets[:3], hidden, offset), expected)
+    assert full_softmax_ce(users[:1], items, targets[:1], hidden, offset) < full_softmax_ce(users[:1], items, targets[:1], hidden)
+    with pytest.raises(LmrecError, match="popularity_prior=-1: must be a number from 0 to 10"):
+        TrainConfig(popularity_prior=-1)
 
 
 def test_sequences_and_augmentation() -> None:

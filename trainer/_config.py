@@ -1,7 +1,8 @@
 """Training configuration: one flat dataclass, loadable from JSON, recorded whole in the manifest.
 
-Every field has a default chosen on validation (bench/RESULTS.md, "Quality"); a config file or
-a command-line flag overrides single fields. Unknown keys and out-of-range values are errors
+The defaults are a sound start on any data; the settings chosen on validation for each shared
+dataset and split are in bench/configs/ (bench/RESULTS.md, "Quality"). A config file or a
+command-line flag overrides single fields. Unknown keys and out-of-range values are errors
 that name the field and the limit.
 """
 
@@ -45,6 +46,9 @@ class TrainConfig:
     adapter: bool = True
     residual: bool = True
     residual_dropout: float = 0.0  # share of items whose residual is zeroed per step (trains the cold path)
+    # training-only logit offset popularity_prior * log(1 + training count): the user model learns what
+    # a user wants beyond popularity, the one thing a new item cannot have (see bench/RESULTS.md, "Quality")
+    popularity_prior: float = 0.0
     # user model: causal transformer over the history's item vectors
     max_history: int = 50
     hidden: int = 64
@@ -95,13 +99,13 @@ class TrainConfig:
 
 _RANGES: dict[str, tuple[float, float]] = {
     "max_length": (8, 512), "max_history": (1, 512), "hidden": (4, 4096), "layers": (1, 24), "heads": (1, 64),
-    "dropout": (0.0, 0.9), "lr": (1e-7, 1.0), "adapter_lr": (0.0, 1.0), "residual_lr": (0.0, 1.0), "weight_decay": (0.0, 1.0),
+    "dropout": (0.0, 0.9), "lr": (0.0, 1.0), "adapter_lr": (0.0, 1.0), "residual_lr": (0.0, 1.0), "weight_decay": (0.0, 1.0),
     "batch_size": (1, 65536), "epochs": (0, 100000), "patience": (1, 100000), "cl_weight": (0.0, 100.0),
     "cl_temperature": (1e-3, 100.0), "augment_ratio": (0.0, 0.9), "cooc_weight": (0.0, 100.0),
     "cooc_temperature": (1e-3, 100.0), "finetune_layers": (0, 48), "encoder_lr": (0.0, 1.0),
     "encoder_steps": (0, 10_000_000), "encoder_batch": (2, 65536), "negatives": (0, 1_000_000),
     "temperature": (1e-3, 100.0), "mlm_epochs": (0, 1000), "mlm_lr": (0.0, 1.0), "mlm_probability": (0.01, 0.9),
-    "residual_dropout": (0.0, 1.0),
+    "residual_dropout": (0.0, 1.0), "popularity_prior": (0.0, 10.0),
 }
 _INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "epochs", "patience",
          "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs"}

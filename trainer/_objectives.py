@@ -62,11 +62,14 @@ def augment(seq: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndarr
 
 
 def full_softmax_ce(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                    hidden: torch.Tensor | None = None) -> torch.Tensor:
+                    hidden: torch.Tensor | None = None, offset: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of each user's target over the catalogue (scores = user · item); items where
     `hidden` is True take no part (items unseen in training: at training time they do not exist
-    yet, and as never-positive negatives they would be learned away — the cold-start failure)."""
+    yet, and as never-positive negatives they would be learned away — the cold-start failure).
+    `offset` (n_items,) is added to the logits in training only (the popularity prior)."""
     logits = users @ items.T
+    if offset is not None:
+        logits = logits + offset
     if hidden is not None:
         logits = logits.masked_fill(hidden, float("-inf"))
     return F.cross_entropy(logits, targets)

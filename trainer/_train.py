@@ -6,8 +6,8 @@ Phases, each optional except the user model:
    the user model train with full-softmax cross-entropy over the catalogue (+ `cl`, `cooc`);
 3. `encoder` — objective `next`: the encoder's top layers fine-tune with sampled InfoNCE (+ `cooc`),
    then the catalogue is re-encoded and `user2` trains the user model on the new vectors.
-Everything is chosen on validation NDCG@10 (early stopping, and which phase's model is kept);
-the test cases are never looked at. A checkpoint after every epoch makes `resume` continue
+Everything is chosen on validation NDCG@10 (each phase early-stops on its own curve; the best
+model of any phase, or the untrained one, is kept); the test cases are never looked at. A checkpoint after every epoch makes `resume` continue
 exactly where an interrupted run stopped: same numbers as an uninterrupted run.
 """
 
@@ -95,6 +95,10 @@ class Trainer:
         self.unseen = torch.from_numpy(~self.seen).to(self.device)
         self.counts = split.train_counts()
         self.rows = left_pad(windows(split.train, cfg.max_history), cfg.max_history + 1)
+        # popularity prior of the training softmax: the user model need not learn popularity into user
+        # vectors, where it would outrank every new item (which has no count) on the cold split
+        self.prior = (torch.from_numpy(cfg.popularity_prior * np.log1p(self.counts)).float().to(self.device)
+                      if cfg.popularity_prior > 0 else None)
         self.tower = ItemTower(torch.from_numpy(base_vectors), torch.from_numpy(self.seen), cfg.adapter,
                                cfg.residual).to(self.device)
         self.user = UserModel(base_vectors.shape[1], cfg.max_history, cfg.hidden, cfg.layers, cfg.heads,
@@ -104,7 +108,9 @@ class Trainer:
         self.encoder_version = "base"
         self.phase = 0
         self.epoch = 0  # epochs (or encoder steps) done in the current phase
-        self.stale = 0
+        self.stale = 0  # epochs since the current phase last improved on its own best
+        self.phase_best = -1.0
+        self.elapsed = 0.0  # seconds of this run so far, across resumes
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"valid": -1.0}
         self.partial_state: dict[str, Any] | None = None
@@ -125,7 +131,9 @@ class Trainer:
 
         return {"tower": self.tower.state_dict(), "user": self.user.state_dict(), "opt": self.opt.state_dict(),
                 "encoder_states": self.encoder_states, "encoder_version": self.encoder_version,
-                "phase": self.phase, "epoch": self.epoch, "stale": self.stale, "history": self.history,
+                "phase": self.phase, "epoch": self.epoch, "stale": self.stale, "phase_best": self.phase_best,
+                "elapsed": self.elapsed,
+                "history": self.history,
                 "best": self.best, "partial": self.partial_state, "rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state()}
 
@@ -137,6 +145,7 @@ class Trainer:
         self.opt.load_state_dict(state["opt"])
         self.encoder_states, self.encoder_version = state["encoder_states"], state["encoder_version"]
         self.phase, self.epoch, self.stale = state["phase"], state["epoch"], state["stale"]
+        self.phase_best, self.elapsed = state["phase_best"], state["elapsed"]
         self.history, self.best, self.partial_state = state["history"], state["best"], state["partial"]
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -180,6 +189,19 @@ class Trainer:
         result = evaluate(self.score_fn(), self.split.valid, self.split.n_items)
         return {m: float(v.mean()) for m, v in result.values.items()}
 
+    def validate_start(self) -> None:
+        """The untrained model (user = most recent item, identity adapter, no residuals) is the
+        first candidate: a run never ships a model that is worse on validation than no training
+        (on the cold split, training can cost new items more than it teaches)."""
+        start = time.perf_counter()
+        metrics = self.validate()
+        ndcg = metrics["ndcg@10"]
+        self.history.append({"phase": "start", "epoch": 0, "loss": None, "valid_ndcg@10": ndcg,
+                             "valid_recall@10": metrics["recall@10"], "seconds": 0.0,
+                             "valid_seconds": round(time.perf_counter() - start, 3)})
+        self.log(f"untrained: valid ndcg@10 {ndcg:.4f}")
+        self._snapshot(ndcg, "start")
+
     # -- the user phase -------------------------------------------------------------------------
     def user_epoch(self) -> float:
         import torch
@@ -206,7 +228,7 @@ class Trainer:
             x, m = gather(vectors, inputs)
             out = self.user(x, m)
             sel = labels >= 0
-            loss = full_softmax_ce(out[sel], vectors, labels[sel], self.unseen)
+            loss = full_softmax_ce(out[sel], vectors, labels[sel], self.unseen, self.prior)
             if "cl" in cfg.objectives and cfg.cl_weight > 0:
                 seqs = [r[r >= 0] for r in rows[:, :-1]]
                 views = [left_pad([augment(s, cfg.augment_ratio, self.rng) for s in seqs], cfg.max_history)
@@ -246,7 +268,8 @@ class Trainer:
                      f"{' (best)' if improved else ''}, {trained:.1f}s")
             if improved:
                 self._snapshot(ndcg, name)
-                self.stale = 0
+            if ndcg > self.phase_best:
+                self.phase_best, self.stale = ndcg, 0
             else:
                 self.stale += 1
             save()
@@ -362,11 +385,13 @@ def _phases(cfg: TrainConfig) -> list[str]:
 def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config: TrainConfig | None = None,
           device: str = "cpu", resume: bool = False, overwrite: bool = False, plot: str | Path | None = None,
           progress: bool = True, cold_share: float = 0.2, keep_checkpoints: bool = False,
-          threads: int | None = None, log: Callable[[str], None] = _log) -> TrainResult:
+          threads: int | None = None, force: bool = False, log: Callable[[str], None] = _log) -> TrainResult:
     """Train on the training part of `split` of `data` (a data spec) and write a bundle to `out`.
 
     `threads` sets torch's CPU threads (default: torch's choice); on a busy machine 1 can be much
-    faster than an oversubscribed 2."""
+    faster than an oversubscribed 2. `force` writes the bundle even if the export's parity gate
+    fails (the breach is recorded); a failed gate keeps the checkpoint, so `resume` + `force`
+    exports without training again."""
     require("torch", "train", "lmrec train")
     import torch
 
@@ -434,11 +459,17 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         trainer.load_state_dict(saved_state)
         if trainer.encoder_version == "finetuned":
             encoder.model.load_state_dict(trainer.encoder_states["finetuned"])
-        log(f"resumed from {ckpt}: phase {phases[trainer.phase]}, {trainer.epoch} done")
+        where = f"phase {phases[trainer.phase]}, {trainer.epoch} done" if trainer.phase < len(phases) else "training done"
+        log(f"resumed from {ckpt}: {where}")
+
+    before = trainer.elapsed  # a resumed run counts the time of the runs it continues
 
     def save() -> None:
+        trainer.elapsed = before + time.perf_counter() - started
         _save_checkpoint(ckpt, trainer, meta)
 
+    if not trainer.history:
+        trainer.validate_start()
     save()
     while trainer.phase < len(phases):
         name = phases[trainer.phase]
@@ -447,7 +478,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         elif name == "encoder":
             trainer.run_encoder_phase(encoder, save)
         trainer.phase += 1
-        trainer.epoch = trainer.stale = 0  # the global best still decides which phase's model is kept
+        trainer.epoch = trainer.stale = 0  # each phase early-stops on its own curve;
+        trainer.phase_best = -1.0  # the global best decides which phase's model is kept
         save()
     trainer.restore_best()  # the tower's state holds the text vectors of the encoder it was trained on
     chosen = trainer.best["encoder_version"]
@@ -461,13 +493,13 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     trainer.user.to("cpu")
     trainer.device = torch.device("cpu")
     valid = trainer.validate()
-    seconds = time.perf_counter() - started
+    seconds = before + time.perf_counter() - started
     log(f"best: phase {trainer.best['phase']} epoch {trainer.best['epoch']}, valid ndcg@10 {valid['ndcg@10']:.4f} "
         f"({seconds / 60:.1f} min)")
     if plot is not None:
         plot_history(trainer.history, plot, f"{dataset.name} · {split} · seed {seed}")
 
-    bundle = _export(trainer, encoder, data, out, overwrite, cfg, meta, valid, chosen, seconds, device)
+    bundle = _export(trainer, encoder, data, out, overwrite, force, cfg, meta, valid, chosen, seconds, device)
     if not keep_checkpoints:
         import shutil
 
@@ -475,10 +507,10 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     return TrainResult(bundle, trainer.history, valid, seconds)
 
 
-def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrite: bool, cfg: TrainConfig,
+def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrite: bool, force: bool, cfg: TrainConfig,
             meta: dict[str, Any], valid: dict[str, Any], chosen: str, seconds: float, device: str) -> Path:
     from ._model import export_user_encoder
-    from .export import TrainedParts, build_zero_shot_bundle
+    from .export import ParityError, TrainedParts, build_zero_shot_bundle
 
     affine = trainer.tower.affine()
     residuals = trainer.tower.residuals()
@@ -520,8 +552,12 @@ def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrit
                                      "output": "user_vector (batch, dim); score = user_vector · item_vector",
                                      "hidden": cfg.hidden, "layers": cfg.layers, "heads": cfg.heads}},
         )
-        return build_zero_shot_bundle(data, out, base_model=cfg.base_model, overwrite=overwrite,
-                                      max_length=cfg.max_length, seed=meta["seed"], trained=parts)
+        try:
+            return build_zero_shot_bundle(data, out, base_model=cfg.base_model, overwrite=overwrite, force=force,
+                                          max_length=cfg.max_length, seed=meta["seed"], trained=parts)
+        except ParityError as e:
+            raise ParityError(f"{e}; the trained model is kept in {checkpoint_dir(out)}: add --resume --force "
+                              "to export it without training again") from None
 
 
 def _check_user_encoder(trainer: Trainer, path: Path, cases: int = 64) -> None:
@@ -552,7 +588,7 @@ def plot_history(history: list[dict[str, Any]], path: str | Path, title: str) ->
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = 0
+    x = -1 if history and history[0]["phase"] == "start" else 0  # the untrained model is epoch 0
     for phase in dict.fromkeys(h["phase"] for h in history):
         rows = [h for h in history if h["phase"] == phase]
         xs = list(range(x + 1, x + len(rows) + 1))

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-checkpoints", action="store_true", help="keep OUT.ckpt/ after the bundle is written")
     p.add_argument("--plot", default=None, help="draw the validation NDCG@10 curve into this PNG")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (atomically, at the end)")
+    p.add_argument("--force", action="store_true",
+                   help="write the bundle even if the export's parity gate fails (the breach is recorded in the manifest)")
     p.add_argument("--threads", type=non_negative_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a machine busy with other work)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -79,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
     result = train(args.data, args.out, split=args.split, seed=args.seed, config=config, device=args.device,
                    resume=args.resume, overwrite=args.overwrite, plot=args.plot, progress=not args.quiet,
                    cold_share=args.cold_share, keep_checkpoints=args.keep_checkpoints,
-                   threads=args.threads or None)
+                   threads=args.threads or None, force=args.force)
     print(result.bundle)
     return 0
