@@ -7,8 +7,9 @@ Phases, each optional except the user model:
 3. `encoder` — objective `next`: the encoder's top layers fine-tune with sampled InfoNCE (+ `cooc`),
    then the catalogue is re-encoded and `user2` trains the user model on the new vectors.
 Everything is chosen on validation NDCG@10 (each phase early-stops on its own curve; the best
-model of any phase, or the untrained one, is kept); the test cases are never looked at. A checkpoint after every epoch makes `resume` continue
-exactly where an interrupted run stopped: same numbers as an uninterrupted run.
+model of any phase, or the untrained one, is kept); the test cases are never looked at. A
+checkpoint after every epoch makes `resume` continue exactly where an interrupted run stopped:
+same numbers as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -132,9 +133,7 @@ class Trainer:
         return {"tower": self.tower.state_dict(), "user": self.user.state_dict(), "opt": self.opt.state_dict(),
                 "encoder_states": self.encoder_states, "encoder_version": self.encoder_version,
                 "phase": self.phase, "epoch": self.epoch, "stale": self.stale, "phase_best": self.phase_best,
-                "elapsed": self.elapsed,
-                "history": self.history,
-                "best": self.best, "partial": self.partial_state, "rng": self.rng.bit_generator.state,
+                "elapsed": self.elapsed, "history": self.history, "best": self.best, "partial": self.partial_state, "rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
