@@ -8,10 +8,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from lmrec.data import synthetic
-from lmrec.evaluation import evaluate
-from lmrec.evaluation._splits import Cases
+from lmrec.evaluation import Cases, evaluate
 
 
 def main() -> None:
@@ -26,7 +24,10 @@ def main() -> None:
     start = time.perf_counter()
     result.summary()
     summarised = time.perf_counter() - start
-    print(f"full ranking, {n_users} users x {n_items} items: {ranked:.2f} s; 1000-resample bootstrap of 8 metrics: {summarised:.2f} s")
+    print(
+        f"full ranking, {n_users} users x {n_items} items: {ranked:.2f} s; "
+        f"1000-resample bootstrap of 8 metrics: {summarised:.2f} s"
+    )
     start = time.perf_counter()
     data = synthetic(items=1_000_000, users=1000, seed=0)
     print(f"synthetic catalogue of {data.n_items} items: {time.perf_counter() - start:.1f} s")

@@ -49,18 +49,19 @@ def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, skip_self: bool)
 def recall_at_10(index, vectors: np.ndarray, queries: np.ndarray, skip_self: bool) -> float:
     """Mean |graph top-10 ∩ exact top-10| / 10 (itself excluded for item queries)."""
     truth = exact_top(vectors, queries, 10, skip_self)
-    labels, _ = index._graph.knn_query(queries, k=11 if skip_self else 10, num_threads=index.threads)
+    ids = index.ids()  # built in row order: the id of row n is ids[n]
+    position = {item: n for n, item in enumerate(ids)}
+    exclude = [{ids[row]} for row in range(len(queries))] if skip_self else None
+    found = index.search(queries, 10, exclude=exclude, mode="ann")
     hits = 0
-    for row, (got, want) in enumerate(zip(labels, truth)):
-        got = [g for g in got.tolist() if not (skip_self and g == row)][:10]
-        hits += len(set(got) & set(want.tolist()))
+    for got, want in zip(found, truth, strict=True):
+        hits += len({position[i] for i, _ in got} & set(want.tolist()))
     return hits / (10 * len(queries))
 
 
 def real_recall(threads: int) -> dict:
-    from lmrec import load_dataset
-    from lmrec._index import build_index
-    from lmrec.trainer._encoder import cached_item_vectors
+    from lmrec import build_index, load_dataset
+    from lmrec.trainer import cached_item_vectors
 
     out = {}
     for name, spec in DATA.items():
@@ -92,14 +93,16 @@ def clustered(n: int, dim: int, seed: int, clusters: int = 1000, spread: float =
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = centres[rng.integers(clusters, size=n)] + rng.normal(scale=spread / np.sqrt(dim), size=(n, dim)).astype(np.float32)
+    x = centres[rng.integers(clusters, size=n)] + rng.normal(scale=spread / np.sqrt(dim), size=(n, dim)).astype(
+        np.float32
+    )
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def exact_vs_graph(dim: int, threads: int, sizes: tuple[int, ...] = (2500, 5000, 10_000, 20_000)) -> dict:
     """Single-query latency of exact numpy search vs the graph (history of 50 excluded): where
     the exact threshold should sit."""
-    from lmrec._index import build_index
+    from lmrec import build_index
 
     out = {}
     for n in sizes:
@@ -123,10 +126,9 @@ def exact_vs_graph(dim: int, threads: int, sizes: tuple[int, ...] = (2500, 5000,
 def synthetic(n: int, dim: int, threads: int, queries: int, calls: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from _tiny_bundle import add_tiny_encoder
+    from lmrec import BundleWriter, DataInfo, Manifest, Recommender, VectorIndex, build_index
 
-    from lmrec import Recommender
-    from lmrec._bundle import BundleWriter
-    from lmrec._index import DEFAULT_PARAMS, build_index
+    DEFAULT_PARAMS = VectorIndex.DEFAULTS
 
     x = clustered(n + queries, dim, seed=0)
     vectors, held_out = x[:n], x[n:]
@@ -137,12 +139,18 @@ def synthetic(n: int, dim: int, threads: int, queries: int, calls: int) -> dict:
     build_s, cpu_s = time.perf_counter() - t, time.process_time() - cpu
     # On a shared host the wall rate depends on the neighbours; CPU seconds do not: with `threads`
     # dedicated cores the build takes cpu_s / threads (hnswlib inserts scale ~linearly).
-    result = {"items": n, "dim": dim, "threads": threads, **{k: DEFAULT_PARAMS[k] for k in ("M", "ef_construction", "ef")},
-              "build_s": round(build_s, 2), "build_cpu_s": round(cpu_s, 2),
-              "build_items_per_s": round(n / build_s),
-              "build_items_per_s_dedicated": round(threads * n / cpu_s),
-              "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-              "recall_at_10": {}}
+    result = {
+        "items": n,
+        "dim": dim,
+        "threads": threads,
+        **{k: DEFAULT_PARAMS[k] for k in ("M", "ef_construction", "ef")},
+        "build_s": round(build_s, 2),
+        "build_cpu_s": round(cpu_s, 2),
+        "build_items_per_s": round(n / build_s),
+        "build_items_per_s_dedicated": round(threads * n / cpu_s),
+        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "recall_at_10": {},
+    }
     for ef in GRID_EF:
         index.set_ef(ef)
         result["recall_at_10"][ef] = round(recall_at_10(index, vectors, held_out, False), 4)
@@ -155,7 +163,7 @@ def synthetic(n: int, dim: int, threads: int, queries: int, calls: int) -> dict:
             writer.add_items(ids, [f"item {i}" for i in range(n)], [{} for _ in range(n)])
             writer.add_array("item_vectors.npy", vectors)
             index.save(writer.path("index"))
-            bundle = writer.finish({"dim": dim, "max_length": 32, "index": index.params, "data": {"items": n}})
+            bundle = writer.finish(Manifest(dim=dim, max_length=32, index=index.params, data=DataInfo(items=n)))
         t = time.perf_counter()
         rec = Recommender.load(bundle, threads=threads)
         result["load_s"] = round(time.perf_counter() - t, 2)

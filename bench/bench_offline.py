@@ -38,9 +38,12 @@ OFFICE = "amazon:" + str(ROOT.parent / "shared/data/amazon-office")
 def lmrec_child(*args: str) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MiB, stdout) of `lmrec ARGS` in a child process, whose peak RSS it
     reports itself (its own ru_maxrss)."""
-    code = ("import resource, sys, json; from lmrec.cli import main; rc = main(sys.argv[1:]); "
-            "print(json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), file=sys.stderr); "
-            "sys.exit(rc)")
+    code = (
+        "import resource, sys, json; from lmrec.cli import main; rc = main(sys.argv[1:]); "
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+        "print(json.dumps({'peak_rss_mb': peak}), file=sys.stderr); "
+        "sys.exit(rc)"
+    )
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -52,24 +55,36 @@ def lmrec_child(*args: str) -> tuple[float, float, str]:
 
 def write_items(path: Path, ids: list[str], texts: list[str]) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        for i, t in zip(ids, texts):
+        for i, t in zip(ids, texts, strict=True):
             f.write(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n")
 
 
 def part_embed(bundle: Path, work: Path, repeats: int) -> dict[str, Any]:
     import lmrec
-    from lmrec._bundle import Bundle
+    from lmrec import Bundle
 
     data = lmrec.load_dataset(OFFICE)
     items = work / "office-items.jsonl"
     write_items(items, data.item_ids, data.item_texts)
     max_length = Bundle.open(bundle).max_length
     results: dict[str, list[float]] = {"lmrec_threads": [], "lmrec_workers2": [], "sentence_transformers": []}
-    for rep in range(repeats):
+    for _ in range(repeats):
         for name, extra in (("lmrec_threads", []), ("lmrec_workers2", ["--workers", "2"])):
             report = work / f"embed-{name}.json"
-            lmrec_child("embed", "--bundle", str(bundle), "--items", str(items), "--out", str(work / f"office-{name}.parquet"),
-                        "--overwrite", "--quiet", "--json", str(report), *extra)
+            lmrec_child(
+                "embed",
+                "--bundle",
+                str(bundle),
+                "--items",
+                str(items),
+                "--out",
+                str(work / f"office-{name}.parquet"),
+                "--overwrite",
+                "--quiet",
+                "--json",
+                str(report),
+                *extra,
+            )
             results[name].append(json.loads(report.read_text())["items_per_s"])
         code = f"""
 import json, time, sys
@@ -90,7 +105,7 @@ print(json.dumps({{"items_per_s": len(texts) / seconds}}))
         if proc.returncode:
             raise SystemExit(proc.stderr[-3000:])
         results["sentence_transformers"].append(json.loads(proc.stdout.strip().splitlines()[-1])["items_per_s"])
-    from lmrec._tables import read_vectors
+    from lmrec.offline import read_vectors
 
     ours = np.asarray(read_vectors(work / "office-lmrec_threads.parquet").array)
     st = np.load(work / "office-st.npy")
@@ -98,11 +113,17 @@ print(json.dumps({{"items_per_s": len(texts) / seconds}}))
     med = {k: float(np.median(v)) for k, v in results.items()}
     best = max(med["lmrec_threads"], med["lmrec_workers2"])
     return {
-        "items": data.n_items, "repeats": repeats, "items_per_s": med, "runs": results,
+        "items": data.n_items,
+        "repeats": repeats,
+        "items_per_s": med,
+        "runs": results,
         "best_lmrec": "threads" if med["lmrec_threads"] >= med["lmrec_workers2"] else "workers2",
         "speedup_vs_sentence_transformers": round(best / med["sentence_transformers"], 2),
         "speedup_default_vs_sentence_transformers": round(med["lmrec_threads"] / med["sentence_transformers"], 2),
-        "cosine_to_sentence_transformers": {"mean": round(float(cosine.mean()), 4), "min": round(float(cosine.min()), 4)},
+        "cosine_to_sentence_transformers": {
+            "mean": round(float(cosine.mean()), 4),
+            "min": round(float(cosine.min()), 4),
+        },
     }
 
 
@@ -147,7 +168,7 @@ def clustered_vectors(path: Path, n: int, dim: int, seed: int = 0) -> None:
 
 
 def part_index(bundle: Path, work: Path, n: int) -> dict[str, Any]:
-    from lmrec._bundle import Bundle
+    from lmrec import Bundle
 
     dim = Bundle.open(bundle).dim
     vectors = work / f"clustered-{n}.npy"
@@ -165,13 +186,13 @@ def part_index(bundle: Path, work: Path, n: int) -> dict[str, Any]:
 
 
 def part_sizes(bundle: Path, work: Path, big: Path | None, pack_big: bool) -> dict[str, Any]:
-    from lmrec._bundle import Bundle
-    from lmrec._pack import component_sizes, pack_bundle
+    from lmrec import Bundle
+    from lmrec.offline import component_sizes, pack_bundle
 
     out: dict[str, Any] = {}
     targets = [("office", bundle)] + ([("1m", big)] if big is not None and big.exists() else [])
     for name, path in targets:
-        entry: dict[str, Any] = {"components": component_sizes(Bundle.open(path, verify=False).manifest["files"])}
+        entry: dict[str, Any] = {"components": component_sizes(Bundle.open(path, verify=False).manifest.files)}
         for precision in ("all", "int8"):
             if name == "1m" and (precision == "all" or not pack_big):
                 continue
@@ -184,7 +205,9 @@ def part_sizes(bundle: Path, work: Path, big: Path | None, pack_big: bool) -> di
     return out
 
 
-def part_merge(shards: tuple[int, ...] = (2, 4, 8, 16), ks: tuple[int, ...] = (10, 50, 100), reps: int = 2000) -> dict[str, Any]:
+def part_merge(
+    shards: tuple[int, ...] = (2, 4, 8, 16), ks: tuple[int, ...] = (10, 50, 100), reps: int = 2000
+) -> dict[str, Any]:
     """Microseconds to merge S shards' sorted top-k (id, score) lists into the global top-k."""
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {}
@@ -231,7 +254,9 @@ def main() -> int:
         elif part == "index":
             results["index"] = part_index(args.bundle, args.work, args.index_items)
         elif part == "sizes":
-            results["sizes"] = part_sizes(args.bundle, args.work, args.work / f"bundle-{args.index_items}", args.pack_big)
+            results["sizes"] = part_sizes(
+                args.bundle, args.work, args.work / f"bundle-{args.index_items}", args.pack_big
+            )
         elif part == "merge":
             results["merge"] = part_merge()
         else:

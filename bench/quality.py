@@ -114,16 +114,23 @@ def int8(bundles: Path) -> None:
                 pos = {item: i for i, item in enumerate(rec.item_ids())}
                 order = np.array([pos[i] for i in data.item_ids])
 
-                def score(histories, rec=rec, order=order):
+                def score(histories, rec=rec, order=order, data=data):
                     return rec.score_all([[data.item_ids[i] for i in h] for h in histories])[:, order]
 
                 results[precision] = evaluate(score, cases, parts.n_items)
             a, b = results["int8"], results["fp32"]
-            overlap = float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a.topk.tolist(), b.topk.tolist())]))
+            overlap = float(
+                np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a.topk.tolist(), b.topk.tolist(), strict=True)])
+            )
             pair = paired_bootstrap(a, b, seed=seed)["ndcg@10"]
-            row[label] = {"fp32_ndcg@10": float(b.values["ndcg@10"].mean()), "int8_ndcg@10": float(a.values["ndcg@10"].mean()),
-                          "ratio": pair["ratio"], "diff": pair["diff"], "diff_ci95": pair["diff_ci95"],
-                          "top10_overlap": overlap}
+            row[label] = {
+                "fp32_ndcg@10": float(b.values["ndcg@10"].mean()),
+                "int8_ndcg@10": float(a.values["ndcg@10"].mean()),
+                "ratio": pair["ratio"],
+                "diff": pair["diff"],
+                "diff_ci95": pair["diff_ci95"],
+                "top10_overlap": overlap,
+            }
             print(f"{ds} {split} seed {seed} ({label}): int8 {row[label]['int8_ndcg@10']:.4f} vs fp32 "
                   f"{row[label]['fp32_ndcg@10']:.4f}, ratio {pair['ratio']:.4f}, diff CI {pair['diff_ci95']}, "
                   f"top-10 overlap {overlap:.3f}")

@@ -8,63 +8,56 @@ renamed into place. So an interrupted export never leaves something that looks l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Collection, Iterable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from ._durable import fsync_dir, fsync_tree, sha256_file
 from ._errors import BundleError
+from ._manifest import FORMAT_VERSION, FileEntry, Manifest
 
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
-MANIFEST = "manifest.json"
-ITEMS = "items.jsonl"
-VECTORS = "item_vectors.npy"
-POPULARITY = "popularity.npy"
-TOKENIZER = "tokenizer.json"
-ENCODER_FILES = {
-    "fp32": "item_encoder.onnx",
-    "int8": "item_encoder.int8.onnx",
-    "fp16": "item_encoder.fp16.onnx",
-}
+M = Manifest  # file names: M.ITEMS, M.VECTORS, …
 
 
-def _check_name(name: str) -> str:
+class SavableIndex(Protocol):
+    """What a bundle needs of an index: its parameters and a way to save it into a directory."""
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> None: ...
+
+
+def check_name(name: str) -> str:
     """A bundle-relative POSIX path that cannot escape the bundle or replace the manifest."""
     p = PurePosixPath(name)
     if not name or p.is_absolute() or ".." in p.parts or "\\" in name or str(p) != name.rstrip("/"):
         raise ValueError(f"bundle file name {name!r}: must be a plain relative path inside the bundle")
-    if str(p) == MANIFEST:
+    if str(p) == M.MANIFEST:
         raise ValueError(f"bundle file name {name!r}: the manifest is written by finish()")
     return str(p)
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: str | os.PathLike[str]) -> tuple[Manifest, bytes]:
+    """The manifest of the bundle directory `path` and its raw bytes; BundleError naming the problem."""
+    path = Path(path)
     if not path.is_dir():
         raise BundleError(f"bundle {path}: not a directory")
-    mpath = path / MANIFEST
+    mpath = path / M.MANIFEST
     if not mpath.is_file():
-        raise BundleError(f"bundle {path}: {MANIFEST} is missing (not a bundle, or an unfinished export)")
+        raise BundleError(f"bundle {path}: {M.MANIFEST} is missing (not a bundle, or an unfinished export)")
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"bundle {path}: {MANIFEST} cannot be parsed ({e})") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"bundle {path}: {MANIFEST} is not a JSON object")
-    version = manifest.get("format_version")
-    if version not in SUPPORTED_FORMAT_VERSIONS:
-        raise BundleError(
-            f"bundle {path}: {MANIFEST} format_version {version!r} is not supported "
-            f"(this lmrec reads {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
-        raise BundleError(f"bundle {path}: {MANIFEST} has no valid 'files' table")
-    return manifest
+        raw = mpath.read_bytes()
+    except OSError as e:
+        raise BundleError(f"bundle {path}: {M.MANIFEST} cannot be read ({e})") from None
+    return Manifest.loads(raw, f"bundle {path}"), raw
 
 
 def _in(name: str, selection: Collection[str]) -> bool:
@@ -72,11 +65,11 @@ def _in(name: str, selection: Collection[str]) -> bool:
     return name in selection or any(name.startswith(d.rstrip("/") + "/") for d in selection)
 
 
-def _file_problems(path: Path, files: dict[str, dict[str, Any]], check_hashes: bool | Collection[str]) -> list[str]:
+def _file_problems(path: Path, files: Mapping[str, FileEntry], check_hashes: bool | Collection[str]) -> list[str]:
     problems = []
     for name, entry in sorted(files.items()):
         try:
-            _check_name(name)
+            check_name(name)
         except ValueError as e:
             problems.append(str(e))
             continue
@@ -85,16 +78,16 @@ def _file_problems(path: Path, files: dict[str, dict[str, Any]], check_hashes: b
             problems.append(f"{name}: missing")
             continue
         size = fpath.stat().st_size
-        if size != entry.get("bytes"):
-            problems.append(f"{name}: size {size} bytes, manifest says {entry.get('bytes')}")
+        if size != entry.bytes:
+            problems.append(f"{name}: size {size} bytes, manifest says {entry.bytes}")
         elif (check_hashes is True or (check_hashes and _in(name, check_hashes))) \
-                and sha256_file(fpath) != entry.get("sha256"):
+                and sha256_file(fpath) != entry.sha256:
             problems.append(f"{name}: sha256 mismatch (file changed or corrupted)")
-    listed = set(files) | {MANIFEST}
+    listed = set(files) | {M.MANIFEST}
     for fpath in sorted(path.rglob("*")):
-        rel = fpath.relative_to(path).as_posix()
-        if fpath.is_file() and rel not in listed and not any(part.startswith(".") for part in fpath.relative_to(path).parts):
-            problems.append(f"{rel}: not listed in {MANIFEST} (bundles are read-only once written)")
+        rel = fpath.relative_to(path)
+        if fpath.is_file() and rel.as_posix() not in listed and not any(part.startswith(".") for part in rel.parts):
+            problems.append(f"{rel.as_posix()}: not listed in {M.MANIFEST} (bundles are read-only once written)")
     return problems
 
 
@@ -102,59 +95,61 @@ def verify_bundle(path: str | os.PathLike[str]) -> list[str]:
     """Every problem of the bundle at `path` as one line each; an empty list means it is intact."""
     path = Path(path)
     try:
-        manifest = _read_manifest(path)
+        manifest, _ = read_manifest(path)
     except BundleError as e:
         return [str(e)]
-    return _file_problems(path, manifest["files"], check_hashes=True)
+    return _file_problems(path, manifest.files, check_hashes=True)
 
 
 class Bundle:
     """A read-only view of a bundle directory; `Bundle.open` checks it before anything is used."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: Path, manifest: Manifest, sha256: str) -> None:
         self.path = path
         self.manifest = manifest
-        self.dim = int(manifest["dim"])
-        self.max_length = int(manifest["max_length"])
+        self.sha256 = sha256  # of manifest.json: the bundle's identity (state directories are tied to it)
+        self.dim = manifest.dim
+        self.max_length = manifest.max_length
         self.item_ids, self.item_texts, self.item_meta = self._read_items()
         self.item_vectors = self._read_vectors()
         self.popularity: np.ndarray | None = None
-        if self.has(POPULARITY):
+        if self.has(M.POPULARITY):
             try:
-                self.popularity = np.load(self.file(POPULARITY))
+                self.popularity = np.load(self.file(M.POPULARITY))
             except (ValueError, OSError) as e:
-                raise BundleError(f"bundle {path}: {POPULARITY} cannot be read ({e})") from None
+                raise BundleError(f"bundle {path}: {M.POPULARITY} cannot be read ({e})") from None
             if self.popularity.shape != (len(self.item_ids),):
-                raise BundleError(f"bundle {path}: {POPULARITY} has shape {self.popularity.shape}, "
+                raise BundleError(f"bundle {path}: {M.POPULARITY} has shape {self.popularity.shape}, "
                                   f"expected ({len(self.item_ids)},) (one count per item)")
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], verify: bool | Collection[str] = True) -> "Bundle":
+    def open(cls, path: str | os.PathLike[str], verify: bool | Collection[str] = True,
+             precisions: Collection[str] | None = None) -> Bundle:
         """Open the bundle at `path`, checking every listed file's presence and size.
 
         `verify=True` also checks every file's sha256 (under a second for a MiniLM bundle, most
-        of it the encoder variants); a collection of names (files or directories such as "index")
-        checks those plus the files this view reads itself, so a loader can skip the encoder
-        precisions it will not run; `False` checks no hashes."""
+        of it the encoder variants), except item encoders of precisions not in `precisions` when
+        that is given (a loader skips those it will not run); a collection of names (files or
+        directories such as "index") checks those plus the files this view reads itself; `False`
+        checks no hashes."""
         path = Path(path)
+        manifest, raw = read_manifest(path)
+        if verify is True and precisions is not None:
+            skip = {name for p, name in M.ENCODER_FILES.items() if p not in precisions}
+            verify = {name for name in manifest.files if name not in skip}
         if verify is not True and verify is not False:
-            verify = {*verify, ITEMS, VECTORS, TOKENIZER, POPULARITY}
-        manifest = _read_manifest(path)
-        for key in ("dim", "max_length"):
-            if not isinstance(manifest.get(key), int) or manifest[key] < 1:
-                raise BundleError(f"bundle {path}: {MANIFEST} field {key!r} must be a positive integer, "
-                                  f"got {manifest.get(key)!r}")
-        problems = _file_problems(path, manifest["files"], check_hashes=verify)
+            verify = {*verify, M.ITEMS, M.VECTORS, M.TOKENIZER, M.POPULARITY}
+        problems = _file_problems(path, manifest.files, check_hashes=verify)
         if problems:
             raise BundleError(f"bundle {path}: " + "; ".join(problems))
-        for name in (ITEMS, VECTORS, TOKENIZER):
-            if name not in manifest["files"]:
+        for name in (M.ITEMS, M.VECTORS, M.TOKENIZER):
+            if name not in manifest.files:
                 raise BundleError(f"bundle {path}: {name} is not in the bundle (every bundle needs it)")
-        return cls(path, manifest)
+        return cls(path, manifest, hashlib.sha256(raw).hexdigest())
 
     def _read_items(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         ids, texts, metas = [], [], []
-        with open(self.file(ITEMS), encoding="utf-8") as f:
+        with open(self.file(M.ITEMS), encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
                 try:
                     row = json.loads(line)
@@ -162,30 +157,37 @@ class Bundle:
                     texts.append(str(row["text"]))
                     metas.append(dict(row.get("meta") or {}))
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                    raise BundleError(f"bundle {self.path}: {ITEMS} line {line_no}: not an item row ({e})") from None
+                    raise BundleError(f"bundle {self.path}: {M.ITEMS} line {line_no}: not an item row ({e})") from None
         if len(set(ids)) != len(ids):
-            raise BundleError(f"bundle {self.path}: {ITEMS} has duplicate item ids")
-        data = self.manifest.get("data")
-        expected = data.get("items") if isinstance(data, dict) else None
+            raise BundleError(f"bundle {self.path}: {M.ITEMS} has duplicate item ids")
+        expected = self.manifest.data.items
         if expected is not None and expected != len(ids):
-            raise BundleError(f"bundle {self.path}: {ITEMS} has {len(ids)} items, manifest data.items says {expected}")
+            raise BundleError(
+                f"bundle {self.path}: {M.ITEMS} has {len(ids)} items, manifest data.items says {expected}"
+            )
         return ids, texts, metas
 
     def _read_vectors(self) -> np.ndarray:
         try:
-            vectors = np.load(self.file(VECTORS), mmap_mode="r")
+            vectors = np.load(self.file(M.VECTORS), mmap_mode="r")
         except (ValueError, OSError) as e:
-            raise BundleError(f"bundle {self.path}: {VECTORS} cannot be read ({e})") from None
+            raise BundleError(f"bundle {self.path}: {M.VECTORS} cannot be read ({e})") from None
         if vectors.dtype != np.float32 or vectors.shape != (len(self.item_ids), self.dim):
-            raise BundleError(f"bundle {self.path}: {VECTORS} is {vectors.dtype} {vectors.shape}, expected "
+            raise BundleError(f"bundle {self.path}: {M.VECTORS} is {vectors.dtype} {vectors.shape}, expected "
                               f"float32 ({len(self.item_ids)}, {self.dim}) (items x manifest dim)")
         return vectors
 
+    def popularity_of(self, ids: Sequence[str]) -> np.ndarray | None:
+        """The interaction counts of `ids` (0 for ids not in this bundle), or None without counts."""
+        if self.popularity is None:
+            return None
+        counts = dict(zip(self.item_ids, self.popularity.tolist(), strict=True))
+        return np.array([counts.get(i, 0) for i in ids], dtype=self.popularity.dtype)
+
     def has(self, name: str) -> bool:
         """Whether the bundle holds file `name`, or a directory `name` with files in it."""
-        files = self.manifest["files"]
         prefix = name.rstrip("/") + "/"
-        return name in files or any(f.startswith(prefix) for f in files)
+        return name in self.manifest.files or any(f.startswith(prefix) for f in self.manifest.files)
 
     def file(self, name: str) -> Path:
         """The path of file or directory `name` inside the bundle; BundleError when absent."""
@@ -193,11 +195,15 @@ class Bundle:
             raise BundleError(f"bundle {self.path}: no {name} in this bundle")
         return self.path / name
 
+    def precisions(self) -> list[str]:
+        """The item encoder precisions this bundle holds."""
+        return [p for p, name in M.ENCODER_FILES.items() if self.has(name)]
+
     def encoder_path(self, precision: str) -> Path:
         """The item encoder at `precision` ("fp32", "int8" or "fp16")."""
-        if precision not in ENCODER_FILES:
-            raise ValueError(f"precision {precision!r}: expected one of {', '.join(ENCODER_FILES)}")
-        name = ENCODER_FILES[precision]
+        if precision not in M.ENCODER_FILES:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(M.ENCODER_FILES)}")
+        name = M.ENCODER_FILES[precision]
         if not self.has(name):
             raise BundleError(f"bundle {self.path}: no {precision} item encoder ({name}) in this bundle")
         return self.path / name
@@ -226,10 +232,10 @@ class BundleWriter:
         if not self.overwrite:
             raise BundleError(f"--out {out}: already exists (bundles are never written into; "
                               "choose a new directory or pass overwrite)")
-        if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file()):
+        if not out.is_dir() or (any(out.iterdir()) and not (out / M.MANIFEST).is_file()):
             raise BundleError(f"--out {out}: exists and is not a bundle; refusing to replace it")
 
-    def __enter__(self) -> "BundleWriter":
+    def __enter__(self) -> BundleWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -242,7 +248,7 @@ class BundleWriter:
 
     def path(self, name: str) -> Path:
         """Where to write file or directory `name` directly (its parent directory exists)."""
-        target = self.tmp_dir / _check_name(name)
+        target = self.tmp_dir / check_name(name)
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
@@ -260,37 +266,46 @@ class BundleWriter:
             np.save(f, np.asarray(array), allow_pickle=False)
         return target
 
-    def add_dir(self, name: str, src_dir: str | os.PathLike[str]) -> Path:
-        return Path(shutil.copytree(src_dir, self.path(name)))
-
     def add_items(self, ids: Sequence[str], texts: Sequence[str], metas: Iterable[dict[str, Any]]) -> Path:
         """`items.jsonl`: one {"id", "text", "meta"} object per line, in catalogue order."""
         metas = list(metas)
         if not (len(ids) == len(texts) == len(metas)):
-            raise ValueError(f"add_items: ids ({len(ids)}), texts ({len(texts)}) and metas ({len(metas)}) differ in length")
+            raise ValueError(
+                f"add_items: ids ({len(ids)}), texts ({len(texts)}) and metas ({len(metas)}) differ in length"
+            )
         if len(set(ids)) != len(ids):
             raise ValueError("add_items: ids must be unique")
-        target = self.path(ITEMS)
-        with open(target, "w", encoding="utf-8") as f:
-            for item, text, meta in zip(ids, texts, metas):
-                f.write(json.dumps({"id": str(item), "text": text, "meta": meta},
-                                   ensure_ascii=False, default=str) + "\n")
+        target = self.path(M.ITEMS)
+        write_items(target, ids, texts, metas)
         return target
 
-    def finish(self, manifest: dict[str, Any]) -> Path:
+    def add_catalogue(self, ids: Sequence[str], texts: Sequence[str | None], metas: Sequence[dict[str, Any]],
+                      vectors: np.ndarray, index: SavableIndex, popularity: np.ndarray | None) -> None:
+        """items.jsonl, item_vectors.npy, index/ and (when given) popularity.npy, in `ids` order."""
+        self.add_items(ids, [t or "" for t in texts], metas)
+        self.add_array(M.VECTORS, vectors)
+        if popularity is not None:
+            self.add_array(M.POPULARITY, popularity)
+        index.save(self.path(M.INDEX))
+
+    def copy_from(self, bundle: Bundle, skip: Collection[str] = ()) -> None:
+        """Copy `bundle`'s files except those in `skip` (names or directories)."""
+        for name in bundle.manifest.files:
+            if not _in(name, skip):
+                self.add_file(name, bundle.path / name)
+
+    def finish(self, manifest: Manifest) -> Path:
         """Hash and fsync every file, write the manifest last, and rename the bundle into place."""
         if self._finished:
             raise BundleError(f"bundle {self.out_dir}: finish() was already called")
         files = {}
         for fpath in sorted(p for p in self.tmp_dir.rglob("*") if p.is_file()):
             rel = fpath.relative_to(self.tmp_dir).as_posix()
-            if rel == MANIFEST:
-                raise BundleError(f"bundle {self.out_dir}: {MANIFEST} must only be written by finish()")
-            files[rel] = {"sha256": sha256_file(fpath), "bytes": fpath.stat().st_size}
-        manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
-        mpath = self.tmp_dir / MANIFEST
-        mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default) + "\n",
-                         encoding="utf-8")
+            if rel == M.MANIFEST:
+                raise BundleError(f"bundle {self.out_dir}: {M.MANIFEST} must only be written by finish()")
+            files[rel] = FileEntry(sha256_file(fpath), fpath.stat().st_size)
+        final = manifest.replace(files=files, format_version=FORMAT_VERSION)
+        (self.tmp_dir / M.MANIFEST).write_text(final.dumps(), encoding="utf-8")
         fsync_tree(self.tmp_dir)
         self._check_target()
         old = None
@@ -305,12 +320,26 @@ class BundleWriter:
         return self.out_dir
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (Path, os.PathLike)):
-        return str(value)
-    raise TypeError(f"manifest value of type {type(value).__name__} is not JSON serialisable")
+def write_items(
+    path: Path, ids: Sequence[str], texts: Sequence[str | None], metas: Iterable[Mapping[str, Any]]
+) -> None:
+    """One {"id", "text", "meta"} JSON object per line (bundles and state snapshots alike)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for item, text, meta in zip(ids, texts, metas, strict=True):
+            f.write(json.dumps({"id": str(item), "text": text, "meta": meta}, ensure_ascii=False, default=str) + "\n")
 
 
-__all__ = ["Bundle", "BundleWriter", "verify_bundle", "FORMAT_VERSION", "ENCODER_FILES"]
+def read_items(path: Path) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    """What `write_items` wrote: id -> (text, metadata), in file order."""
+    items = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                items[row["id"]] = (row["text"], row["meta"])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise BundleError(f"{path} line {n}: not an item row ({e})") from None
+    return items
+
+
+__all__ = ["Bundle", "BundleWriter", "verify_bundle", "read_manifest", "write_items", "read_items", "check_name"]

@@ -6,13 +6,16 @@ must be fsync'd before the rename, or a crash can leave a valid-looking name ove
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import shutil
+import sys
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:
@@ -76,3 +79,23 @@ def atomic_dir(target: str | os.PathLike[str], overwrite: bool = False) -> Itera
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def exchange_dirs(a: Path, b: Path) -> None:
+    """Swap two directories: atomically with renameat2(RENAME_EXCHANGE) on Linux, else by three renames."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = getattr(libc, "renameat2", None)
+        if renameat2 is not None:
+            at_fdcwd, rename_exchange = -100, 2
+            if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+                fsync_dir(a.parent)
+                return
+            err = ctypes.get_errno()
+            if err not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: fall back to renames
+                raise OSError(err, f"cannot exchange {a} and {b}: {os.strerror(err)}")
+    middle = a.parent / f".{a.name}.swap-{uuid.uuid4().hex[:8]}"
+    os.rename(a, middle)
+    os.rename(b, a)
+    os.rename(middle, b)
+    fsync_dir(a.parent)

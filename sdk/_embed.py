@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,11 +29,24 @@ from typing import Any
 
 import numpy as np
 
-from ._bundle import ENCODER_FILES, MANIFEST, Bundle
-from ._durable import fsync_dir, sha256_file
+from ._bundle import Bundle
+from ._durable import fsync_dir
 from ._errors import DataError, LmrecError
-from ._tables import (META_BUNDLE, META_ENCODER, META_PRECISION, TextSource, VectorWriter, count_rows, ids_path,
-                      item_format, read_items, template_of, vector_format)
+from ._manifest import Manifest
+from ._runtime import choose_precision
+from ._tables import (
+    META_BUNDLE,
+    META_ENCODER,
+    META_PRECISION,
+    TextSource,
+    VectorWriter,
+    count_rows,
+    ids_path,
+    item_format,
+    read_items,
+    template_of,
+    vector_format,
+)
 
 DEFAULT_CHUNK = 2048
 
@@ -84,8 +98,6 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
 
     An interrupted run resumes when called again with the same arguments (`restart` starts over).
     """
-    from ._recommender import PRECISIONS, Recommender
-
     items, out = Path(items), Path(out)
     workers = default_workers(device) if workers is None else workers
     _check_int(workers, "workers", 1)
@@ -93,8 +105,6 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
     _check_int(batch_size, "batch_size", 1)
     if threads is not None:
         _check_int(threads, "threads", 1)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device {device!r}: expected cpu or cuda")
     if device == "cuda" and workers > 1:
@@ -102,18 +112,19 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
     item_format(items)
     vector_format(out, "--out")
     bundle = Bundle.open(bundle_dir)
-    if precision == "auto":
-        precision = Recommender._auto_precision(bundle, device)
+    precision, _ = choose_precision(bundle, device, precision)
     encoder_file = bundle.encoder_path(precision)
-    identity = {
+    identity: dict[str, Any] = {
         "items": str(items.resolve()), "items_bytes": items.stat().st_size, "items_mtime_ns": items.stat().st_mtime_ns,
-        "bundle": sha256_file(bundle.path / MANIFEST), "encoder": bundle.manifest["files"][ENCODER_FILES[precision]]["sha256"],
+        "bundle": bundle.sha256, "encoder": bundle.manifest.files[Manifest.ENCODER_FILES[precision]].sha256,
         "precision": precision, "chunk": chunk, "out": out.suffix.lower(),
     }
     work = _open_work_dir(out, identity, restart, overwrite)
     done = {int(p.stem.split("-")[1]) for p in work.glob("part-*.npz")}
 
-    threads_each = threads if threads is not None else (None if workers == 1 else max(1, (os.cpu_count() or 1) // workers))
+    threads_each = (
+        threads if threads is not None else (None if workers == 1 else max(1, (os.cpu_count() or 1) // workers))
+    )
     source = TextSource(template_of(bundle.manifest))
     total = count_rows(items)
     started = time.perf_counter()
@@ -122,18 +133,25 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
 
     bar = tqdm(total=total, unit="items", desc=f"embed {items.name}", disable=not progress, file=sys.stderr,
                dynamic_ncols=True, mininterval=1.0)
-    spec = (str(encoder_file), str(bundle.file("tokenizer.json")), bundle.max_length, device, threads_each)
+    spec = (str(encoder_file), str(bundle.file(Manifest.TOKENIZER)), bundle.max_length, device, threads_each)
     n_chunks = 0
+
+    def todo() -> Iterator[tuple[int, list[str], list[str]]]:
+        """The chunks an earlier run did not finish (the others count as resumed)."""
+        nonlocal n_chunks, resumed
+        for idx, (ids, texts) in enumerate(read_items(items, source, chunk)):
+            n_chunks = idx + 1
+            if idx not in done:
+                yield idx, ids, texts
+                continue
+            resumed += len(ids)
+            bar.total = (bar.total or 0) - len(ids)
+            bar.refresh()
+
     try:
         if workers == 1:
             _init_worker(*spec)
-            for idx, (ids, texts) in enumerate(read_items(items, source, chunk)):
-                n_chunks = idx + 1
-                if idx in done:
-                    resumed += len(ids)
-                    bar.total -= len(ids)
-                    bar.refresh()
-                    continue
+            for idx, ids, texts in todo():
                 embedded += _embed_part(work, idx, ids, texts, batch_size)
                 bar.update(len(ids))
         else:
@@ -142,13 +160,7 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_init_worker, initargs=spec) as pool:
                 pending: set[Future[int]] = set()
-                for idx, (ids, texts) in enumerate(read_items(items, source, chunk)):
-                    n_chunks = idx + 1
-                    if idx in done:
-                        resumed += len(ids)
-                        bar.total -= len(ids)
-                        bar.refresh()
-                        continue
+                for idx, ids, texts in todo():
                     while len(pending) >= 2 * workers:
                         finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for f in finished:
@@ -246,7 +258,7 @@ def _merge(work: Path, n_chunks: int, out: Path, dim: int, meta: dict[bytes, byt
         for idx in range(n_chunks):
             with np.load(work / _part_name(idx), allow_pickle=False) as part:
                 ids = part["ids"].tolist()
-            for item, h in zip(ids, _id_hashes(ids)):
+            for item, h in zip(ids, _id_hashes(ids), strict=True):
                 if h in dup:
                     if item in seen:
                         raise DataError(f"--items: item id {item!r} appears more than once (ids must be unique); "

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import LmrecError, require
+from ._errors import BundleError, LmrecError
+from ._manifest import Manifest
+from ._runtime import DEVICES, choose_precision, open_session
 
-DEVICES = ("cpu", "cuda")
+if TYPE_CHECKING:
+    from ._bundle import Bundle
 # Texts tokenised per call to the Rust tokenizer: big enough to use its thread pool, small enough
 # that a million texts never sit in memory as Encoding objects at once.
 _TOKENIZE_CHUNK = 8192
@@ -31,16 +35,12 @@ class TextEncoder:
 
     def __init__(self, onnx_path: str | os.PathLike[str], tokenizer_path: str | os.PathLike[str],
                  max_length: int, device: str = "cpu", threads: int | None = None) -> None:
-        require("onnxruntime", "cpu", "The ONNX text encoder")
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         if device not in DEVICES:
             raise ValueError(f"device {device!r}: expected one of {', '.join(DEVICES)}")
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
             raise ValueError(f"max_length {max_length!r}: must be an integer >= 2")
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise ValueError(f"threads {threads!r}: must be None (all physical cores) or an integer >= 1")
         for what, p in (("onnx_path", onnx_path), ("tokenizer_path", tokenizer_path)):
             if not Path(p).is_file():
                 raise LmrecError(f"{what} {p}: no such file")
@@ -51,25 +51,7 @@ class TextEncoder:
         self.tokenizer.enable_truncation(max_length)
         self.max_length = max_length
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        if device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise LmrecError(
-                    "device 'cuda': this ONNX Runtime has no CUDAExecutionProvider "
-                    f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
-                    "instead of onnxruntime (pip install 'lmrec[gpu]'), or use device='cpu'")
-            providers: list[Any] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
-        if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
-            raise LmrecError(
-                "device 'cuda': ONNX Runtime dropped CUDAExecutionProvider when loading the encoder "
-                "(CUDA or cuDNN libraries missing or mismatched?); refusing to run on the CPU silently")
+        self.session = open_session(onnx_path, device, threads)
         self.device = device
         self.providers: list[str] = list(self.session.get_providers())
         self._inputs = [i.name for i in self.session.get_inputs()]
@@ -82,7 +64,21 @@ class TextEncoder:
             raise LmrecError(f"onnx_path {onnx_path}: output dimension is not fixed ({out_shape})")
         self.dim = int(out_shape[-1])
         self.truncated = 0
+        self.precision: str | None = None  # set by from_bundle
+        self.precision_reason = ""
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, device: str = "cpu", precision: str = "auto",
+                    threads: int | None = None) -> TextEncoder:
+        """The bundle's item encoder at `precision` ("auto": see `choose_precision`) on `device`."""
+        chosen, why = choose_precision(bundle, device, precision)
+        encoder = cls(bundle.encoder_path(chosen), bundle.file(Manifest.TOKENIZER), bundle.max_length, device, threads)
+        if encoder.dim != bundle.dim:
+            raise BundleError(f"bundle {bundle.path}: the {chosen} encoder outputs dim {encoder.dim}, "
+                              f"manifest dim is {bundle.dim}")
+        encoder.precision, encoder.precision_reason = chosen, why
+        return encoder
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """float32 (len(texts), dim), L2-normalised, in the order given. Texts longer than

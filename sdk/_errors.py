@@ -22,6 +22,10 @@ class UnknownItemError(LmrecError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class StateError(LmrecError):
+    """A state directory is damaged, in use, or belongs to another bundle."""
+
+
 class MissingDependencyError(LmrecError, ImportError):
     """An optional extra is needed for this feature; the message names it."""
 

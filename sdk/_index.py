@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import hnswlib
 import numpy as np
 
+from ._checks import SEARCH_MODES
 from ._durable import atomic_dir, sha256_file
 from ._errors import BundleError, UnknownItemError
+from ._rwlock import RWLock
 
 FORMAT = 1
 GRAPH_FILE = "hnsw.bin"
@@ -36,67 +36,6 @@ PARAMS_FILE = "index.json"
 # above ~5k items the graph (~0.2-0.6 ms up to 100k) is faster. See bench/RESULTS.md.
 DEFAULT_PARAMS: dict[str, Any] = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 128}
 DEFAULT_EXACT_THRESHOLD = 5_000
-SEARCH_MODES = ("auto", "exact", "ann")
-
-
-class RWLock:
-    """Many readers or one writer; waiting writers block new readers, so writes never starve.
-
-    Re-entrant per thread: a reader may read again, a writer may read or write again. A reader
-    asking to write raises instead of deadlocking.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer: int | None = None
-        self._write_depth = 0
-        self._waiting_writers = 0
-        self._local = threading.local()
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        me = threading.get_ident()
-        depth = getattr(self._local, "reads", 0)
-        with self._cond:
-            if self._writer != me and not depth:
-                while self._writer is not None or self._waiting_writers:
-                    self._cond.wait()
-            self._readers += 1
-        self._local.reads = depth + 1
-        try:
-            yield
-        finally:
-            self._local.reads = depth
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        me = threading.get_ident()
-        with self._cond:
-            if self._writer == me:
-                self._write_depth += 1
-            else:
-                if getattr(self._local, "reads", 0):
-                    raise RuntimeError("cannot take the write lock while holding the read lock")
-                self._waiting_writers += 1
-                try:
-                    while self._writer is not None or self._readers:
-                        self._cond.wait()
-                finally:
-                    self._waiting_writers -= 1
-                self._writer, self._write_depth = me, 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._write_depth -= 1
-                if not self._write_depth:
-                    self._writer = None
-                    self._cond.notify_all()
 
 
 def _check_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,11 +85,13 @@ def _check_ids(ids: Sequence[str], name: str = "ids") -> list[str]:
 class VectorIndex:
     """Cosine nearest neighbours over string item ids: upsert, delete, search, save, load.
 
-    Thread-safe: searches run concurrently; `add`/`delete` take `lock` exclusively.
+    Thread-safe: searches run concurrently; `add` and `delete` wait for them and each other.
     """
 
+    DEFAULTS: ClassVar[dict[str, Any]] = DEFAULT_PARAMS  # what a bundle's index is built with
+
     def __init__(self, dim: int, params: Mapping[str, Any] | None = None, capacity: int = 1024,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, lock: RWLock | None = None) -> None:
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         p = _check_params(params or {})
@@ -158,7 +99,7 @@ class VectorIndex:
         self.M, self.ef_construction, self.ef = p["M"], p["ef_construction"], p["ef"]
         self.exact_threshold, self.seed = p["exact_threshold"], p["seed"]
         self.threads = threads or (os.cpu_count() or 1)
-        self.lock = RWLock()
+        self._lock = lock or RWLock()  # an owner's lock (the catalogue's): its reads are then re-entrant
         capacity = max(int(capacity), 16)
         self._graph = hnswlib.Index(space="ip", dim=dim)
         self._graph.init_index(max_elements=capacity, M=self.M, ef_construction=self.ef_construction,
@@ -176,6 +117,16 @@ class VectorIndex:
         """What goes in a bundle manifest: space, M, ef_construction, ef."""
         return {"space": "ip", "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef}
 
+    @property
+    def slots(self) -> int:
+        """Items the graph holds, deleted ones included: their slots are reused, so churn does not grow it."""
+        return len(self._slot_ids)
+
+    @property
+    def graph_ef(self) -> int:
+        """The search breadth hnswlib itself runs with (its load resets it; ours sets it back)."""
+        return int(self._graph.ef)
+
     def __len__(self) -> int:
         return len(self._slots)
 
@@ -184,18 +135,18 @@ class VectorIndex:
 
     def ids(self) -> list[str]:
         """Live item ids in slot order (insertion order until deleted slots are reused)."""
-        with self.lock.read():
+        with self._lock.read():
             return [i for i in self._slot_ids if i is not None]
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """The stored (normalised) vectors of `ids`, (n, dim); unknown ids raise UnknownItemError."""
-        with self.lock.read():
+        with self._lock.read():
             return self._vectors[self._slots_of(ids)]
 
     def matrix(self) -> tuple[list[str], np.ndarray]:
         """(live ids, their vectors) in slot order: a read-only view when no slot is free, else a
-        copy. A view sees later upserts; hold `lock.read()` while using it for a consistent answer."""
-        with self.lock.read():
+        copy. A view sees later upserts: the caller keeps writers out while using it."""
+        with self._lock.read():
             n = len(self._slot_ids)
             if not self._free:
                 view = self._vectors[:n].view()
@@ -207,7 +158,7 @@ class VectorIndex:
         """Search breadth of the graph (recall vs speed); saved with the index."""
         if not isinstance(ef, int) or ef < 1:
             raise ValueError(f"ef must be a positive integer, got {ef!r}")
-        with self.lock.write():
+        with self._lock.write():
             self.ef = ef
             self._graph.set_ef(ef)
 
@@ -226,7 +177,7 @@ class VectorIndex:
             raise ValueError(f"vectors: {len(vecs)} rows for {len(ids)} ids")
         if not ids:
             return
-        with self.lock.write():
+        with self._lock.write():
             slots = np.empty(len(ids), dtype=np.int64)
             fresh = 0
             for n, item in enumerate(ids):
@@ -243,7 +194,7 @@ class VectorIndex:
             self._vectors[slots] = vecs
             self._live[slots] = True
             self._slot_ids.extend([None] * fresh)
-            for item, slot in zip(ids, slots.tolist()):
+            for item, slot in zip(ids, slots.tolist(), strict=True):
                 self._slot_ids[slot] = item
                 self._slots[item] = slot
 
@@ -261,9 +212,9 @@ class VectorIndex:
     def delete(self, ids: Sequence[str]) -> None:
         """Remove `ids`; an unknown id raises UnknownItemError and nothing is deleted."""
         ids = _check_ids(ids)
-        with self.lock.write():
+        with self._lock.write():
             slots = self._slots_of(ids).tolist()
-            for item, slot in zip(ids, slots):
+            for item, slot in zip(ids, slots, strict=True):
                 self._graph.mark_deleted(slot)
                 self._vectors[slot] = 0.0
                 self._live[slot] = False
@@ -288,7 +239,7 @@ class VectorIndex:
             raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
         if exclude is not None and len(exclude) != len(q):
             raise ValueError(f"exclude: {len(exclude)} entries for {len(q)} queries")
-        with self.lock.read():
+        with self._lock.read():
             live = len(self._slots)
             if live == 0:
                 return [[] for _ in range(len(q))]
@@ -303,16 +254,17 @@ class VectorIndex:
     def _search_graph(self, q: np.ndarray, k: int, fetch: int, filter: Callable[[str], bool] | None,
                       exclude: Sequence[Collection[str]] | None) -> list[list[tuple[str, float]]] | None:
         slot_ids = self._slot_ids
-        label_filter = None if filter is None else (lambda label: filter(slot_ids[label]))
+        # a deleted slot (None) is never a label hnswlib returns or offers to the filter
+        label_filter = None if filter is None else (lambda label: filter(slot_ids[label] or ""))
         threads = 1 if filter is not None or len(q) == 1 else self.threads
         try:
             labels, dist = self._graph.knn_query(q, k=fetch, num_threads=threads, filter=label_filter)
         except RuntimeError:  # fewer than `fetch` reachable items passed the filter
             return None
         out = []
-        for row, (lab, d) in enumerate(zip(labels.tolist(), dist.tolist())):
+        for row, (lab, d) in enumerate(zip(labels.tolist(), dist.tolist(), strict=True)):
             skip = exclude[row] if exclude else ()
-            hits = [(slot_ids[s], 1.0 - x) for s, x in zip(lab, d) if slot_ids[s] not in skip][:k]
+            hits = [(slot_ids[s], 1.0 - x) for s, x in zip(lab, d, strict=True) if slot_ids[s] not in skip][:k]
             if len(hits) < k and fetch < len(self._slots):
                 return None  # the graph did not find enough; exact search will
             out.append(hits)
@@ -343,7 +295,7 @@ class VectorIndex:
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
         """Write the index to directory `path` atomically (temp dir, fsync, rename)."""
-        with self.lock.read(), atomic_dir(path, overwrite=overwrite) as tmp:
+        with self._lock.read(), atomic_dir(path, overwrite=overwrite) as tmp:
             self._graph.save_index(str(tmp / GRAPH_FILE))
             meta = {
                 "format": FORMAT, "dim": self.dim, **self.params,
@@ -355,7 +307,8 @@ class VectorIndex:
             (tmp / PARAMS_FILE).write_text(json.dumps(meta))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], verify: bool = True, threads: int | None = None) -> "VectorIndex":
+    def load(cls, path: str | os.PathLike[str], verify: bool = True, threads: int | None = None,
+             lock: RWLock | None = None) -> VectorIndex:
         """Read an index written by `save`; `verify` checks the graph file's sha256 first."""
         path = Path(path)
         try:
@@ -376,14 +329,16 @@ class VectorIndex:
         if len(live) != meta["count"]:
             raise BundleError(f"{path / PARAMS_FILE}: count {meta['count']} but {len(live)} live slots")
         params = {k: meta[k] for k in ("space", "M", "ef_construction", "ef", "exact_threshold", "seed")}
-        self = cls(meta["dim"], params, capacity=16, threads=threads)
+        self = cls(meta["dim"], params, capacity=16, threads=threads, lock=lock)
         self._graph = hnswlib.Index(space="ip", dim=self.dim)
         try:
             self._graph.load_index(str(graph_file), max_elements=meta["capacity"])
         except RuntimeError as e:
             raise BundleError(f"{graph_file}: cannot load ({e})") from None
         if self._graph.element_count != len(slot_ids):
-            raise BundleError(f"{graph_file}: {self._graph.element_count} elements, {PARAMS_FILE} lists {len(slot_ids)} slots")
+            raise BundleError(
+                f"{graph_file}: {self._graph.element_count} elements, {PARAMS_FILE} lists {len(slot_ids)} slots"
+            )
         self._graph.set_ef(self.ef)  # hnswlib resets ef to 10 on load
         self._vectors = np.zeros((meta["capacity"], self.dim), dtype=np.float32)
         self._live = np.zeros(meta["capacity"], dtype=bool)
@@ -405,8 +360,12 @@ class VectorIndex:
             labels, vectors = found
             live_rows = np.flatnonzero(np.isin(labels, live))  # get_items refuses deleted labels
             sample = live_rows[np.linspace(0, len(live_rows) - 1, min(8, len(live_rows))).astype(int)]
-            if (len(labels) == len(self._slot_ids) and len(live_rows) == len(live) and labels.max() < len(labels)
-                    and np.array_equal(vectors[sample], self._graph.get_items(labels[sample].tolist(), return_type="numpy"))):
+            if (
+                len(labels) == len(self._slot_ids)
+                and len(live_rows) == len(live)
+                and labels.max() < len(labels)
+                and np.array_equal(vectors[sample], self._graph.get_items(labels[sample].tolist(), return_type="numpy"))
+            ):
                 self._vectors[labels] = vectors
                 dead = np.ones(len(labels), dtype=bool)
                 dead[live] = False
@@ -440,11 +399,11 @@ def _read_graph_vectors(graph_file: Path, dim: int) -> tuple[np.ndarray, np.ndar
 
 
 def build_index(vectors: Any, ids: Sequence[str], params: Mapping[str, Any] | None = None,
-                threads: int | None = None) -> VectorIndex:
+                threads: int | None = None, lock: RWLock | None = None) -> VectorIndex:
     """A new index holding `ids` → `vectors` in that slot order (what the exporter writes)."""
     vecs = np.asarray(vectors)
     if vecs.ndim != 2:
         raise ValueError(f"vectors: expected shape (n, dim), got {vecs.shape}")
-    index = VectorIndex(int(vecs.shape[1]), params, capacity=len(ids), threads=threads)
+    index = VectorIndex(int(vecs.shape[1]), params, capacity=len(ids), threads=threads, lock=lock)
     index.add(ids, vecs)
     return index

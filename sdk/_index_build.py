@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ._bundle import ENCODER_FILES, ITEMS, MANIFEST, POPULARITY, VECTORS, Bundle, BundleWriter
-from ._durable import sha256_file
+from ._bundle import Bundle, BundleWriter
 from ._errors import DataError, LmrecError
 from ._index import DEFAULT_PARAMS, VectorIndex
+from ._manifest import Manifest
 from ._tables import META_ENCODER, TextSource, read_catalogue, read_vectors, template_of
 
 DEFAULT_QUERIES = 1000
@@ -49,7 +49,7 @@ def sampled_recall(index: VectorIndex, ids: list[str], vectors: np.ndarray, quer
         exclude = [{ids[r]} for r in rows]
         graph = index.search(q, k, exclude=exclude, mode="ann")
         exact = index.search(q, k, exclude=exclude, mode="exact")
-        for g, e in zip(graph, exact):
+        for g, e in zip(graph, exact, strict=True):
             hits += len({i for i, _ in g} & {i for i, _ in e})
             total += len(e)
     return round(hits / max(total, 1), 4)
@@ -71,8 +71,7 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
     if dim != bundle.dim:
         raise LmrecError(f"--vectors {vectors_path}: vectors have dim {dim}, the bundle's encoder outputs {bundle.dim}")
     made_by = vecs.metadata.get(META_ENCODER, b"").decode()
-    ours = {bundle.manifest["files"][f]["sha256"] for f in ENCODER_FILES.values() if f in bundle.manifest["files"]}
-    if made_by and made_by not in ours:
+    if made_by and made_by not in bundle.manifest.encoder_sha256():
         raise LmrecError(f"--vectors {vectors_path}: embedded by another encoder (sha256 {made_by[:12]}…) than the "
                          f"bundle's; embed the catalogue with this bundle (lmrec embed --bundle {bundle_dir})")
     if n < 2:
@@ -95,28 +94,18 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
     recall = sampled_recall(index, ids, matrix, queries, seed)
 
     with BundleWriter(out, overwrite=overwrite) as writer:
-        for name in bundle.manifest["files"]:
-            if name not in (ITEMS, VECTORS, POPULARITY) and not name.startswith("index/"):
-                writer.add_file(name, bundle.path / name)
-        writer.add_items(ids, texts, metas)
-        writer.add_array(VECTORS, matrix)
-        if bundle.popularity is not None:
-            counts = dict(zip(bundle.item_ids, bundle.popularity.tolist()))
-            writer.add_array(POPULARITY, np.array([counts.get(i, 0) for i in ids], dtype=bundle.popularity.dtype))
-        index.save(writer.path("index"))
-        index_bytes = sum(f.stat().st_size for f in writer.path("index").iterdir())
-        vectors_bytes = writer.path(VECTORS).stat().st_size
-        data = {**(bundle.manifest.get("data") or {}), "items": n}
+        writer.copy_from(bundle, skip=(Manifest.ITEMS, Manifest.VECTORS, Manifest.POPULARITY, Manifest.INDEX))
+        writer.add_catalogue(ids, texts, metas, matrix, index, bundle.popularity_of(ids))
+        index_bytes = sum(f.stat().st_size for f in writer.path(Manifest.INDEX).iterdir())
+        vectors_bytes = writer.path(Manifest.VECTORS).stat().st_size
         report = {
             "out": str(Path(out)), "items": n, "dim": dim, "params": index.params, "threads": index.threads,
             "build_seconds": round(build_seconds, 2), "items_per_s": round(n / max(build_seconds, 1e-9), 1),
             "recall@10": recall, "recall_queries": min(queries, n), "peak_rss_mb": peak_rss_mb(),
             "index_bytes": index_bytes, "vectors_bytes": vectors_bytes, "items_without_text": missing_text,
         }
-        manifest = {k: v for k, v in bundle.manifest.items() if k not in ("files", "format_version")}
-        manifest.update(data=data, index=index.params, derived_from=sha256_file(bundle.path / MANIFEST),
-                        index_build={k: report[k] for k in ("build_seconds", "recall@10", "recall_queries")})
-        writer.finish(manifest)
+        writer.finish(bundle.manifest.derived(bundle.sha256, n, index.params, index_build={
+            k: report[k] for k in ("build_seconds", "recall@10", "recall_queries")}))
     report["peak_rss_mb"] = peak_rss_mb()
     return report
 
@@ -130,7 +119,7 @@ def _catalogue_of(bundle: Bundle, ids: list[str], items: Path | None) -> tuple[l
             if item in wanted:
                 known[item] = (text, meta)
     else:
-        known = {i: (t, m) for i, t, m in zip(bundle.item_ids, bundle.item_texts, bundle.item_meta)}
+        known = {i: (t, m) for i, t, m in zip(bundle.item_ids, bundle.item_texts, bundle.item_meta, strict=True)}
     texts, metas, missing = [], [], 0
     for item in ids:
         text, meta = known.get(item, ("", {}))

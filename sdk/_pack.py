@@ -2,17 +2,17 @@
 
 The archive is a plain `.tar.zst` (`tar --zstd -xf` opens it anywhere), written deterministically
 (sorted members, zeroed owners and times). The manifest is the first member and alone in the
-first zstd frame, so `read_packed_manifest` decompresses only that frame (a few kilobytes); every other member is checked against the manifest's sha256
-and size while it streams, and the zstd frame carries its own checksum. An edge bundle
-(`precision="int8"`, …) carries one encoder; its manifest lists only what it carries and records
-what was dropped. With every precision the manifest is copied byte for byte, so the unpacked
-bundle is identical to the original (same manifest hash, so its state directories still fit).
+first zstd frame, so `read_packed_manifest` decompresses only that frame (a few kilobytes); every
+other member is checked against the manifest's sha256 and size while it streams, and the zstd
+frame carries its own checksum. An edge bundle (`precision="int8"`, …) carries one encoder; its
+manifest lists only what it carries and records what was dropped. With every precision the
+manifest is copied byte for byte, so the unpacked bundle is identical to the original (same
+manifest hash, so its state directories still fit).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tarfile
@@ -22,12 +22,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from ._bundle import ENCODER_FILES, MANIFEST, Bundle, _check_name
+from ._bundle import Bundle, check_name
 from ._durable import fsync_dir, fsync_tree
 from ._errors import BundleError, LmrecError, require
+from ._manifest import FileEntry, Manifest
 
+MANIFEST = Manifest.MANIFEST
 SUFFIX = ".tar.zst"
-PRECISIONS = ("all", *ENCODER_FILES)
+PRECISIONS = ("all", *Manifest.ENCODER_FILES)
 DEFAULT_LEVEL = 6
 _BLOCK = 1 << 20
 
@@ -43,7 +45,7 @@ def _zstd() -> Any:
     return zstandard
 
 
-def component_sizes(files: dict[str, dict[str, Any]]) -> dict[str, int]:
+def component_sizes(files: dict[str, FileEntry]) -> dict[str, int]:
     """Bytes of a bundle's files by what they are: model (encoders, tokenizer, user model),
     vectors, index, items (texts and metadata) and other."""
     sizes = {"model": 0, "vectors": 0, "index": 0, "items": 0, "other": 0}
@@ -58,7 +60,7 @@ def component_sizes(files: dict[str, dict[str, Any]]) -> dict[str, int]:
             key = "items"
         else:
             key = "other"
-        sizes[key] += int(entry["bytes"])
+        sizes[key] += int(entry.bytes)
     return sizes
 
 
@@ -77,26 +79,28 @@ def pack_bundle(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str],
         raise LmrecError(f"{out}: already exists (pass --overwrite to replace it)")
     bundle = Bundle.open(bundle_dir)
     raw = (bundle.path / MANIFEST).read_bytes()
-    files = dict(bundle.manifest["files"])
+    files = dict(bundle.manifest.files)
     if precision != "all":
         bundle.encoder_path(precision)  # raises when the bundle has no such encoder
-        dropped = sorted(f for p, f in ENCODER_FILES.items() if p != precision and f in files)
+        dropped = sorted(f for p, f in Manifest.ENCODER_FILES.items() if p != precision and f in files)
         for name in dropped:
             del files[name]
-        manifest = {**bundle.manifest, "files": files,
-                    "packed": {"precision": precision, "dropped": dropped,
-                               "from_manifest_sha256": hashlib.sha256(raw).hexdigest()}}
-        raw = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        packed = {"precision": precision, "dropped": dropped, "from_manifest_sha256": bundle.sha256}
+        raw = bundle.manifest.replace(files=files, packed=packed).dumps().encode("utf-8")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "wb") as f:
             # Frame 1 holds only the manifest's tar member, so reading it needs the first frame only.
-            f.write(zstandard.ZstdCompressor(level=level, write_checksum=True).compress(_member(MANIFEST, len(raw)) + raw + _pad(len(raw))))
+            f.write(
+                zstandard.ZstdCompressor(level=level, write_checksum=True).compress(
+                    _member(MANIFEST, len(raw)) + raw + _pad(len(raw))
+                )
+            )
             compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=-1)
             with compressor.stream_writer(f, closefd=False) as z:
                 for name in sorted(files):
-                    size = int(files[name]["bytes"])
+                    size = files[name].bytes
                     z.write(_member(name, size))
                     with open(bundle.path / name, "rb") as src:
                         shutil.copyfileobj(src, z, _BLOCK)
@@ -110,7 +114,7 @@ def pack_bundle(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str],
         tmp.unlink(missing_ok=True)
         raise
     return {"archive": str(out), "archive_bytes": out.stat().st_size, "precision": precision,
-            "files": len(files), "bundle_bytes": sum(int(e["bytes"]) for e in files.values()) + len(raw),
+            "files": len(files), "bundle_bytes": sum(e.bytes for e in files.values()) + len(raw),
             "components": component_sizes(files)}
 
 
@@ -128,25 +132,22 @@ def _pad(size: int) -> bytes:
 
 
 @contextmanager
-def _open_archive(archive: Path) -> Iterator[tuple[tarfile.TarFile, dict[str, Any], bytes]]:
+def _open_archive(archive: Path) -> Iterator[tuple[tarfile.TarFile, Manifest, bytes]]:
     """The archive's tar stream, positioned after its manifest (parsed and raw)."""
     zstandard = _zstd()
     if not archive.is_file():
         raise BundleError(f"{archive}: no such file")
     with open(archive, "rb") as f:
         try:
-            with zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) as z, tarfile.open(fileobj=z, mode="r|") as tar:
+            with (
+                zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) as z,
+                tarfile.open(fileobj=z, mode="r|") as tar,
+            ):
                 first = tar.next()
                 if first is None or first.name != MANIFEST or not first.isfile():
                     raise BundleError(f"{archive}: the first member is not {MANIFEST} (not an lmrec bundle archive)")
                 raw = _read(tar, first)
-                try:
-                    manifest = json.loads(raw)
-                    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-                        raise ValueError("no 'files' table")
-                except ValueError as e:
-                    raise BundleError(f"{archive}: {MANIFEST} cannot be parsed ({e})") from None
-                yield tar, manifest, raw
+                yield tar, Manifest.loads(raw, str(archive)), raw
         except (zstandard.ZstdError, tarfile.TarError, EOFError) as e:
             raise BundleError(f"{archive}: corrupted archive ({type(e).__name__}: {e})") from None
 
@@ -158,21 +159,21 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return src.read()
 
 
-def read_packed_manifest(archive: str | os.PathLike[str]) -> dict[str, Any]:
+def read_packed_manifest(archive: str | os.PathLike[str]) -> Manifest:
     """The manifest of a packed bundle, reading only the archive's first member."""
     with _open_archive(Path(archive)) as (_tar, manifest, _raw):
         return manifest
 
 
-def _members(tar: tarfile.TarFile, manifest: dict[str, Any], sink: Path | None) -> Iterator[str]:
+def _members(tar: tarfile.TarFile, manifest: Manifest, sink: Path | None) -> Iterator[str]:
     """Check every member against the manifest while streaming it (into `sink` when given);
     yields one problem line each."""
-    files: dict[str, dict[str, Any]] = manifest["files"]
+    files = manifest.files
     seen: set[str] = set()
     while (member := tar.next()) is not None:  # not `for … in tar`: that starts again at the manifest
         name = member.name
         try:
-            _check_name(name)
+            check_name(name)
         except ValueError as e:
             yield str(e)
             continue
@@ -199,9 +200,9 @@ def _members(tar: tarfile.TarFile, manifest: dict[str, Any], sink: Path | None) 
         finally:
             if dst is not None:
                 dst.close()
-        if size != files[name].get("bytes"):
-            yield f"{name}: size {size} bytes, manifest says {files[name].get('bytes')}"
-        elif digest.hexdigest() != files[name].get("sha256"):
+        if size != files[name].bytes:
+            yield f"{name}: size {size} bytes, manifest says {files[name].bytes}"
+        elif digest.hexdigest() != files[name].sha256:
             yield f"{name}: sha256 mismatch (file changed or corrupted)"
     for name in sorted(set(files) - seen):
         yield f"{name}: missing from the archive"

@@ -38,13 +38,13 @@ def recommend_all(bundle_dir: str | os.PathLike[str], data_spec: str, out: str |
         raise LmrecError(f"--out {out}: must end in .parquet")
     if out.exists() and not overwrite:
         raise LmrecError(f"--out {out}: already exists (pass --overwrite to replace it)")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise LmrecError(f"-k {k}: must be an integer >= 1")
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch {batch!r}: must be an integer >= 1")
     data = load_dataset(data_spec)
     rec = Recommender.load(bundle_dir, device=device, threads=threads, state_dir=state_dir)
     try:
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(rec):
-            raise LmrecError(f"-k {k}: must be from 1 to {len(rec)} (the catalogue size)")
         schema = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("rank", pa.int32()),
                             ("score", pa.float32())])
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ def recommend_all(bundle_dir: str | os.PathLike[str], data_spec: str, out: str |
                     results = rec.recommend_batch(histories, k=k, mode=mode)
                     fallback += sum(1 for h in histories if not any(i in rec for i in h))
                     user_col, item_col, rank_col, score_col = [], [], [], []
-                    for user, recs in zip(users, results):
+                    for user, recs in zip(users, results, strict=True):
                         for rank, r in enumerate(recs, 1):
                             user_col.append(user)
                             item_col.append(r.item_id)

@@ -7,8 +7,9 @@ Layout of a state directory::
     wal-<first seq>.log         log segments: one record per append (a batch of upserts or deletes)
     snapshot-<seq>/             the whole catalogue after record <seq> (written atomically)
 
-A record is `<u32 length><u32 crc32(payload)><u32 crc32(first 8 bytes)><payload>`; the payload is `<u64 seq><u8 kind><u32 n>`, an
-n-byte JSON header (ids, texts, metadata) and the float32 vectors, so replay needs no encoder.
+A record is `<u32 length><u32 crc32(payload)><u32 crc32(first 8 bytes)><payload>`; the payload
+is `<u64 seq><u8 kind><u32 n>`, an n-byte JSON header (ids, texts, metadata) and the float32
+vectors, so replay needs no encoder.
 `append` returns only after write + fsync. After a snapshot is durable a new segment starts and
 the older segments and snapshots are deleted; a crash in between leaves files that replay skips.
 
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ._durable import atomic_dir, fsync_dir
-from ._errors import LmrecError
+from ._errors import StateError
 
 try:
     import fcntl
@@ -51,10 +52,6 @@ _UPSERT, _DELETE = 1, 2
 _MAX_RECORD = 1 << 31
 _SEGMENT = re.compile(r"^wal-(\d{20})\.log$")
 _SNAPSHOT = re.compile(r"^snapshot-(\d{20})$")
-
-
-class StateError(LmrecError):
-    """The state directory is damaged, in use, or belongs to another bundle."""
 
 
 @dataclass(frozen=True)
@@ -253,14 +250,12 @@ class StateDir:
             self._open_segment(segments[-1][1] if segments else None)
             return Recovery(snap_path, snap_seq, changes, report)
 
-    def _open_segment(self, path: Path | None) -> None:
+    def _open_segment(self, existing: Path | None) -> None:
         if self._fd is not None:
             os.close(self._fd)
-        created = path is None
-        if created:
-            path = self.path / f"wal-{self.last_seq + 1:020d}.log"
+        path = existing or self.path / f"wal-{self.last_seq + 1:020d}.log"
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if created:
+        if existing is None:
             os.fsync(self._fd)
             fsync_dir(self.path)
         self._segment = path
@@ -304,6 +299,12 @@ class StateDir:
             fsync_dir(self.path)
             self.snapshot_seq = seq
             return target
+
+    def moved_to(self, path: Path) -> None:
+        """The directory was renamed to `path` while open (open files follow it; names must too)."""
+        with self._lock:
+            self.path = Path(path)
+            self._segment = self.path / self._segment.name
 
     def log_bytes(self) -> int:
         """Bytes of log written since the last snapshot (to decide when to take the next one)."""

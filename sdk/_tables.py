@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import DataError, LmrecError, require
+from ._manifest import Manifest
 from .data import TextTemplate
 
 ITEM_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -85,9 +86,9 @@ class TextSource:
         return item, text
 
 
-def template_of(manifest: Mapping[str, Any]) -> TextTemplate | None:
+def template_of(manifest: Manifest) -> TextTemplate | None:
     """The bundle's item text template, or None when it has none that can be parsed."""
-    spec = manifest.get("template")
+    spec = manifest.template
     if not isinstance(spec, str):
         return None
     try:
@@ -279,14 +280,14 @@ def read_vectors(path: Path, flag: str = "--vectors") -> Vectors:
         if not sidecar.is_file():
             raise LmrecError(f"{flag} {path}: its id file {sidecar.name} is missing (one id per line)")
         try:
-            array = np.load(path, mmap_mode="r")
+            loaded = np.load(path, mmap_mode="r")
         except ValueError as e:
             raise LmrecError(f"{flag} {path}: not a .npy array ({e})") from None
         with open(sidecar, encoding="utf-8") as f:
             ids = [line.rstrip("\n") for line in f]
-        if array.ndim != 2 or len(ids) != len(array):
-            raise LmrecError(f"{flag} {path}: shape {array.shape} does not match {len(ids)} ids in {sidecar.name}")
-        return Vectors(ids, array, {})
+        if loaded.ndim != 2 or len(ids) != len(loaded):
+            raise LmrecError(f"{flag} {path}: shape {loaded.shape} does not match {len(ids)} ids in {sidecar.name}")
+        return Vectors(ids, loaded, {})
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -302,10 +303,16 @@ def read_vectors(path: Path, flag: str = "--vectors") -> Vectors:
     at = 0
     for batch in pf.iter_batches(batch_size=8192, columns=["id", "vector"]):
         vec = batch.column(1)
-        if not pa.types.is_list(vec.type) and not pa.types.is_fixed_size_list(vec.type) and not pa.types.is_large_list(vec.type):
+        if (
+            not pa.types.is_list(vec.type)
+            and not pa.types.is_fixed_size_list(vec.type)
+            and not pa.types.is_large_list(vec.type)
+        ):
             raise LmrecError(f"{flag} {path}: column 'vector' is {vec.type}, expected a list of floats")
         if vec.null_count:
-            raise LmrecError(f"{flag} {path}: column 'vector' has nulls (row {at + vec.is_null().index(True).as_py() + 1})")
+            raise LmrecError(
+                f"{flag} {path}: column 'vector' has nulls (row {at + vec.is_null().index(True).as_py() + 1})"
+            )
         rows = len(batch)
         lengths = pc.list_value_length(vec).to_numpy(zero_copy_only=False)
         dim = int(lengths[0]) if rows else 0
@@ -318,7 +325,9 @@ def read_vectors(path: Path, flag: str = "--vectors") -> Vectors:
         flat = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         array[at:at + rows] = flat.reshape(rows, dim)
         if batch.column(0).null_count:
-            raise LmrecError(f"{flag} {path}: column 'id' has nulls (row {at + batch.column(0).is_null().index(True).as_py() + 1})")
+            raise LmrecError(
+                f"{flag} {path}: column 'id' has nulls (row {at + batch.column(0).is_null().index(True).as_py() + 1})"
+            )
         ids.extend(str(i) for i in batch.column(0).to_pylist())
         at += rows
     if array is None:
@@ -326,5 +335,16 @@ def read_vectors(path: Path, flag: str = "--vectors") -> Vectors:
     return Vectors(ids, array, dict(pf.schema_arrow.metadata or {}))
 
 
-__all__ = ["TextSource", "read_items", "read_catalogue", "count_rows", "template_of", "VectorWriter", "read_vectors", "Vectors",
-           "ids_path", "item_format", "vector_format"]
+__all__ = [
+    "TextSource",
+    "read_items",
+    "read_catalogue",
+    "count_rows",
+    "template_of",
+    "VectorWriter",
+    "read_vectors",
+    "Vectors",
+    "ids_path",
+    "item_format",
+    "vector_format",
+]

@@ -12,18 +12,25 @@ from typing import TYPE_CHECKING, Any
 from ._errors import require
 
 if TYPE_CHECKING:
-    from lmrec.server._client import DeleteResult, RecommenderClient, RemoteError, RemoteInvalidArgument, RemoteNotFound
-
+    from lmrec.server import (
+        DeleteResult,
+        RecommenderClient,
+        RemoteError,
+        RemoteInvalidArgument,
+        RemoteNotFound,
+        retry_service_config,
+    )
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
         for module in ("grpc", "google.protobuf", "grpc_health"):
             require(module, "server", "lmrec.client")
-        from lmrec.server import _client
+        import lmrec.server
 
-        return getattr(_client, name)
+        return getattr(lmrec.server, name)
     raise AttributeError(f"module 'lmrec.client' has no attribute {name!r}")
 
 
-__all__ = ["RecommenderClient", "DeleteResult", "RemoteError", "RemoteInvalidArgument", "RemoteNotFound"]
+__all__ = ["RecommenderClient", "DeleteResult", "RemoteError", "RemoteInvalidArgument", "RemoteNotFound",
+           "retry_service_config"]

@@ -86,14 +86,11 @@ def _cached(kind: str, bundle: str, *options: Any) -> Any:
             if kind == "encoder":
                 from ._bundle import Bundle
                 from ._encoder import TextEncoder
-                from ._recommender import Recommender
                 from ._tables import template_of
 
                 precision, threads = options
                 b = Bundle.open(path)
-                chosen = Recommender._auto_precision(b, "cpu") if precision == "auto" else precision
-                encoder = TextEncoder(b.encoder_path(chosen), b.file("tokenizer.json"), b.max_length, "cpu", threads)
-                _CACHE[key] = (encoder, template_of(b.manifest))
+                _CACHE[key] = (TextEncoder.from_bundle(b, "cpu", precision, threads), template_of(b.manifest))
             else:
                 from ._recommender import Recommender
 
@@ -102,12 +99,18 @@ def _cached(kind: str, bundle: str, *options: Any) -> Any:
         return _CACHE[key]
 
 
-def embed_partitions(bundle: str, id_col: str = "id", text_col: str = "text", precision: str = "auto",
-                     batch_size: int = 64, threads: int = 1) -> Callable[[Iterator["pd.DataFrame"]], Iterator["pd.DataFrame"]]:
+def embed_partitions(
+    bundle: str,
+    id_col: str = "id",
+    text_col: str = "text",
+    precision: str = "auto",
+    batch_size: int = 64,
+    threads: int = 1,
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The function `mapInPandas` runs on each partition: rows (id, text — or the bundle
     template's fields) to (id, vector). For use with `df.mapInPandas(fn, EMBED_SCHEMA)`."""
 
-    def run(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
         from ._tables import TextSource
@@ -128,12 +131,18 @@ def embed_partitions(bundle: str, id_col: str = "id", text_col: str = "text", pr
     return run
 
 
-def recommend_partitions(bundle: str, user_col: str = "user_id", history_col: str = "history", k: int = 50,
-                         mode: str = "auto", threads: int = 1) -> Callable[[Iterator["pd.DataFrame"]], Iterator["pd.DataFrame"]]:
+def recommend_partitions(
+    bundle: str,
+    user_col: str = "user_id",
+    history_col: str = "history",
+    k: int = 50,
+    mode: str = "auto",
+    threads: int = 1,
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The function `mapInPandas` runs on each partition: (user, history of item ids, oldest
     first) to k rows (user_id, item_id, rank, score), as `Recommender.recommend_batch`."""
 
-    def run(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
         rec = _cached("recommender", bundle, threads)
@@ -144,7 +153,7 @@ def recommend_partitions(bundle: str, user_col: str = "user_id", history_col: st
             histories = [[str(i) for i in (h if h is not None else [])] for h in pdf[history_col]]
             results = rec.recommend_batch(histories, k=k, mode=mode)
             users, items, ranks, scores = [], [], [], []
-            for user, recs in zip(pdf[user_col].astype(str), results):
+            for user, recs in zip(pdf[user_col].astype(str), results, strict=True):
                 for rank, r in enumerate(recs, 1):
                     users.append(user)
                     items.append(r.item_id)
@@ -156,16 +165,16 @@ def recommend_partitions(bundle: str, user_col: str = "user_id", history_col: st
     return run
 
 
-def embed(df: "DataFrame", bundle: str, id_col: str = "id", text_col: str = "text", precision: str = "auto",
-          batch_size: int = 64, threads: int = 1) -> "DataFrame":
+def embed(df: DataFrame, bundle: str, id_col: str = "id", text_col: str = "text", precision: str = "auto",
+          batch_size: int = 64, threads: int = 1) -> DataFrame:
     """(id, vector) for every row of `df`: `text_col`, or the bundle template's fields when `df`
     has no such column. `threads` is ONNX Runtime's per Python worker (Spark runs one per core)."""
     _require()
     return df.mapInPandas(embed_partitions(str(bundle), id_col, text_col, precision, batch_size, threads), EMBED_SCHEMA)
 
 
-def recommend(df: "DataFrame", bundle: str, user_col: str = "user_id", history_col: str = "history", k: int = 50,
-              mode: str = "auto", threads: int = 1) -> "DataFrame":
+def recommend(df: DataFrame, bundle: str, user_col: str = "user_id", history_col: str = "history", k: int = 50,
+              mode: str = "auto", threads: int = 1) -> DataFrame:
     """Top-k (user_id, item_id, rank, score) per row of `df`, whose `history_col` is an array of
     item ids (oldest first): the same exclusions as `Recommender.recommend`."""
     _require()

@@ -1,19 +1,25 @@
 """gRPC server for lmrec (extra `server`: grpcio, protobuf, health checking, reflection).
 
 `lmrec serve` runs `serve(ServerConfig(...))`; tests and embedders use `RecommenderServer`
-directly. The contract is `protos/lmrec/v1/recommender.proto`; its generated Python code lives in
-`lmrec.server._gen` (regenerate with `python -m lmrec.server.codegen`).
+directly. The contract is `protos/lmrec/v1/recommender.proto`; its generated Python code is
+`lmrec.server.v1` (regenerate with `python -m lmrec.server.codegen`). Layers, as in MLServer:
+the server (lifecycle, interceptors) → the servicer (messages ↔ values) → the transport-neutral
+`DataPlane` (which Recommender answers, micro-batching) → the SDK.
 """
 
 from __future__ import annotations
 
-from ._batching import DeadlineExpired, MicroBatcher, QueueFull
-from ._client import RecommenderClient, RemoteError
+from . import _client
+from ._batching import BatcherClosed, DeadlineExpired, MicroBatcher, QueueFull
+from ._client import *  # noqa: F403  (the client: RecommenderClient and its errors, also as lmrec.client)
+from ._dataplane import DataPlane, NotReady
+from ._handlers import write_methods
 from ._interceptors import TokenAuth, TokenError
 from ._limits import Limits
 from ._server import RecommenderServer, ServerConfig, serve
 
 __all__ = [
-    "RecommenderServer", "ServerConfig", "serve", "TokenAuth", "TokenError", "Limits",
-    "MicroBatcher", "QueueFull", "DeadlineExpired", "RecommenderClient", "RemoteError",
+    "RecommenderServer", "ServerConfig", "serve", "DataPlane", "NotReady", "TokenAuth", "TokenError", "Limits",
+    "MicroBatcher", "QueueFull", "DeadlineExpired", "BatcherClosed", "write_methods",
 ]
+__all__ += _client.__all__

@@ -14,10 +14,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,8 @@ class MicroBatcher:
             # An empty queue always accepts one request, however large: callers bound request size.
             if self._queue and self._queued_texts + len(texts) > self.max_queue:
                 raise QueueFull(
-                    f"embedding queue full ({self._queued_texts} texts queued, limit {self.max_queue}); retry with backoff"
+                    f"embedding queue full ({self._queued_texts} texts queued, limit {self.max_queue}); "
+                    "retry with backoff"
                 )
             self._queue.append(entry)
             self._queued_texts += len(texts)

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
 from google.protobuf import descriptor_pb2, json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lmrec import ExplainedRecommendation, Item, LmrecError, Recommendation
 
-from lmrec._errors import LmrecError
-from lmrec._recommender import ExplainedRecommendation, Item, Recommendation
-
-from ._convert import plain, metadata_out
-from ._gen import recommender_pb2 as pb
-from ._gen import recommender_pb2_grpc as pb_grpc
+from ._convert import metadata_out, plain
+from .v1 import recommender_pb2 as pb
+from .v1 import recommender_pb2_grpc as pb_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"]
 
@@ -89,7 +88,9 @@ def _conditions(filter: Mapping[str, Any] | None) -> list[pb.Condition]:
     out = []
     for name, value in filter.items():
         if isinstance(value, (list, tuple, set)):
-            out.append(pb.Condition(field=name, any_of=json_format.ParseDict(list(value), struct_pb2.ListValue())))
+            any_of = struct_pb2.ListValue()
+            any_of.extend(list(value))
+            out.append(pb.Condition(field=name, any_of=any_of))
         else:
             out.append(pb.Condition(field=name, equals=json_format.ParseDict(value, struct_pb2.Value())))
     return out
@@ -141,15 +142,15 @@ class RecommenderClient:
             self._channel = grpc.secure_channel(address, credentials, options=channel_options)
         else:
             self._channel = grpc.insecure_channel(address, options=channel_options)
-        self._stub = pb_grpc.RecommenderStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self.stub = pb_grpc.RecommenderStub(self._channel)  # the generated stubs, for raw calls
+        self.health_stub = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
 
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "RecommenderClient":
+    def __enter__(self) -> RecommenderClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -164,13 +165,13 @@ class RecommenderClient:
     # -- health ---------------------------------------------------------------------------------
     def health(self, service: str = "", timeout: float | None = None) -> str:
         """"SERVING", "NOT_SERVING", … for the server ("") or one service (e.g. "lmrec.v1.Recommender")."""
-        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
+        response = self._call(self.health_stub.Check, health_pb2.HealthCheckRequest(service=service), timeout)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     # -- reads ----------------------------------------------------------------------------------
     def embed_texts(self, texts: Sequence[str], timeout: float | None = None) -> np.ndarray:
         """float32 (n, dim), L2-normalised; up to 1024 texts per call (see `embed_texts_stream`)."""
-        response = self._call(self._stub.Embed, pb.EmbedRequest(texts=list(texts)), timeout)
+        response = self._call(self.stub.Embed, pb.EmbedRequest(texts=list(texts)), timeout)
         return np.array([v.values for v in response.vectors], dtype=np.float32).reshape(-1, response.dim)
 
     def embed_texts_stream(
@@ -179,7 +180,7 @@ class RecommenderClient:
         """Up to 10000 texts; yields `(offset, vectors)` chunks in input order as they arrive."""
         request = pb.EmbedStreamRequest(texts=list(texts), chunk_size=chunk_size)
         try:
-            for response in self._stub.EmbedStream(request, timeout=timeout or self.timeout, metadata=self._metadata):
+            for response in self.stub.EmbedStream(request, timeout=timeout or self.timeout, metadata=self._metadata):
                 vectors = np.array([v.values for v in response.vectors], dtype=np.float32).reshape(-1, response.dim)
                 yield response.offset, vectors
         except grpc.RpcError as e:
@@ -203,27 +204,29 @@ class RecommenderClient:
             explain=explain, positive=list(positive or ()), negative=list(negative or ()), strict=strict,
             user_vector=np.asarray(user_vector, dtype=np.float32).ravel().tolist() if user_vector is not None else (),
         )
-        return _results(self._call(self._stub.Recommend, request, timeout).items, explain)
+        return _results(self._call(self.stub.Recommend, request, timeout).items, explain)
 
     def similar_items(self, item_id: str, k: int = 10, filter: Mapping[str, Any] | None = None,
                       timeout: float | None = None) -> list[Any]:
         request = pb.SimilarItemsRequest(id=item_id, k=k, filter=_conditions(filter))
-        return _results(self._call(self._stub.SimilarItems, request, timeout).items)
+        return _results(self._call(self.stub.SimilarItems, request, timeout).items)
 
     def search(self, text: str, k: int = 10, filter: Mapping[str, Any] | None = None,
                timeout: float | None = None) -> list[Any]:
         request = pb.SearchRequest(text=text, k=k, filter=_conditions(filter))
-        return _results(self._call(self._stub.Search, request, timeout).items)
+        return _results(self._call(self.stub.Search, request, timeout).items)
 
     def get_item(self, item_id: str, timeout: float | None = None) -> Item:
         """The item's text (None for a vector-only item), metadata and vector, as the SDK's Item."""
-        item = self._call(self._stub.GetItem, pb.GetItemRequest(id=item_id, include_vector=True), timeout).item
+        item = self._call(self.stub.GetItem, pb.GetItemRequest(id=item_id, include_vector=True), timeout).item
         return Item(item.id, item.text or None, _struct_dict(item.metadata), np.array(item.vector, dtype=np.float32))
 
     def model_info(self, timeout: float | None = None) -> dict[str, Any]:
         """Model, dim, max_length, device, precision, catalogue_size, lmrec_version and limits."""
-        response = self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)
-        return json_format.MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        response = self._call(self.stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)
+        return json_format.MessageToDict(
+            response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
 
     # -- writes ---------------------------------------------------------------------------------
     def add_items(
@@ -236,17 +239,17 @@ class RecommenderClient:
     ) -> int:
         """Upsert up to 1000 items; durable on the server when this returns. Returns the catalogue size."""
         items = _items(ids, texts, vectors, metadata)
-        return int(self._call(self._stub.UpsertItems, pb.UpsertItemsRequest(items=items), timeout).catalogue_size)
+        return int(self._call(self.stub.UpsertItems, pb.UpsertItemsRequest(items=items), timeout).catalogue_size)
 
     def add_items_stream(self, batches: Iterable[Mapping[str, Any]], timeout: float | None = None) -> int:
         """Bulk upsert over one client stream. Each batch is a dict with the keyword arguments of
         `add_items` (ids, texts, vectors, metadata), at most 1000 items. Returns items written."""
         requests = (pb.UpsertItemsRequest(items=_items(**batch)) for batch in batches)
-        return int(self._call(self._stub.UpsertItemsStream, requests, timeout).upserted)
+        return int(self._call(self.stub.UpsertItemsStream, requests, timeout).upserted)
 
     def delete_items(self, ids: Sequence[str], timeout: float | None = None) -> DeleteResult:
         """Delete up to 1000 items; ids the server does not have come back in `missing`."""
-        response = self._call(self._stub.DeleteItems, pb.DeleteItemsRequest(ids=list(ids)), timeout)
+        response = self._call(self.stub.DeleteItems, pb.DeleteItemsRequest(ids=list(ids)), timeout)
         return DeleteResult(int(response.deleted), list(response.missing), int(response.catalogue_size))
 
 
@@ -276,3 +279,7 @@ def _items(
         )
         for i in range(n)
     ]
+
+
+__all__ = ["RecommenderClient", "DeleteResult", "RemoteError", "RemoteInvalidArgument", "RemoteNotFound",
+           "retry_service_config"]

@@ -7,15 +7,15 @@ servicer can answer INVALID_ARGUMENT with a message a client in any language can
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from google.protobuf import json_format, struct_pb2
+from lmrec import Item, LmrecError
 
-from lmrec._errors import LmrecError
-
-from ._gen import recommender_pb2 as pb
 from ._limits import DEFAULT_K, Limits
+from .v1 import recommender_pb2 as pb
 
 _SCALARS = ("string_value", "number_value", "bool_value")
 _MAX_EXACT_INT = 2**53
@@ -170,6 +170,39 @@ def scored(results: Iterable[Any], explain: bool = False) -> list[pb.ScoredItem]
         item, score = result[0], result[1]
         because = getattr(result, "because", None) if explain else None
         out.append(pb.ScoredItem(id=item, score=float(score), because=list(because or ())))
+    return out
+
+
+def upsert_items(request: pb.UpsertItemsRequest, where: str, limits: Limits,
+                 dim: int) -> tuple[list[str], list[str | None], list[np.ndarray | None], list[dict[str, Any]]]:
+    """(ids, texts, vectors, metadata) of an upsert; a None vector is embedded from its text."""
+    items = request.items
+    if not 1 <= len(items) <= limits.max_upsert_items:
+        raise InvalidField(f"{where}items: {len(items)} items, must be 1 to {limits.max_upsert_items}")
+    ids: list[str] = []
+    texts: list[str | None] = []
+    vectors: list[np.ndarray | None] = []
+    metas: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        field = f"{where}items[{i}]"
+        ident = item_id(f"{field}.id", item.id, limits)
+        if ident in seen:
+            raise InvalidField(f"{field}.id: {ident!r} appears twice in one request")
+        seen.add(ident)
+        if not item.text and not item.vector:
+            raise InvalidField(f"{field}: needs text or vector")
+        ids.append(ident)
+        texts.append(text(f"{field}.text", item.text, limits) if item.text else None)
+        vectors.append(vector(f"{field}.vector", item.vector, dim) if item.vector else None)
+        metas.append(metadata_in(f"{field}.metadata", item.metadata, limits))
+    return ids, texts, vectors, metas
+
+
+def item_out(item: Item, include_vector: bool) -> pb.Item:
+    out = pb.Item(id=item.item_id, text=item.text or "", metadata=metadata_out(item.metadata))
+    if include_vector:
+        out.vector.extend(item.vector.tolist())
     return out
 
 

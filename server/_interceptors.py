@@ -16,12 +16,12 @@ from __future__ import annotations
 import hmac
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
-
-from lmrec._errors import LmrecError
+from lmrec import LmrecError
 
 SCOPES = ("read", "write")
 MIN_TOKEN_CHARS = 16
@@ -41,13 +41,13 @@ class TokenAuth:
         self._lock = threading.Lock()
 
     @classmethod
-    def single(cls, token: str) -> "TokenAuth":
+    def single(cls, token: str) -> TokenAuth:
         """One read-write token (`lmrec serve --token`)."""
         _check_token(token, "--token")
         return cls({token: "write"})
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TokenAuth":
+    def from_file(cls, path: str | Path) -> TokenAuth:
         path = Path(path)
         return cls(_parse_token_file(path), path)
 
@@ -206,27 +206,23 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             metrics.requests.labels(method, code.name).inc()
             metrics.latency.labels(method).observe(time.perf_counter() - start)
 
-        if handler.response_streaming:
+        def streamed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            start = time.perf_counter()
+            try:
+                yield from behaviour(request, context)
+            except BaseException as e:
+                finish(context, start, e)
+                raise
+            finish(context, start, None)
 
-            def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                start = time.perf_counter()
-                try:
-                    yield from behaviour(request, context)
-                except BaseException as e:
-                    finish(context, start, e)
-                    raise
-                finish(context, start, None)
+        def answered(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            try:
+                response = behaviour(request, context)
+            except BaseException as e:
+                finish(context, start, e)
+                raise
+            finish(context, start, None)
+            return response
 
-        else:
-
-            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-                start = time.perf_counter()
-                try:
-                    response = behaviour(request, context)
-                except BaseException as e:
-                    finish(context, start, e)
-                    raise
-                finish(context, start, None)
-                return response
-
-        return handler._replace(**{kind: wrapped})
+        return handler._replace(**{kind: streamed if handler.response_streaming else answered})

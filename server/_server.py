@@ -9,7 +9,6 @@ new export can be swapped in behind a symlink); calls in flight finish on the ol
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -22,15 +21,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from lmrec import LmrecError, Manifest, Recommender
 
-import lmrec
-from lmrec._errors import LmrecError
-from lmrec._rebase import StateRebase, needs_rebase
-
-from ._batching import MicroBatcher
+from ._dataplane import DataPlane
+from ._handlers import SERVICE_NAME, generic_handler, write_methods
 from ._interceptors import AuthInterceptor, Metrics, MetricsInterceptor, TokenAuth
 from ._limits import Limits
-from ._servicer import SERVICE_NAME, RecommenderServicer, Serving, generic_handler, write_methods
+from ._servicer import RecommenderServicer
 
 log = logging.getLogger("lmrec.server")
 
@@ -90,15 +87,11 @@ class RecommenderServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.serving = Serving(config.limits)
         self.metrics = Metrics() if config.metrics_port is not None else None
-        self.batcher = MicroBatcher(
-            self._embed,
-            max_batch=config.max_batch,
-            max_wait_s=config.max_wait_ms / 1000,
-            max_queue=config.max_queue,
-            on_batch=self.metrics.batch_size.observe if self.metrics else None,
-        )
+        self.plane = DataPlane(max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000,
+                               max_queue=config.max_queue,
+                               on_batch=self.metrics.batch_size.observe if self.metrics else None)
+        self.batcher = self.plane.batcher
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -109,23 +102,18 @@ class RecommenderServer:
         self._grpc: grpc.Server | None = None
 
     # -- pieces --------------------------------------------------------------------------------
-    def _embed(self, texts: list[str]) -> tuple[Any, Any]:
-        rec = self.serving.recommender
-        return rec.embed_texts(texts, batch_size=max(len(texts), 1)), rec
-
     def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
-    def _load(self, bundle: Path | None = None) -> Any:
+    def _load(self) -> Recommender:
         c = self.config
         # Resolved, so that a reload behind a symlink can still find the bundle it replaces.
-        bundle = Path(bundle or c.bundle).resolve()
+        bundle = Path(c.bundle).resolve()
         started = time.perf_counter()
-        rec = lmrec.Recommender.load(bundle, device=c.device, precision=c.precision, threads=c.threads,
-                                     state_dir=c.state_dir)
-        log.info("loaded %s: %d items, %s/%s, in %.1f s", bundle, len(rec), rec.device, rec.precision,
-                 time.perf_counter() - started)
+        rec = Recommender.load(bundle, device=c.device, precision=c.precision, threads=c.threads, state_dir=c.state_dir)
+        log.info("loaded %s: %d items, %s/%s (%s), in %.1f s", bundle, len(rec), rec.device, rec.precision,
+                 rec.precision_reason, time.perf_counter() - started)
         return rec
 
     def _load_in_background(self) -> None:
@@ -138,7 +126,7 @@ class RecommenderServer:
             if self._stopping.is_set():
                 rec.close()
             else:
-                self.serving.install(rec)
+                self.plane.install(rec)
                 self._set_health(health_pb2.HealthCheckResponse.SERVING)
         finally:
             self._loaded.set()
@@ -157,7 +145,7 @@ class RecommenderServer:
         interceptors: list[grpc.ServerInterceptor] = []
         if self.metrics is not None:
             self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
-            self.metrics.catalogue_size.set_function(lambda: len(self.serving.current or ()))
+            self.metrics.catalogue_size.set_function(lambda: len(self.plane.current or ()))
             interceptors.append(MetricsInterceptor(self.metrics))
         if c.auth is not None:
             interceptors.append(AuthInterceptor(c.auth, write_methods()))
@@ -170,7 +158,7 @@ class RecommenderServer:
             ],
             maximum_concurrent_rpcs=c.max_concurrent_rpcs,
         )
-        server.add_generic_rpc_handlers((generic_handler(RecommenderServicer(self.serving, self.batcher)),))
+        server.add_generic_rpc_handlers((generic_handler(RecommenderServicer(self.plane, c.limits)),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
@@ -179,7 +167,9 @@ class RecommenderServer:
         address = _address(c.host, c.port)
         try:
             if c.tls_cert is not None and c.tls_key is not None:
-                credentials = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())])
+                credentials = grpc.ssl_server_credentials(
+                    [(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())]
+                )
                 self.port = server.add_secure_port(address, credentials)
             else:
                 self.port = server.add_insecure_port(address)
@@ -210,7 +200,7 @@ class RecommenderServer:
 
     def snapshot(self) -> bool:
         """Snapshot the state directory if anything was written since the last one."""
-        rec = self.serving.current
+        rec = self.plane.current
         if rec is None or not rec.pending_changes:
             return False
         started = time.perf_counter()
@@ -225,11 +215,10 @@ class RecommenderServer:
     def reload(self) -> bool:
         """Reread the token file and swap to the bundle now at the configured path.
 
-        Writes wait while the new Recommender opens the state directory; reads keep being
-        answered by the old one until the swap, and calls in flight finish on it. The state
-        directory's changes are carried onto a new bundle (texts re-embedded by its encoder; item
-        ids are the key). A bundle that fails to load leaves the old one serving with its state.
-        Returns whether the bundle was swapped.
+        Writes wait while the new bundle loads; reads keep being answered by the old one until the
+        swap, and calls in flight finish on it. The changes made through the server are carried
+        onto the new bundle (`Recommender.reopen`). A bundle that fails to load leaves the old one
+        serving with its state. Returns whether the bundle was swapped.
         """
         if self.config.auth is not None:
             try:
@@ -237,51 +226,24 @@ class RecommenderServer:
             except LmrecError as e:
                 log.error("token file not reloaded, keeping the old tokens: %s", e)
         with self._swap_lock:
-            old = self.serving.current
+            old = self.plane.current
             if old is None:
                 log.warning("reload ignored: the bundle is still loading")
                 return False
+            target = Path(self.config.bundle).resolve()
             try:
-                manifest = json.loads((Path(self.config.bundle) / "manifest.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
+                manifest = Manifest.loads((target / Manifest.MANIFEST).read_bytes(), str(target))
+            except (OSError, LmrecError) as e:
                 log.error("reload: cannot read the bundle's manifest (%s); still serving the old bundle", e)
                 return False
             if manifest == old.manifest:
                 log.info("reload: the bundle is unchanged")
                 return False
-            with self.serving.exclusive():
-                old.snapshot()
-                # A model update: replay the state directory's changes onto the new bundle (lmrec._rebase).
-                target, rebase = Path(self.config.bundle).resolve(), None
-                if needs_rebase(self.config.state_dir, target):
-                    try:
-                        rebase = StateRebase.prepare(old, target, self.config.device, self.config.precision,
-                                                     self.config.threads)
-                    except Exception as e:  # noqa: BLE001 - the old bundle and its state are untouched
-                        log.error("reload: cannot carry the state directory's changes to %s (%s); "
-                                  "still serving the old bundle", target, e)
-                        return False
-                    log.info("reload: %s", rebase.summary())
-                old.close()  # releases the state directory for the new Recommender
-                if rebase is not None:
-                    rebase.commit()
-                try:
-                    new = self._load()
-                except Exception as e:  # noqa: BLE001 - keep serving the old bundle
-                    log.error("reload failed, going back to the old bundle: %s", e)
-                    if rebase is not None:
-                        rebase.rollback()
-                    try:
-                        self.serving.install(self._load(old.bundle.path))
-                    except Exception:
-                        # The old Recommender no longer logs writes: serve nothing rather than lose them.
-                        self.serving.clear()
-                        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-                        log.critical("cannot reopen the old bundle either; NOT_SERVING until restarted", exc_info=True)
-                    return False
-                if rebase is not None:
-                    rebase.discard_backup()
-                self.serving.install(new)
+            try:
+                new = self.plane.swap(target)
+            except Exception as e:  # noqa: BLE001 - the old bundle and its state keep serving
+                log.error("reload: cannot serve %s (%s); still serving the old bundle", target, e)
+                return False
         log.info("now serving %s (%d items)", new.bundle.path, len(new))
         return True
 
@@ -293,10 +255,10 @@ class RecommenderServer:
         self.health.enter_graceful_shutdown()
         if self._grpc is not None:
             self._grpc.stop(self.config.grace_s if grace is None else grace).wait()
-        self.batcher.close(timeout=self.config.grace_s)
+        self.plane.close(timeout=self.config.grace_s)
         self._loaded.wait(self.config.grace_s)
-        with self._swap_lock, self.serving.exclusive():
-            rec = self.serving.clear()
+        with self._swap_lock, self.plane.exclusive():
+            rec = self.plane.install(None)
             if rec is not None:
                 started = time.perf_counter()
                 written = rec.snapshot()

@@ -1,13 +1,13 @@
-"""Generates `lmrec.server._gen` from `protos/` and guards the v1 contract.
+"""Generates `lmrec.server.v1` from `protos/` and guards the v1 contract.
 
-    python -m lmrec.server.codegen                    # regenerate server/_gen from protos/
+    python -m lmrec.server.codegen                    # regenerate server/v1 from protos/
     python -m lmrec.server.codegen --check            # fail on drift or a breaking change
     python -m lmrec.server.codegen --release-descriptor   # record protos/ as the released v1
 
 protoc writes `from lmrec.v1 import recommender_pb2`, which would resolve against the `lmrec`
-package itself; the generated modules are flattened into `lmrec.server._gen` and that import is
+package itself; the generated modules are flattened into `lmrec.server.v1` and that import is
 rewritten to a relative one. Output depends only on the .proto files and the grpcio-tools
-version (pinned in the `dev` extra and recorded in `_gen/__init__.py`), so a rerun reproduces the
+version (pinned in the `dev` extra and recorded in `v1/__init__.py`), so a rerun reproduces the
 committed files byte for byte (tests/server/test_contract.py checks it).
 """
 
@@ -18,12 +18,14 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import descriptor_pb2
 
 PROTO_ROOT = Path(__file__).resolve().parent.parent / "protos"
-GEN_DIR = Path(__file__).resolve().parent / "_gen"
+GEN_DIR = Path(__file__).resolve().parent / "v1"
 RELEASED_DESCRIPTOR = PROTO_ROOT / "lmrec" / "v1" / "descriptor.binpb"
 PACKAGE_DIR = Path("lmrec") / "v1"
 
@@ -33,12 +35,12 @@ GRPCIO_TOOLS_VERSION = "{version}"
 '''
 
 
-def _grpc_tools():
+def _grpc_tools() -> tuple[Any, Any]:
     try:
         import grpc_tools
         from grpc_tools import protoc
     except ImportError as e:  # pragma: no cover - depends on the environment
-        from lmrec._errors import MissingDependencyError
+        from lmrec import MissingDependencyError
 
         raise MissingDependencyError(
             "code generation needs grpcio-tools: pip install 'lmrec[dev]'"
@@ -98,8 +100,8 @@ def descriptor_set(proto_root: Path = PROTO_ROOT) -> descriptor_pb2.FileDescript
         return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
 
 
-def _messages(file: descriptor_pb2.FileDescriptorProto):
-    def walk(prefix: str, messages):
+def _messages(file: descriptor_pb2.FileDescriptorProto) -> Iterator[tuple[str, descriptor_pb2.DescriptorProto]]:
+    def walk(prefix: str, messages: Any) -> Iterator[tuple[str, descriptor_pb2.DescriptorProto]]:
         for m in messages:
             name = f"{prefix}.{m.name}"
             yield name, m
@@ -108,7 +110,7 @@ def _messages(file: descriptor_pb2.FileDescriptorProto):
     yield from walk(file.package, file.message_type)
 
 
-def _enums(file: descriptor_pb2.FileDescriptorProto):
+def _enums(file: descriptor_pb2.FileDescriptorProto) -> Iterator[tuple[str, descriptor_pb2.EnumDescriptorProto]]:
     for e in file.enum_type:
         yield f"{file.package}.{e.name}", e
     for name, m in _messages(file):
@@ -187,15 +189,16 @@ def breaking_changes(
                 problems.append(f"service {of.package}.{os_.name} removed")
                 continue
             methods = {m.name: m for m in ns.method}
-            for om in os_.method:
-                nm = methods.get(om.name)
-                where = f"{of.package}.{os_.name}/{om.name}"
-                if nm is None:
+            for old_method in os_.method:
+                new_method = methods.get(old_method.name)
+                where = f"{of.package}.{os_.name}/{old_method.name}"
+                if new_method is None:
                     problems.append(f"method {where} removed")
                     continue
                 for key in ("input_type", "output_type", "client_streaming", "server_streaming"):
-                    if getattr(om, key) != getattr(nm, key):
-                        problems.append(f"method {where}: {key} changed from {getattr(om, key)!r} to {getattr(nm, key)!r}")
+                    was, now = getattr(old_method, key), getattr(new_method, key)
+                    if was != now:
+                        problems.append(f"method {where}: {key} changed from {was!r} to {now!r}")
     return problems
 
 

@@ -3,8 +3,8 @@ a real Hugging Face model folder that exports, fuses and quantises like MiniLM, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def build_tiny_bert(path: Path, texts: Sequence[str], seed: int = 0) -> Path:

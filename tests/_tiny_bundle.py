@@ -8,12 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from lmrec import BundleWriter, DataInfo, Manifest, TextEncoder, UserModelInfo, build_index
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-from lmrec._bundle import BundleWriter
-from lmrec._encoder import TextEncoder
-from lmrec._index import build_index
 
 DIM = 16
 TOPICS = {
@@ -121,11 +118,10 @@ def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: b
         writer.add_array("popularity.npy", rng.integers(0, 1000, size=n_items))
         index = build_index(vectors, ids)
         index.save(writer.path("index"))
-        manifest = {"dim": DIM, "max_length": 32, "template": "tiny", "index": index.params,
-                    "projection": None, "training": None, "data": {"items": n_items}}
+        manifest = Manifest(dim=DIM, max_length=32, template="tiny", index=index.params, data=DataInfo(items=n_items))
         if recent is not None:
-            manifest["recommend"] = {"recent": recent}
+            manifest = manifest.replace(recent=recent)
         if user_model:
-            _user_model(writer.path("user_encoder.onnx"), max_history)
-            manifest["user_model"] = {"max_history": max_history}
+            _user_model(writer.path(Manifest.USER_ENCODER), max_history)
+            manifest = manifest.replace(user_model=UserModelInfo(max_history=max_history))
         return writer.finish(manifest)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lmrec import load_dataset
 from lmrec.evaluation import FitContext, evaluate, make_split
 
 torch = pytest.importorskip("torch")
 from lmrec.trainer.baselines import ItemKNN, Pop, SASRec  # noqa: E402
-from lmrec.trainer.baselines._sasrec import SASRecConfig, _build_model, left_pad, trim, windows  # noqa: E402
+from lmrec.trainer.baselines.sasrec import SASRecConfig, build_model, left_pad, trim, windows  # noqa: E402
 
 DATA = "synthetic:items=300,users=400,seed=2"
 
@@ -25,7 +24,7 @@ def fitted(scorer, split_kind="warm"):
 def test_sasrec_trimmed_padding_is_exact():
     torch.manual_seed(0)
     cfg = SASRecConfig(dim=16, layers=2, heads=2, max_len=12)
-    model = _build_model(50, cfg).eval()
+    model = build_model(50, cfg).eval()
     seqs = [np.array([3, 4, 5]), np.array([7, 8, 9, 10, 11])]
     full = left_pad(seqs, cfg.max_len)
     with torch.inference_mode():

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lmrec
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, models
-
-from lmrec import BundleError
-from lmrec._bundle import FORMAT_VERSION, Bundle, BundleWriter, verify_bundle
+from lmrec import FORMAT_VERSION, Bundle, BundleError, BundleWriter, Manifest, verify_bundle
 from lmrec.cli import main
+from tokenizers import Tokenizer, models
 
 N, DIM = 5, 4
 
@@ -26,9 +25,11 @@ def _write(out: Path, dim: int = DIM, **kwargs) -> Path:
         w.add_bytes("item_encoder.int8.onnx", b"not a real graph: the format does not look inside")
         w.add_array("item_vectors.npy", vectors)
         w.add_array("popularity.npy", np.arange(N))
-        w.add_items([f"i{k}" for k in range(N)], [f"item {k}" for k in range(N)], [{"brand": "Acme", "k": k} for k in range(N)])
+        w.add_items(
+            [f"i{k}" for k in range(N)], [f"item {k}" for k in range(N)], [{"brand": "Acme", "k": k} for k in range(N)]
+        )
         w.path("index/params.json").write_text("{}")
-        return w.finish({"dim": dim, "max_length": 16, "data": {"items": N}, "parity": None})
+        return w.finish(Manifest(dim=dim, max_length=16, data=lmrec.DataInfo(items=N)))
 
 
 @pytest.fixture()
@@ -38,14 +39,14 @@ def bundle_dir(tmp_path: Path) -> Path:
 
 def test_round_trip(bundle_dir: Path) -> None:
     b = Bundle.open(bundle_dir)
-    assert b.manifest["format_version"] == FORMAT_VERSION
+    assert b.manifest.format_version == FORMAT_VERSION
     assert b.item_ids == [f"i{k}" for k in range(N)] and b.item_texts[2] == "item 2"
     assert b.item_meta[3] == {"brand": "Acme", "k": 3}
     assert isinstance(b.item_vectors, np.memmap) and b.item_vectors.shape == (N, DIM) and b.dim == DIM
     assert b.popularity is not None and b.popularity.tolist() == list(range(N))
     assert b.encoder_path("int8") == bundle_dir / "item_encoder.int8.onnx"
     assert b.has("index") and b.has("index/params.json") and not b.has("item_encoder.onnx")
-    assert set(b.manifest["files"]) == {"tokenizer.json", "item_encoder.int8.onnx", "item_vectors.npy",
+    assert set(b.manifest.files) == {"tokenizer.json", "item_encoder.int8.onnx", "item_vectors.npy",
                                         "popularity.npy", "items.jsonl", "index/params.json"}
     assert verify_bundle(bundle_dir) == []
 

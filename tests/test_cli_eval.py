@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from lmrec.evaluation import METRICS
 
 DATA = "synthetic:items=300,users=200,seed=1"

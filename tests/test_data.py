@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lmrec import DataError, load_dataset
 from lmrec.data import TextTemplate, synthetic
 
@@ -63,7 +62,9 @@ def test_recbole_atomic_files_match_the_json_layout(tmp_path):
     with open(tmp_path / "office.item", "w") as f:
         f.write("item_id:token\ttitle:token_seq\tbrand:token\tcategories:token_seq\tdescription:token_seq\tprice:float\n")
         for k, v in items.items():
-            clean = {c: v[c].replace("\t", " ").replace("\n", " ") for c in ("title", "brand", "categories", "description")}
+            clean = {
+                c: v[c].replace("\t", " ").replace("\n", " ") for c in ("title", "brand", "categories", "description")
+            }
             f.write(f"{k}\t{clean['title']}\t{clean['brand']}\t{clean['categories']}\t{clean['description']}\t1.0\n")
     with open(tmp_path / "office.inter", "w") as f:
         f.write("user_id:token\titem_id:token\ttimestamp:float\n")
@@ -72,7 +73,7 @@ def test_recbole_atomic_files_match_the_json_layout(tmp_path):
                 f.write(f"{u}\t{i}\t{pos}\n")
     rb, js = load_dataset(f"recbole:{tmp_path}"), load_dataset(f"amazon:{OFFICE}")
     assert rb.item_ids == js.item_ids and rb.user_ids == js.user_ids
-    assert all((a == b).all() for a, b in zip(rb.sequences, js.sequences))
+    assert all((a == b).all() for a, b in zip(rb.sequences, js.sequences, strict=True))
     assert rb.item_texts[0] == js.item_texts[0]  # text-like columns in file order = the Amazon default
     assert rb.template == "fields=title,brand,categories,description;sep=. ;max_chars=2000"
 
@@ -82,17 +83,24 @@ def test_movielens_100k_layout(tmp_path):
         "1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy%20Story%20(1995)|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n"
         "2|GoldenEye (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?GoldenEye%20(1995)|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|1|0|0\n"
         "3|Caf\xe9 (1996)|01-Jan-1996||x|1|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0\n".encode("latin-1"))
-    (tmp_path / "u.data").write_text("196\t2\t3\t881250950\n196\t1\t3\t881250949\n22\t3\t1\t878887116\n22\t9\t1\t878887117\n")
+    (tmp_path / "u.data").write_text(
+        "196\t2\t3\t881250950\n196\t1\t3\t881250949\n22\t3\t1\t878887116\n22\t9\t1\t878887117\n"
+    )
     data = load_dataset(f"movielens:{tmp_path}")
-    assert data.item_texts == ["Toy Story (1995) | Animation, Children's, Comedy", "GoldenEye (1995) | Action, Adventure, Thriller",
-                               "Café (1996)"]
+    assert data.item_texts == [
+        "Toy Story (1995) | Animation, Children's, Comedy",
+        "GoldenEye (1995) | Action, Adventure, Thriller",
+        "Café (1996)",
+    ]
     assert [data.item_ids[i] for i in data.sequences[data.user_ids.index("196")]] == ["1", "2"]
     assert data.report.counts["interaction with unknown item skipped"] == 1
     assert "u.data:4" in data.report.first["interaction with unknown item skipped"]
 
 
 def test_movielens_1m_layout(tmp_path):
-    (tmp_path / "movies.dat").write_bytes("1::Toy Story (1995)::Animation|Children's|Comedy\n2::Jumanji (1995)::Adventure\n".encode("latin-1"))
+    (tmp_path / "movies.dat").write_bytes(
+        "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Jumanji (1995)::Adventure\n".encode("latin-1")
+    )
     (tmp_path / "ratings.dat").write_text("1::2::5::978300760\n1::1::3::978300700\n")
     data = load_dataset(f"movielens:{tmp_path}")
     assert [data.item_ids[i] for i in data.sequences[0]] == ["1", "2"]
@@ -104,13 +112,25 @@ def _write_jsonl(path: Path, rows: list) -> None:
 
 
 def test_jsonl_generic_schema(tmp_path):
-    _write_jsonl(tmp_path / "items.jsonl", [{"id": "a", "text": "Red pen &amp; ink"}, {"id": "b", "text": ""}, {"id": "c", "text": "Blue pen"}])
-    _write_jsonl(tmp_path / "interactions.jsonl", [{"user": "u", "item": "c", "timestamp": 5}, {"user": "u", "item": "a", "timestamp": 1},
-                                                   {"user": "u", "item": "zzz", "timestamp": 2}])
+    _write_jsonl(
+        tmp_path / "items.jsonl",
+        [{"id": "a", "text": "Red pen &amp; ink"}, {"id": "b", "text": ""}, {"id": "c", "text": "Blue pen"}],
+    )
+    _write_jsonl(
+        tmp_path / "interactions.jsonl",
+        [
+            {"user": "u", "item": "c", "timestamp": 5},
+            {"user": "u", "item": "a", "timestamp": 1},
+            {"user": "u", "item": "zzz", "timestamp": 2},
+        ],
+    )
     data = load_dataset(f"jsonl:{tmp_path}")
     assert data.item_texts == ["Red pen & ink", "b", "Blue pen"]
     assert [data.item_ids[i] for i in data.sequences[0]] == ["a", "c"]
-    assert data.report.counts == {"interaction with unknown item skipped": 1, "empty item text replaced by the item id": 1}
+    assert data.report.counts == {
+        "interaction with unknown item skipped": 1,
+        "empty item text replaced by the item id": 1,
+    }
     assert data.report.first["interaction with unknown item skipped"].endswith("interactions.jsonl:3")
 
 
@@ -160,7 +180,7 @@ def test_missing_file_is_named(tmp_path):
 
 def test_synthetic_is_deterministic_and_text_carries_topics():
     a, b = synthetic(items=500, users=200, seed=1), synthetic(items=500, users=200, seed=1)
-    assert a.item_texts == b.item_texts and all((x == y).all() for x, y in zip(a.sequences, b.sequences))
+    assert a.item_texts == b.item_texts and all((x == y).all() for x, y in zip(a.sequences, b.sequences, strict=True))
     assert synthetic(items=500, users=200, seed=2).item_texts != a.item_texts
     # consecutive items share their category far more often than random pairs would
     cat = [m["category"] for m in a.item_meta]

@@ -10,10 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lmrec import LmrecError
-from lmrec._bundle import Bundle
-from lmrec._encoder import TextEncoder
+from lmrec import Bundle, LmrecError, TextEncoder
 
 TEXTS = ["blue stapler for the office desk", "a pen", "garden hose, fifty feet, green, with a brass nozzle and a reel",
          "ink", "stapler", "kitchen knife set with a wooden block"]
@@ -98,8 +95,8 @@ def test_sdk_runtime_imports_no_torch(tiny_export: tuple[Path, dict]) -> None:
     out, _ = tiny_export
     script = (
         "import sys, json\n"
-        "import lmrec._bundle, lmrec._encoder\n"
-        f"e = lmrec._encoder.TextEncoder({str(out / 'item_encoder.int8.onnx')!r}, {str(out / 'tokenizer.json')!r}, 64)\n"
+        "import lmrec\n"
+        f"e = lmrec.TextEncoder({str(out / 'item_encoder.int8.onnx')!r}, {str(out / 'tokenizer.json')!r}, 64)\n"
         "e.embed(['blue pen'])\n"
         "print(json.dumps([m for m in ('torch', 'transformers', 'optimum') if m in sys.modules]))\n"
     )

@@ -11,18 +11,21 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-import onnx  # noqa: E402
-
 import lmrec  # noqa: E402
-from lmrec import BundleError  # noqa: E402
-from lmrec._bundle import Bundle, verify_bundle  # noqa: E402
-from lmrec._encoder import TextEncoder  # noqa: E402
-from lmrec._index import VectorIndex  # noqa: E402
-from lmrec.cli import main  # noqa: E402
-from lmrec.trainer import export  # noqa: E402
-from lmrec.trainer._encoder import TorchEncoder  # noqa: E402
-
+import onnx  # noqa: E402
 from conftest import TINY_DATA  # noqa: E402
+from lmrec import (  # noqa: E402
+    Bundle,
+    BundleError,  # noqa: E402
+    TextEncoder,  # noqa: E402
+    VectorIndex,  # noqa: E402
+    verify_bundle,
+)
+from lmrec.cli import main  # noqa: E402
+from lmrec.trainer import (
+    TorchEncoder,  # noqa: E402
+    export,  # noqa: E402
+)
 
 
 def test_tiny_export_files_fusion_and_parity(tiny_export: tuple[Path, dict]) -> None:
@@ -36,9 +39,9 @@ def test_tiny_export_files_fusion_and_parity(tiny_export: tuple[Path, dict]) -> 
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in fp16.initializer)
     assert fp16.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # io stays float32
     parity = info["parity"]
-    assert parity["passed"] and not parity["forced"] and parity["texts"] == 200
-    assert parity["fp32_min_cosine"] >= 0.99999 and parity["int8_mean_cosine"] >= 0.99
-    assert parity["int8_top10_overlap"] >= 0.9 and parity["fp16_min_cosine"] >= 0.999
+    assert all(gate.passed for gate in parity.values()) and info["parity_texts"] == 200
+    assert parity["fp32"].figures["min_cosine"] >= 0.99999 and parity["int8"].figures["mean_cosine"] >= 0.99
+    assert parity["int8"].figures["top10_overlap"] >= 0.9 and parity["fp16"].figures["min_cosine"] >= 0.999
     tokenizer = json.loads((out / "tokenizer.json").read_text())
     assert tokenizer["padding"] is None and tokenizer["truncation"] is None  # the SDK configures both
 
@@ -54,13 +57,13 @@ def test_onnx_matches_torch_on_unseen_texts(tiny_bert_dir: Path, tiny_export: tu
 def test_parity_breach_fails_unless_forced(tiny_bert_dir: Path, tiny_export: tuple[Path, dict],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     out, _ = tiny_export
-    monkeypatch.setitem(export.PARITY_GATE, "int8_mean_cosine", 1.5)
+    monkeypatch.setitem(export.PARITY_GATE, "int8", {"mean_cosine": 1.5, "top10_overlap": 0.9})
     encoder = TorchEncoder(str(tiny_bert_dir), max_length=64)
     texts = lmrec.load_dataset(TINY_DATA).item_texts[:40]
     with pytest.raises(export.ParityError, match=r"int8_mean_cosine 0\.9\d+ < 1\.5"):
         export.check_parity(encoder, out, texts)
     forced = export.check_parity(encoder, out, texts, force=True)
-    assert not forced["passed"] and forced["forced"] and forced["gate"]["int8_mean_cosine"] == 1.5
+    assert not forced["int8"].passed and forced["fp32"].passed and forced["int8"].limits["mean_cosine"] == 1.5
 
 
 def test_neighbour_overlap() -> None:
@@ -81,10 +84,11 @@ def test_zero_shot_bundle_with_projection(tiny_bert_dir: Path, tmp_path: Path,
     data = lmrec.load_dataset(TINY_DATA)
     m = b.manifest
     assert b.item_ids == data.item_ids and b.item_texts == data.item_texts and b.item_meta == data.item_meta
-    assert (m["dim"], m["encoder_dim"], m["max_length"], m["pooling"], m["normalize"]) == (8, 32, 64, "mean", True)
-    assert m["template"] == data.template and m["training"] is None and m["parity"]["passed"]
-    assert m["data"] == {**m["data"], "spec": TINY_DATA, "items": 200, "fingerprint": data.fingerprint()}
-    proj = m["projection"]
+    assert (m.dim, m.encoder_dim, m.max_length) == (8, 32, 64)
+    assert m.template == data.template and m.training is None and all(g.passed for g in m.gates.values())
+    assert (m.data.spec, m.data.items, m.data.fingerprint) == (TINY_DATA, 200, data.fingerprint())
+    proj = m.projection
+    assert proj is not None
     assert proj["dim"] == 8 and 0 < proj["explained_variance"] <= 1 and 0 < proj["top10_overlap_vs_full"] <= 1
     assert np.load(out / "projection.npy").shape == (33, 8)
     # Every graph outputs the projected, normalised vector the catalogue was stored with.
@@ -95,7 +99,7 @@ def test_zero_shot_bundle_with_projection(tiny_bert_dir: Path, tmp_path: Path,
         assert cosine.min() >= (0.9999 if precision == "fp32" else 0.98), precision
     assert b.popularity is not None and int(b.popularity.sum()) == data.n_interactions
     index = VectorIndex.load(b.file("index"))
-    assert len(index) == 200 and index.params == m["index"] and index.ef == m["index"]["ef"]
+    assert len(index) == 200 and index.params == m.index and index.ef == m.index["ef"]
     ((top, score),) = index.search(np.asarray(b.item_vectors[7:8]), k=1)[0][:1]
     assert top == b.item_ids[7] and score == pytest.approx(1.0, abs=1e-5)
 
@@ -118,12 +122,12 @@ def test_bundle_export_refuses_bad_input_before_work(tiny_bert_dir: Path, tmp_pa
 def test_minilm_bundle_meets_parity_gate(minilm_bundle: Path) -> None:
     assert verify_bundle(minilm_bundle) == []
     m = Bundle.open(minilm_bundle).manifest
-    parity = m["parity"]
-    assert parity["passed"] and not parity["forced"]
-    assert parity["fp32_min_cosine"] >= 0.99999
-    assert parity["int8_mean_cosine"] >= 0.99 and parity["int8_top10_overlap"] >= 0.9
-    assert m["onnx"]["fused_operators"]["Attention"] == 6  # eager export: every layer's attention fused
-    assert (m["dim"], m["max_length"], m["data"]["items"]) == (384, 128, 300)
+    gates = m.gates
+    assert all(g.passed for g in gates.values())
+    assert gates["fp32"].figures["min_cosine"] >= 0.99999
+    assert gates["int8"].figures["mean_cosine"] >= 0.99 and gates["int8"].figures["top10_overlap"] >= 0.9
+    assert m.onnx is not None and m.onnx["fused_operators"]["Attention"] == 6  # eager export: every layer fused
+    assert (m.dim, m.max_length, m.data.items) == (384, 128, 300)
 
 
 def test_bench_embed_report(tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

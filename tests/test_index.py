@@ -7,10 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-
-from lmrec._errors import BundleError
-from lmrec import UnknownItemError
-from lmrec._index import RWLock, VectorIndex, build_index
+from lmrec import BundleError, UnknownItemError, VectorIndex, build_index
 
 
 def unit(rng: np.random.Generator, n: int, d: int = 16) -> np.ndarray:
@@ -31,7 +28,7 @@ def test_exact_search_matches_numpy_and_scores_are_cosine():
     x = unit(rng, 300)
     index = build_index(x * 3.0, ids(300))  # unnormalised input is normalised
     q = unit(rng, 5)
-    for row, hits in zip(q, index.search(q, 10)):
+    for row, hits in zip(q, index.search(q, 10), strict=True):
         assert [h[0] for h in hits] == exact_top(x, ids(300), row, 10)
         assert hits[0][1] == pytest.approx(float(x[int(hits[0][0][1:])] @ row), abs=1e-5)
         assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
@@ -43,9 +40,11 @@ def test_graph_search_recall_and_mode_switch():
     index = build_index(x, ids(3000), {"exact_threshold": 1000})
     q = unit(rng, 50, 32)
     got = index.search(q, 10)  # 3000 >= threshold: the graph answers
-    recall = np.mean([len({h[0] for h in g} & set(exact_top(x, ids(3000), r, 10))) / 10 for g, r in zip(got, q)])
+    recall = np.mean(
+        [len({h[0] for h in g} & set(exact_top(x, ids(3000), r, 10))) / 10 for g, r in zip(got, q, strict=True)]
+    )
     assert recall >= 0.95
-    for row, hits in zip(q, index.search(q, 10, mode="exact")):
+    for row, hits in zip(q, index.search(q, 10, mode="exact"), strict=True):
         assert [h[0] for h in hits] == exact_top(x, ids(3000), row, 10)
 
 
@@ -71,7 +70,7 @@ def test_delete_then_reuse_slot_and_resize():
     for mode in ("exact", "ann"):
         assert "i5" not in [h[0] for h in index.search(x[5], 5, mode=mode)[0]]
     index.add(["new"], x[5:6])  # takes a freed slot: the graph does not grow
-    assert index._graph.element_count == 100
+    assert index.slots == 100
     for mode in ("exact", "ann"):
         assert index.search(x[5], 1, mode=mode)[0][0][0] == "new"
     index.add(["i5"], x[5:6])  # a deleted id can come back
@@ -126,36 +125,33 @@ def test_save_load_roundtrip_keeps_ef_ids_and_deletions(tmp_path):
     index.delete(["i10"])
     index.save(tmp_path / "idx")
     loaded = VectorIndex.load(tmp_path / "idx")
-    assert loaded.ef == 77 and loaded._graph.ef == 77 and loaded.M == 8
+    assert loaded.ef == 77 and loaded.graph_ef == 77 and loaded.M == 8
     assert loaded.ids() == index.ids() and len(loaded) == 199
     np.testing.assert_array_equal(loaded.vectors(["i3"]), index.vectors(["i3"]))
     q = unit(rng, 4)
     for mode in ("exact", "ann"):
         assert loaded.search(q, 5, mode=mode) == index.search(q, 5, mode=mode)
     loaded.add(["fresh"], x[10:11])  # the freed slot survives the round trip
-    assert loaded._graph.element_count == 200
+    assert loaded.slots == 200
     with pytest.raises(FileExistsError):
         index.save(tmp_path / "idx")
     index.save(tmp_path / "idx", overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["idx"]  # no temp dirs left behind
 
 
-def test_vectors_read_from_the_graph_file_match_hnswlib(tmp_path):
-    from lmrec._index import _read_graph_vectors
-
+def test_vectors_read_back_from_the_graph_file_are_exact(tmp_path):
     rng = np.random.default_rng(9)
-    index = build_index(unit(rng, 300), ids(300), threads=4)  # threads: insertion order != label order
+    x = unit(rng, 300)
+    index = build_index(x, ids(300), threads=4)  # threads: insertion order != label order
     index.delete(["i7", "i8"])
-    index.add(["back"], unit(rng, 1))
+    back = unit(rng, 1)
+    index.add(["back"], back)  # takes a deleted slot: labels are not in insertion order
     index.save(tmp_path / "idx")
-    labels, vectors = _read_graph_vectors(tmp_path / "idx" / "hnsw.bin", 16)
-    assert sorted(labels.tolist()) == list(range(300))
-    live = np.flatnonzero(labels != 7)  # hnswlib's get_items refuses deleted labels
-    np.testing.assert_array_equal(vectors[live], index._graph.get_items(labels[live].tolist(), return_type="numpy"))
-    loaded = VectorIndex.load(tmp_path / "idx")
-    np.testing.assert_array_equal(loaded._vectors[:300], index._vectors[:300])
+    loaded = VectorIndex.load(tmp_path / "idx")  # reads vectors from hnswlib's file layout directly
     ids_, matrix = loaded.matrix()
-    assert len(ids_) == 299 and matrix.shape == (299, 16)
+    assert len(ids_) == 299 and matrix.shape == (299, 16) and ids_ == index.ids()
+    np.testing.assert_array_equal(matrix, index.matrix()[1])
+    np.testing.assert_allclose(loaded.vectors(["i0", "i299", "back"]), np.vstack([x[[0, 299]], back]), atol=1e-6)
 
 
 def test_load_rejects_corruption(tmp_path):
@@ -205,26 +201,3 @@ def test_concurrent_searches_and_upserts_stay_consistent():
         t.join()
     assert not errors, errors[0]
     assert len(index) == 500 + 30 * 10
-
-
-def test_rwlock_is_reentrant_and_writers_exclude_readers():
-    lock = RWLock()
-    with lock.write(), lock.read(), lock.write():
-        pass
-    with lock.read(), lock.read():
-        with pytest.raises(RuntimeError, match="write lock while holding the read lock"):
-            with lock.write():
-                pass
-    inside = []
-
-    def writer() -> None:
-        with lock.write():
-            inside.append(1)
-
-    with lock.read():
-        t = threading.Thread(target=writer)
-        t.start()
-        t.join(0.2)
-        assert not inside  # the writer waits for the reader
-    t.join(2)
-    assert inside

@@ -6,10 +6,15 @@ import math
 
 import numpy as np
 import pytest
-
-from lmrec.evaluation import NonFiniteScores, evaluate, paired_bootstrap, per_user_metrics, ranks_and_topk
-from lmrec.evaluation._metrics import MethodResult
-from lmrec.evaluation._splits import Cases
+from lmrec.evaluation import (
+    Cases,
+    MethodResult,
+    NonFiniteScores,
+    evaluate,
+    paired_bootstrap,
+    per_user_metrics,
+    ranks_and_topk,
+)
 
 
 def rank(scores, history, target):

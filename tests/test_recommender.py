@@ -11,12 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _tiny_bundle import BRANDS, make_tiny_bundle
+from lmrec import (
+    BundleError,
+    ExplainedRecommendation,
+    LmrecError,
+    Manifest,
+    Recommendation,
+    Recommender,
+    StateError,
+    UnknownItemError,
+    verify_bundle,
+)
 
-from lmrec import BundleError, LmrecError, Recommender
-from lmrec._bundle import verify_bundle
-from lmrec import UnknownItemError
-from lmrec._recommender import DEFAULT_RECENT, ExplainedRecommendation, Recommendation
-from lmrec._state import StateError
+DEFAULT_RECENT = Manifest(dim=1, max_length=2).recent  # what a bundle that does not say gets
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +170,11 @@ def test_filters_equals_in_list_fields_and_callables(rec):
 
 
 def test_bad_input_is_a_clear_value_error(rec):
-    for k in (0, -1, 121, 2.5, True):
-        with pytest.raises(ValueError, match=r"k must be an integer from 1 to 120"):
+    for k in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=r"k must be an integer >= 1"):
             rec.recommend(["office-0"], k=k)
+    # k above the catalogue size returns what there is (the proto's rule; the SDK used to raise)
+    assert len(rec.recommend(["office-0"], k=121)) == 119 and len(rec.similar_items("office-0", k=10**6)) == 119
     with pytest.raises(ValueError, match=r"user_vector: expected shape \(n, 16\)"):
         rec.recommend(user_vector=np.ones(8))
     with pytest.raises(ValueError, match="NaN"):
@@ -192,7 +201,9 @@ def test_empty_history_falls_back_to_popularity(rec, bundle):
     assert [i for i, _ in rec.recommend(["ghost"], k=5)] == want
     got = rec.recommend([], k=5, filter={"brand": "Acme"})
     assert all(rec.get_item(i).metadata["brand"] == "Acme" for i, _ in got)
-    assert got[0].score == max(float(popularity[ids.index(i)]) for i in ids if rec.get_item(i).metadata["brand"] == "Acme")
+    # scores stay in [0, 1] like every other score (the proto's rule; they used to be raw counts)
+    top = max(float(popularity[ids.index(i)]) for i in ids if rec.get_item(i).metadata["brand"] == "Acme")
+    assert got[0].score == pytest.approx(top / popularity.max()) and all(0 <= s <= 1 for _, s in got)
 
 
 def test_similar_items_search_and_score_all(rec):
@@ -209,7 +220,8 @@ def test_similar_items_search_and_score_all(rec):
     for row, h in enumerate(histories[:2]):
         ranked = [ids[j] for j in np.argsort(-scores[row], kind="stable") if ids[j] not in h][:5]
         assert ranked == [i for i, _ in rec.recommend(h, k=5)]
-    np.testing.assert_array_equal(scores[2], np.load(rec.bundle.path / "popularity.npy").astype(np.float32))
+    popularity = np.load(rec.bundle.path / "popularity.npy")
+    np.testing.assert_allclose(scores[2], popularity / popularity.max(), rtol=1e-6)
 
 
 def test_ann_mode_agrees_with_exact_on_a_small_catalogue(rec):
@@ -224,8 +236,9 @@ def test_user_model_is_used_when_the_bundle_has_one(user_model_bundle):
     assert [i for i, _ in rec.recommend(history, k=5)] == exact(rec, rec.get_item("kitchen-2").vector, set(history), 5)
     scores = rec.score_all([history])
     ids = rec.item_ids()
-    np.testing.assert_allclose(scores[0], np.stack([rec.get_item(i).vector for i in ids]) @ rec.get_item("kitchen-2").vector,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        scores[0], np.stack([rec.get_item(i).vector for i in ids]) @ rec.get_item("kitchen-2").vector, atol=1e-5
+    )
 
 
 def test_user_segments_separate_topics(rec5):
@@ -280,7 +293,9 @@ def test_state_dir_makes_changes_durable_and_snapshots_compact(bundle, tmp_path)
         snap = rec.snapshot()
         assert snap is not None and rec.pending_changes == 0 and rec.snapshot() is None
         rec.add_items(["new-2"], texts=["pan knife"])
-    assert sorted(p.name for p in state.iterdir() if not p.name.startswith(("LOCK", "state")))[0].startswith("snapshot-")
+    assert sorted(p.name for p in state.iterdir() if not p.name.startswith(("LOCK", "state")))[0].startswith(
+        "snapshot-"
+    )
     with Recommender.load(bundle, state_dir=state) as rec:
         assert {"new-1", "new-2"} <= set(rec.item_ids()) and "office-0" not in rec
         assert rec.search("pan knife", k=1)[0].item_id == "new-2"
@@ -361,14 +376,18 @@ def test_sdk_import_and_use_stay_free_of_torch(bundle):
 def test_cli_recommend_prints_titles_scores_and_reasons(bundle, tmp_path, capsys):
     from lmrec.cli import main
 
-    assert main(["recommend", "--bundle", str(bundle), "--history", "music-3,ghost,office-4", "-k", "3", "--explain"]) == 0
+    assert (
+        main(["recommend", "--bundle", str(bundle), "--history", "music-3,ghost,office-4", "-k", "3", "--explain"]) == 0
+    )
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "# skipped 1 unknown history id(s)"
     assert out[1].startswith("  1. ") and "thing" in out[1] and "because you liked: office-4 (Office thing 4)" in out[2]
     assert main(["recommend", "--bundle", str(bundle), "--history", "", "-k", "2"]) == 0
     assert "most popular" in capsys.readouterr().out
-    assert main(["recommend", "--bundle", str(bundle), "--history", "office-0", "-k", "500"]) == 2
-    assert "k must be an integer from 1 to 120" in capsys.readouterr().err
+    assert main(["recommend", "--bundle", str(bundle), "--history", "office-0", "-k", "0"]) == 2
+    assert "k must be an integer >= 1" in capsys.readouterr().err
+    assert main(["recommend", "--bundle", str(bundle), "--history", "office-0", "-k", "500"]) == 0  # what there is
+    assert len([line for line in capsys.readouterr().out.splitlines() if line[:4].strip().endswith(".")]) == 119
     assert main(["recommend", "--bundle", str(bundle), "--history", "ghost", "--strict"]) == 2
     state = tmp_path / "state"
     with Recommender.load(bundle, state_dir=state) as rec:
@@ -392,3 +411,31 @@ def test_minilm_bundle_end_to_end(minilm_bundle):
     ranked = np.argsort(-rec.score_all([history])[0], kind="stable")
     all_ids = rec.item_ids()
     assert [i for i, _ in rec.recommend(history, k=5)] == [all_ids[j] for j in ranked if all_ids[j] not in history][:5]
+
+
+def test_reads_reenter_writers_wait_for_readers_and_a_read_cannot_write(bundle):
+    rec = Recommender.load(bundle)
+    # a filter runs inside the query's read: reading again from it is fine
+    got = rec.recommend(["office-0"], k=3, filter=lambda item, meta: rec.get_item(item).item_id == item)
+    assert len(got) == 3
+    with pytest.raises(RuntimeError, match="write lock while holding the read lock"):
+        rec.recommend(["office-0"], k=3, filter=lambda item, meta: rec.delete_items([item]) or True)
+    assert len(rec) == 120  # nothing was deleted
+    inside, release, written = threading.Event(), threading.Event(), []
+
+    def slow_filter(item: str, meta: dict) -> bool:
+        inside.set()
+        release.wait(5)
+        return True
+
+    reader = threading.Thread(target=lambda: rec.recommend(["office-0"], k=3, filter=slow_filter))
+    reader.start()
+    assert inside.wait(5)
+    writer = threading.Thread(target=lambda: written.append(rec.delete_items(["garden-1"])))
+    writer.start()
+    writer.join(0.2)
+    assert not written  # the writer waits for the reader
+    release.set()
+    reader.join(5)
+    writer.join(5)
+    assert written == [[]] and "garden-1" not in rec

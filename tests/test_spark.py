@@ -14,7 +14,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from _tiny_bundle import TOPICS, make_tiny_bundle
 
 pytestmark = pytest.mark.slow
@@ -51,10 +50,8 @@ def spark():
 
 
 def test_spark_embed_and_recommend_equal_one_host(spark, tmp_path):
-    from lmrec import Recommender
-    from lmrec._bundle import Bundle
-    from lmrec._encoder import TextEncoder
-    from lmrec._pack import pack_bundle
+    from lmrec import Bundle, Recommender, TextEncoder
+    from lmrec.offline import pack_bundle
     from lmrec.spark import embed, recommend
 
     bundle = make_tiny_bundle(tmp_path / "bundle")

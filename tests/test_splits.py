@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lmrec import DataError, load_dataset
 from lmrec.evaluation import make_split, training_items
 
@@ -16,7 +15,9 @@ def test_warm_split_is_leave_one_out():
     split = make_split(data, "warm", seed=0)
     eligible = [u for u, s in enumerate(data.sequences) if len(s) >= 3]
     assert split.test.users.tolist() == eligible
-    for case, (u, hist, target) in enumerate(zip(split.test.users, split.test.histories, split.test.targets)):
+    for case, (u, hist, target) in enumerate(
+        zip(split.test.users, split.test.histories, split.test.targets, strict=True)
+    ):
         seq = data.sequences[u]
         assert target == seq[-1]
         assert hist.tolist() == seq[:-1].tolist()  # the validation item is in the test history
@@ -34,7 +35,7 @@ def test_cold_split_keeps_cold_items_out_of_training():
     assert not training_items(split)[split.cold_items].any()
     assert len(split.test) > 0 and set(split.test.targets.tolist()) <= cold
     assert set(split.valid.targets.tolist()) <= cold
-    for u, hist in zip(split.test.users, split.test.histories):
+    for u, hist in zip(split.test.users, split.test.histories, strict=True):
         assert hist.tolist() == data.sequences[u][:-1].tolist()  # full prefix, cold items included
 
 
@@ -56,7 +57,7 @@ def test_temporal_split_respects_the_cut():
     data = load_dataset(DATA)
     split = make_split(data, "temporal", seed=0)
     cut = split.params["test_cut"]
-    for u, hist, target in zip(split.test.users, split.test.histories, split.test.targets):
+    for u, hist in zip(split.test.users, split.test.histories, strict=True):
         ts = data.timestamps[u]
         assert ts[len(hist)] > cut and (len(hist) == 0 or ts[len(hist) - 1] <= cut)
 

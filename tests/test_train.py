@@ -12,15 +12,17 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 import lmrec  # noqa: E402
-from lmrec import DataError, LmrecError  # noqa: E402
-from lmrec._bundle import verify_bundle  # noqa: E402
+import lmrec.trainer as _train  # noqa: E402  (Trainer, checkpoint_dir)
+from conftest import TINY_DATA  # noqa: E402
+from lmrec import (  # noqa: E402
+    DataError,
+    LmrecError,
+    verify_bundle,  # noqa: E402
+)
 from lmrec.cli import main  # noqa: E402
 from lmrec.evaluation import evaluate, make_split  # noqa: E402
 from lmrec.trainer import TrainConfig, load_config, parse_objectives, train  # noqa: E402
-from lmrec.trainer import _train  # noqa: E402
-from lmrec.trainer._objectives import MASK, PAD, augment, full_softmax_ce, gather, left_pad, windows  # noqa: E402
-
-from conftest import TINY_DATA  # noqa: E402
+from lmrec.trainer.objectives import MASK, PAD, augment, full_softmax_ce, gather, left_pad, windows  # noqa: E402
 
 FAST = {"epochs": 3, "patience": 3, "max_length": 64, "hidden": 16, "max_history": 12, "batch_size": 32}
 
@@ -67,12 +69,11 @@ def test_bundle_is_used_by_the_sdk_and_matches_training(trained: Path) -> None:
     assert np.array_equal(np.load(trained / "popularity.npy"), split.train_counts())  # no test interaction leaks in
 
     rec = lmrec.Recommender.load(trained, precision="fp32")
-    assert rec._user_model is not None
+    assert rec.users.encoder is not None
     ids = rec.recommend([data.item_ids[i] for i in split.test.histories[0]], k=5)
     assert len(ids) == 5
     # The SDK scores the validation cases as the torch model did during training.
-    from lmrec.evaluation import FitContext
-    from lmrec.evaluation._bundle_scorer import BundleScorer
+    from lmrec.evaluation import BundleScorer, FitContext
 
     scorer = BundleScorer(str(trained), "fp32")
     scorer.fit(FitContext(data, split))
@@ -119,15 +120,15 @@ def test_failed_parity_gate_keeps_the_model_for_resume_force(trained: Path, tiny
     from lmrec.trainer import export
 
     out = tmp_path / "gated"
-    monkeypatch.setitem(export.PARITY_GATE, "int8_top10_overlap", 1.01)  # no export can pass
+    monkeypatch.setitem(export.PARITY_GATE, "int8", {"top10_overlap": 1.01})  # no export can pass
     code = main(["train", "--data", TINY_DATA, "--out", str(out), "--seed", "3", "--base-model", str(tiny_bert_dir),
                  "--config", str(_config_file(tiny_bert_dir, tmp_path)), "--quiet"])
     assert code == 2 and "--resume --force" in capsys.readouterr().err
     assert not out.exists() and (_train.checkpoint_dir(out) / "state.pt").is_file()
     monkeypatch.setattr(_train.Trainer, "user_epoch", lambda self: pytest.fail("trained again"))
     result = train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), resume=True, force=True, progress=False)
-    parity = json.loads((result.bundle / "manifest.json").read_text())["parity"]
-    assert parity["forced"] and not parity["passed"]
+    gates = json.loads((result.bundle / "manifest.json").read_text())["gates"]
+    assert not gates["int8"]["passed"] and gates["fp32"]["passed"]
     assert np.array_equal(np.load(trained / "item_vectors.npy"), np.load(out / "item_vectors.npy"))
 
 
@@ -208,7 +209,9 @@ def test_popularity_prior_is_a_training_only_logit_offset() -> None:
     logits = (users @ items.T + offset).masked_fill(hidden, float("-inf"))
     expected = torch.nn.functional.cross_entropy(logits[:3], targets[:3])
     assert torch.allclose(full_softmax_ce(users[:3], items, targets[:3], hidden, offset), expected)
-    assert full_softmax_ce(users[:1], items, targets[:1], hidden, offset) < full_softmax_ce(users[:1], items, targets[:1], hidden)
+    assert full_softmax_ce(users[:1], items, targets[:1], hidden, offset) < full_softmax_ce(
+        users[:1], items, targets[:1], hidden
+    )
     with pytest.raises(LmrecError, match="popularity_prior=-1: must be a number from 0 to 10"):
         TrainConfig(popularity_prior=-1)
 

@@ -6,21 +6,56 @@ says which extra is missing when a feature is used without it.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._config import OBJECTIVES, TrainConfig, load_config, parse_objectives
 
 if TYPE_CHECKING:
+    from ._bench_embed import bench_embed
+    from ._bench_embed import format_table as format_bench_table
+    from ._bench_embed import write_report as write_bench_report
+    from ._checkpoint import checkpoint_dir
+    from ._demo import demo
+    from ._encoder import TorchEncoder, cached_item_vectors
     from ._train import TrainResult, train
+    from ._trainer import Trainer
+
+# torch is imported only when training (or the torch encoder) is asked for
+_LAZY = {
+    "train": ("_train", "train"),
+    "TrainResult": ("_train", "TrainResult"),
+    "Trainer": ("_trainer", "Trainer"),
+    "checkpoint_dir": ("_checkpoint", "checkpoint_dir"),
+    "demo": ("_demo", "demo"),
+    "TorchEncoder": ("_encoder", "TorchEncoder"),
+    "cached_item_vectors": ("_encoder", "cached_item_vectors"),
+    "bench_embed": ("_bench_embed", "bench_embed"),
+    "format_bench_table": ("_bench_embed", "format_table"),
+    "write_bench_report": ("_bench_embed", "write_report"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # torch is imported only when training is asked for
-    if name in ("train", "TrainResult"):
-        from . import _train
-
-        return getattr(_train, name)
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
     raise AttributeError(f"module 'lmrec.trainer' has no attribute {name!r}")
 
 
-__all__ = ["train", "TrainResult", "TrainConfig", "OBJECTIVES", "load_config", "parse_objectives"]
+__all__ = [
+    "train",
+    "TrainResult",
+    "Trainer",
+    "checkpoint_dir",
+    "TrainConfig",
+    "OBJECTIVES",
+    "load_config",
+    "parse_objectives",
+    "demo",
+    "TorchEncoder",
+    "cached_item_vectors",
+    "bench_embed",
+    "format_bench_table",
+    "write_bench_report",
+]

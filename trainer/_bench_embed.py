@@ -16,13 +16,12 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
-
-from .._bundle import TOKENIZER, Bundle
-from .._errors import LmrecError, require
+from lmrec import Bundle, LmrecError, Manifest, require
 
 TARGETS = {
     "speedup_vs_sentence_transformers_b64": 2.5,
@@ -58,7 +57,7 @@ def _fastembed_dir(bundle: Bundle, model_dir: str, out: Path) -> Path:
     """A FastEmbed model folder around the bundle's fp32 graph (which already pools and normalises)."""
     out.mkdir(parents=True, exist_ok=True)
     os.symlink(bundle.encoder_path("fp32"), out / "model.onnx")
-    shutil.copyfile(bundle.file(TOKENIZER), out / "tokenizer.json")
+    shutil.copyfile(bundle.file(Manifest.TOKENIZER), out / "tokenizer.json")
     for name in ("special_tokens_map.json", "config.json"):
         if (Path(model_dir) / name).is_file():
             shutil.copyfile(Path(model_dir) / name, out / name)
@@ -75,7 +74,7 @@ def _load_fastembed(bundle: Bundle, model_dir: str, workdir: Path,
 
     name = f"lmrec-bench/{bundle.path.name}-{os.getpid()}"
     TextEmbedding.add_custom_model(model=name, pooling=PoolingType.DISABLED, normalization=True,
-                                   sources=ModelSource(hf=name), dim=bundle.manifest.get("encoder_dim", bundle.dim),
+                                   sources=ModelSource(hf=name), dim=bundle.manifest.encoder_dim or bundle.dim,
                                    model_file="model.onnx")
     model = TextEmbedding(model_name=name, specific_model_path=str(_fastembed_dir(bundle, model_dir, workdir)),
                           local_files_only=True, threads=threads)
@@ -92,14 +91,19 @@ def _load_sentence_transformers(model_dir: str, max_length: int) -> Callable[[li
 
 
 def _load_lmrec(bundle: Bundle, precision: str, threads: int | None) -> Callable[[list[str], int], np.ndarray]:
-    from .._encoder import TextEncoder
+    from lmrec import TextEncoder
 
-    encoder = TextEncoder(bundle.encoder_path(precision), bundle.file(TOKENIZER), bundle.max_length, threads=threads)
+    encoder = TextEncoder.from_bundle(bundle, "cpu", precision, threads)
     return lambda texts, batch: encoder.embed(texts, batch_size=batch)
 
 
-def _time_engines(engines: dict[str, Callable[[list[str], int], np.ndarray]], texts: list[str], queries: list[str],
-                  repeats: int, progress: bool) -> tuple[dict[str, np.ndarray], dict[str, list[float]], dict[str, list[float]]]:
+def _time_engines(
+    engines: dict[str, Callable[[list[str], int], np.ndarray]],
+    texts: list[str],
+    queries: list[str],
+    repeats: int,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, list[float]], dict[str, list[float]]]:
     """Interleaved timings: each repeat runs every engine once, so background load hits all alike."""
     from tqdm.auto import tqdm
 
@@ -126,7 +130,7 @@ def _time_engines(engines: dict[str, Callable[[list[str], int], np.ndarray]], te
 def _count_truncated(bundle: Bundle, texts: list[str]) -> int:
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(bundle.file(TOKENIZER)))
+    tokenizer = Tokenizer.from_file(str(bundle.file(Manifest.TOKENIZER)))
     return sum(len(e.ids) > bundle.max_length for e in tokenizer.encode_batch(texts))
 
 
@@ -137,8 +141,8 @@ def bench_embed(data_spec: str, bundle_dir: str | None = None, repeats: int = 3,
     require("sentence_transformers", "bench", "lmrec bench embed")
     require("fastembed", "bench", "lmrec bench embed")
     import torch
+    from lmrec import load_dataset
 
-    from .. import load_dataset
     from ._encoder import default_model_path
     from .export import DEFAULT_BASE_MODEL_NAME
 
@@ -162,13 +166,13 @@ def bench_embed(data_spec: str, bundle_dir: str | None = None, repeats: int = 3,
 
             bundle_dir = str(build_zero_shot_bundle(data_spec, Path(tmp) / "bundle", parity_texts=256))
         bundle = Bundle.open(bundle_dir)
-        if bundle.manifest.get("projection"):
+        if bundle.manifest.projection:
             raise LmrecError(f"--bundle {bundle_dir}: has a projection; benchmark a full-dimension bundle")
         truncated = _count_truncated(bundle, item_texts)
         model_dir = default_model_path()
         # A trained bundle has other weights than the base model: same architecture and cost, so the
         # speed comparison holds, but comparing vectors does not.
-        same_weights = bundle.manifest.get("base_model") == DEFAULT_BASE_MODEL_NAME and not bundle.manifest.get("training")
+        same_weights = bundle.manifest.base_model == DEFAULT_BASE_MODEL_NAME and not bundle.manifest.training
         engines: dict[str, Callable[[list[str], int], np.ndarray]] = {
             "sentence_transformers": _load_sentence_transformers(model_dir, bundle.max_length),
             "lmrec_int8": _load_lmrec(bundle, "int8", threads),
@@ -222,7 +226,9 @@ def bench_embed(data_spec: str, bundle_dir: str | None = None, repeats: int = 3,
     ours = e["lmrec_int8"]
     result["speedup_vs_sentence_transformers_b64"] = e["sentence_transformers"]["b64_seconds"] / ours["b64_seconds"]
     result["latency_speedup_vs_sentence_transformers_b1"] = e["sentence_transformers"]["b1_ms_p50"] / ours["b1_ms_p50"]
-    result["speedup_vs_fastembed_b64"] = (e["fastembed"]["b64_seconds"] / ours["b64_seconds"]) if "fastembed" in e else None
+    result["speedup_vs_fastembed_b64"] = (
+        (e["fastembed"]["b64_seconds"] / ours["b64_seconds"]) if "fastembed" in e else None
+    )
     if "fastembed" in e:
         result["latency_speedup_vs_fastembed_b1"] = e["fastembed"]["b1_ms_p50"] / ours["b1_ms_p50"]
     result["targets"] = dict(TARGETS)
@@ -234,11 +240,17 @@ def format_table(result: dict[str, Any]) -> str:
     """The report as a Markdown table plus the speed-ups against their targets."""
     lines = ["| engine | batch 64: texts/s | batch 64: s | batch 1: p50 ms | batch 1: p90 ms | mean cosine to ST |",
              "|---|---|---|---|---|---|"]
-    labels = {"sentence_transformers": "sentence-transformers (torch fp32)", "fastembed": "FastEmbed (fp32 ONNX export)",
-              "lmrec_fp32": "lmrec fp32 (fused ONNX)", "lmrec_int8": "lmrec int8"}
+    labels = {
+        "sentence_transformers": "sentence-transformers (torch fp32)",
+        "fastembed": "FastEmbed (fp32 ONNX export)",
+        "lmrec_fp32": "lmrec fp32 (fused ONNX)",
+        "lmrec_int8": "lmrec int8",
+    }
     for name, row in result["engines"].items():
-        lines.append(f"| {labels.get(name, name)} | {row['b64_texts_per_second']:.1f} | {row['b64_seconds']:.2f} | "
-                     f"{row['b1_ms_p50']:.2f} | {row['b1_ms_p90']:.2f} | {_fmt(row['mean_cosine_to_sentence_transformers'])} |")
+        lines.append(
+            f"| {labels.get(name, name)} | {row['b64_texts_per_second']:.1f} | {row['b64_seconds']:.2f} | "
+            f"{row['b1_ms_p50']:.2f} | {row['b1_ms_p90']:.2f} | {_fmt(row['mean_cosine_to_sentence_transformers'])} |"
+        )
     for name, error in result["errors"].items():
         lines.append(f"| {labels.get(name, name)} | failed: {error} | | | | |")
     lines.append("")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .._errors import LmrecError
+from lmrec import LmrecError
 
 # The self-supervised objectives, each switchable (`objectives` / --objectives). The user
 # model's full-softmax cross-entropy over the catalogue (Klenitskiy & Vasilev 2023, "Turning
@@ -90,7 +90,7 @@ class TrainConfig:
         out["objectives"] = list(self.objectives)
         return out
 
-    def with_(self, **changes: Any) -> "TrainConfig":
+    def with_(self, **changes: Any) -> TrainConfig:
         unknown = sorted(set(changes) - {f.name for f in fields(self)})
         if unknown:
             raise LmrecError(f"config: unknown field {unknown[0]!r} (known: {', '.join(f.name for f in fields(self))})")
@@ -98,14 +98,35 @@ class TrainConfig:
 
 
 _RANGES: dict[str, tuple[float, float]] = {
-    "max_length": (8, 512), "max_history": (1, 512), "hidden": (4, 4096), "layers": (1, 24), "heads": (1, 64),
-    "dropout": (0.0, 0.9), "lr": (0.0, 1.0), "adapter_lr": (0.0, 1.0), "residual_lr": (0.0, 1.0), "weight_decay": (0.0, 1.0),
-    "batch_size": (1, 65536), "epochs": (0, 100000), "patience": (1, 100000), "cl_weight": (0.0, 100.0),
-    "cl_temperature": (1e-3, 100.0), "augment_ratio": (0.0, 0.9), "cooc_weight": (0.0, 100.0),
-    "cooc_temperature": (1e-3, 100.0), "finetune_layers": (0, 48), "encoder_lr": (0.0, 1.0),
-    "encoder_steps": (0, 10_000_000), "encoder_batch": (2, 65536), "negatives": (0, 1_000_000),
-    "temperature": (1e-3, 100.0), "mlm_epochs": (0, 1000), "mlm_lr": (0.0, 1.0), "mlm_probability": (0.01, 0.9),
-    "residual_dropout": (0.0, 1.0), "popularity_prior": (0.0, 10.0),
+    "max_length": (8, 512),
+    "max_history": (1, 512),
+    "hidden": (4, 4096),
+    "layers": (1, 24),
+    "heads": (1, 64),
+    "dropout": (0.0, 0.9),
+    "lr": (0.0, 1.0),
+    "adapter_lr": (0.0, 1.0),
+    "residual_lr": (0.0, 1.0),
+    "weight_decay": (0.0, 1.0),
+    "batch_size": (1, 65536),
+    "epochs": (0, 100000),
+    "patience": (1, 100000),
+    "cl_weight": (0.0, 100.0),
+    "cl_temperature": (1e-3, 100.0),
+    "augment_ratio": (0.0, 0.9),
+    "cooc_weight": (0.0, 100.0),
+    "cooc_temperature": (1e-3, 100.0),
+    "finetune_layers": (0, 48),
+    "encoder_lr": (0.0, 1.0),
+    "encoder_steps": (0, 10_000_000),
+    "encoder_batch": (2, 65536),
+    "negatives": (0, 1_000_000),
+    "temperature": (1e-3, 100.0),
+    "mlm_epochs": (0, 1000),
+    "mlm_lr": (0.0, 1.0),
+    "mlm_probability": (0.01, 0.9),
+    "residual_dropout": (0.0, 1.0),
+    "popularity_prior": (0.0, 10.0),
 }
 _INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "epochs", "patience",
          "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs"}

@@ -9,10 +9,12 @@ recommendations with the history items that explain them.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..data import DEFAULT_SPEC
+from lmrec.data import DEFAULT_SPEC
+
 from ._config import TrainConfig
 
 # Brief but real: the synthetic default learns most of what it can in a few epochs.
@@ -27,12 +29,19 @@ def _print(message: str = "") -> None:
 def demo(out: str | Path = "out/demo", data: str = DEFAULT_SPEC, seed: int = 0, progress: bool = True,
          config: TrainConfig | None = None, show: Callable[[str], None] = _print) -> dict[str, Any]:
     """Train, export, evaluate and show; returns the evaluation report (also written to OUT.eval.json)."""
-    from .. import Recommender, load_dataset
-    from ..evaluation import FitContext, make_split
-    from ..evaluation._bundle_scorer import BundleScorer
-    from ..evaluation._report import build_report, format_table, run_methods, write_json
-    from .baselines import Pop, ZeroShot
+    from lmrec import Recommender, load_dataset
+    from lmrec.evaluation import (
+        BundleScorer,
+        FitContext,
+        build_report,
+        format_table,
+        make_split,
+        run_methods,
+        write_json,
+    )
+
     from ._train import train
+    from .baselines import Pop, ZeroShot
 
     started = time.perf_counter()
     out = Path(out)
@@ -44,7 +53,11 @@ def demo(out: str | Path = "out/demo", data: str = DEFAULT_SPEC, seed: int = 0, 
     dataset = load_dataset(data)
     split = make_split(dataset, "warm", seed)
     ctx = FitContext(dataset, split, seed=seed, progress=progress)
-    scorers = [Pop(), ZeroShot(base_model=cfg.base_model, max_length=cfg.max_length), BundleScorer(str(out), name="lmrec")]
+    scorers = [
+        Pop(),
+        ZeroShot(base_model=cfg.base_model, max_length=cfg.max_length),
+        BundleScorer(str(out), name="lmrec"),
+    ]
     results, raw = run_methods(dataset, split, scorers, ctx, log=lambda line: None)
     report = build_report(dataset, split, results, raw, "zeroshot", seed)
     report["train_seconds"] = round(trained_in, 1)

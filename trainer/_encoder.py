@@ -7,12 +7,11 @@ so nothing is downloaded; any Hugging Face id or local folder loads the same way
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-
-from .._errors import LmrecError, require
+from lmrec import LmrecError, require
 
 DEFAULT_MAX_LENGTH = 128
 

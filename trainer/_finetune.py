@@ -9,14 +9,15 @@ step once. After training, the top layers go back into the full model, which is 
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from lmrec import LmrecError
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .._errors import LmrecError
 from ._encoder import TorchEncoder
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .._errors import LmrecError
+from lmrec import LmrecError
 
 OPSET = 17
 OUTPUT = "sentence_embedding"

@@ -12,23 +12,22 @@ from __future__ import annotations
 import datetime
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from lmrec import BundleWriter, DataInfo, LmrecError, Manifest, PrecisionGate, UserModelInfo, __version__, require
 
-from .. import __version__
-from .._bundle import ENCODER_FILES, POPULARITY, TOKENIZER, VECTORS, BundleWriter
-from .._errors import LmrecError, require
 from ._encoder import DEFAULT_MAX_LENGTH, TorchEncoder
 from ._onnx import OPSET, append_projection, convert_fp16, export_torch, optimise, quantise_int8
 
+# precision -> {figure: the least it may be}
 PARITY_GATE = {
-    "fp32_min_cosine": 0.99999,
-    "int8_mean_cosine": 0.99,
-    "int8_top10_overlap": 0.9,
-    "fp16_min_cosine": 0.999,
+    "fp32": {"min_cosine": 0.99999},
+    "int8": {"mean_cosine": 0.99, "top10_overlap": 0.9},
+    "fp16": {"min_cosine": 0.999},
 }
 PARITY_TEXTS = 512  # held-out item texts the gate compares on (sampled when the catalogue is larger)
 FP16_PARITY_TEXTS = 128  # fp16 runs slowly on a CPU; a smaller sample still catches a broken graph
@@ -47,18 +46,21 @@ class TrainedParts:
     `encoder` holds the weights to export (fine-tuned or base); `adapter` (weight (d, d'), bias (d',))
     is baked into every encoder graph like a projection, so new items embedded by the SDK land in
     the trained space; `residuals` (n_items, d') are added to catalogue vectors before normalising
-    (zero rows for items unseen in training); `user_encoder` is the ONNX user model; `manifest`
-    adds or replaces manifest keys (kind, training, metrics, user_model); `fingerprint` is the
-    training data's, checked against the data being exported; `popularity` (n_items,) replaces the
-    whole data's interaction counts (training counts only: no test interaction leaks in).
+    (zero rows for items unseen in training); `user_encoder` is the ONNX user model and
+    `user_model` its shape; `training` and `metrics` go into the manifest as they are;
+    `fingerprint` is the training data's, checked against the data being exported; `popularity`
+    (n_items,) replaces the whole data's interaction counts (training counts only: no test
+    interaction leaks in).
     """
 
     encoder: TorchEncoder
     adapter: tuple[np.ndarray, np.ndarray] | None
     residuals: np.ndarray | None
     user_encoder: Path
+    user_model: UserModelInfo
     fingerprint: str
-    manifest: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
     popularity: np.ndarray | None = None
 
 
@@ -93,16 +95,16 @@ def export_encoder(base_model: str | None, out_dir: str | Path, max_length: int 
         _log(f"exporting {encoder.name} to ONNX (opset {OPSET})")
         inputs = export_torch(encoder, raw)
         _log("optimising the fp32 graph (ONNX Runtime transformer fusion)")
-        fused = optimise(raw, out / ENCODER_FILES["fp32"], config)
+        fused = optimise(raw, out / Manifest.ENCODER_FILES["fp32"], config)
     layers = int(getattr(config, "num_hidden_layers", 0))
     if fused and fused.get("Attention", 0) < layers:
         _log(f"warning: attention fused in {fused.get('Attention', 0)} of {layers} layers (slower on CPU)")
     _log(f"fused operators: {fused or 'none (model family unknown to the ORT optimizer)'}")
     _log("quantising to int8 (dynamic, per channel)")
-    quantise_int8(out / ENCODER_FILES["fp32"], out / ENCODER_FILES["int8"])
+    quantise_int8(out / Manifest.ENCODER_FILES["fp32"], out / Manifest.ENCODER_FILES["int8"])
     _log("converting to fp16 (for CUDA)")
-    convert_fp16(out / ENCODER_FILES["fp32"], out / ENCODER_FILES["fp16"])
-    save_tokenizer(encoder, out / TOKENIZER)
+    convert_fp16(out / Manifest.ENCODER_FILES["fp32"], out / Manifest.ENCODER_FILES["fp16"])
+    save_tokenizer(encoder, out / Manifest.TOKENIZER)
     info: dict[str, Any] = {
         "base_model": base_model or DEFAULT_BASE_MODEL_NAME,
         "encoder_dim": encoder.dim,
@@ -110,9 +112,11 @@ def export_encoder(base_model: str | None, out_dir: str | Path, max_length: int 
         "onnx": {"opset": OPSET, "inputs": inputs, "output": "sentence_embedding", "fused_operators": fused,
                  "layers": layers},
         "parity": None,
+        "parity_texts": None,
     }
     if parity_texts is not None:
         info["parity"] = check_parity(encoder, out, parity_texts, force=force)
+        info["parity_texts"] = len(parity_texts)
     return info
 
 
@@ -131,48 +135,37 @@ def save_tokenizer(encoder: TorchEncoder, path: Path) -> None:
 
 
 def check_parity(encoder: TorchEncoder, export_dir: Path, texts: Sequence[str], force: bool = False,
-                 fp16_texts: int = FP16_PARITY_TEXTS) -> dict[str, Any]:
-    """Compare each exported graph with the torch encoder on `texts`; raise ParityError on a breach."""
-    from .._encoder import TextEncoder
+                 fp16_texts: int = FP16_PARITY_TEXTS) -> dict[str, PrecisionGate]:
+    """Compare each exported graph with the torch encoder on `texts`: precision -> its gate.
+    A breach raises ParityError unless `force`."""
+    from lmrec import TextEncoder
 
     texts = list(texts)
     if len(texts) < 2:
         raise ValueError(f"parity texts: need at least 2, got {len(texts)}")
     _log(f"parity gate on {len(texts)} held-out item texts")
     reference = encoder.encode(texts)
-
-    def embed(precision: str, subset: list[str]) -> np.ndarray:
-        onnx_encoder = TextEncoder(export_dir / ENCODER_FILES[precision], export_dir / TOKENIZER, encoder.max_length)
-        return onnx_encoder.embed(subset)
-
-    fp32 = embed("fp32", texts)
-    int8 = embed("int8", texts)
-    fp16 = embed("fp16", texts[:fp16_texts])
-    cos32 = np.sum(fp32 * reference, axis=1)
-    cos8 = np.sum(int8 * reference, axis=1)
-    cos16 = np.sum(fp16 * reference[:len(fp16)], axis=1)
-    result: dict[str, Any] = {
-        "texts": len(texts),
-        "fp32_min_cosine": float(cos32.min()),
-        "fp32_mean_cosine": float(cos32.mean()),
-        "int8_min_cosine": float(cos8.min()),
-        "int8_mean_cosine": float(cos8.mean()),
-        "int8_top10_overlap": neighbour_overlap(reference, int8),
-        "fp16_texts": len(fp16),
-        "fp16_min_cosine": float(cos16.min()),
-        "fp16_mean_cosine": float(cos16.mean()),
-        "gate": dict(PARITY_GATE),
-    }
-    breaches = [f"{key} {result[key]:.6f} < {limit}" for key, limit in PARITY_GATE.items() if result[key] < limit]
-    result["passed"] = not breaches
-    result["forced"] = bool(breaches) and force
-    _log("parity: " + ", ".join(f"{k}={result[k]:.6f}" for k in PARITY_GATE) + (" (PASS)" if not breaches else ""))
+    gates = {}
+    for precision, limits in PARITY_GATE.items():
+        subset = texts[:fp16_texts] if precision == "fp16" else texts  # fp16 runs slowly on a CPU
+        path = export_dir / Manifest.ENCODER_FILES[precision]
+        got = TextEncoder(path, export_dir / Manifest.TOKENIZER, encoder.max_length).embed(subset)
+        cosine = np.sum(got * reference[:len(subset)], axis=1)
+        figures = {"min_cosine": float(cosine.min()), "mean_cosine": float(cosine.mean())}
+        if "top10_overlap" in limits:
+            figures["top10_overlap"] = neighbour_overlap(reference, got)
+        passed = all(figures[k] >= v for k, v in limits.items())
+        gates[precision] = PrecisionGate(passed, figures, dict(limits))
+    breaches = [f"{p}_{k} {g.figures[k]:.6f} < {v}" for p, g in gates.items() for k, v in g.limits.items()
+                if g.figures[k] < v]
+    _log("parity: " + ", ".join(f"{p}_{k}={g.figures[k]:.6f}" for p, g in gates.items() for k in g.limits)
+         + (" (PASS)" if not breaches else ""))
     if breaches:
         message = "parity gate failed: " + "; ".join(breaches)
         if not force:
             raise ParityError(message + " (--force exports anyway and records the breach in the manifest)")
         _log(message + " (forced)")
-    return result
+    return gates
 
 
 def neighbour_overlap(reference: np.ndarray, other: np.ndarray, k: int = 10, queries: int = 2000,
@@ -188,7 +181,7 @@ def neighbour_overlap(reference: np.ndarray, other: np.ndarray, k: int = 10, que
         return np.argpartition(-scores, k - 1, axis=1)[:, :k]
 
     a, b = top(np.asarray(reference, dtype=np.float32)), top(np.asarray(other, dtype=np.float32))
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a.tolist(), b.tolist())]))
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a.tolist(), b.tolist(), strict=True)]))
 
 
 def fit_projection(vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -221,11 +214,8 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
     """Export `base_model` (default: packaged all-MiniLM-L6-v2), embed every catalogue item of
     `data_spec`, build the index, and write a complete bundle to `out_dir` atomically.
     With `trained`, the bundle carries the trained encoder, adapter, residuals and user model."""
+    from lmrec import TextEncoder, build_index, load_dataset
     from tqdm.auto import tqdm
-
-    from .. import load_dataset
-    from .._encoder import TextEncoder
-    from .._index import build_index
 
     _check_max_length(max_length)
     if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 2):
@@ -251,7 +241,9 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
                               force=force, encoder=encoder)
         del encoder
 
-        onnx_encoder = TextEncoder(writer.tmp_dir / ENCODER_FILES["fp32"], writer.tmp_dir / TOKENIZER, max_length)
+        onnx_encoder = TextEncoder(
+            writer.tmp_dir / Manifest.ENCODER_FILES["fp32"], writer.tmp_dir / Manifest.TOKENIZER, max_length
+        )
         vectors = np.empty((data.n_items, onnx_encoder.dim), dtype=np.float32)
         step = 1024
         with tqdm(total=data.n_items, desc="embed catalogue (fp32)", unit="item") as bar:
@@ -271,44 +263,37 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
             vectors = project(vectors, np.eye(vectors.shape[1], dtype=np.float32),
                               np.zeros(vectors.shape[1], np.float32), residuals)
         if trained is not None:
-            writer.add_file("user_encoder.onnx", trained.user_encoder)
-        writer.add_array(VECTORS, vectors)
-        writer.add_items(data.item_ids, data.item_texts, data.item_meta)
+            writer.add_file(Manifest.USER_ENCODER, trained.user_encoder)
         counts = np.bincount(np.concatenate(data.sequences) if data.sequences else np.zeros(0, np.int64),
                              minlength=data.n_items).astype(np.int64)
         if trained is not None and trained.popularity is not None:
             counts = np.asarray(trained.popularity, dtype=np.int64)
-        writer.add_array(POPULARITY, counts)
-
         _log(f"building the HNSW index over {data.n_items} items")
         index = build_index(vectors, data.item_ids)
-        index.save(writer.path("index"))
+        writer.add_catalogue(data.item_ids, data.item_texts, data.item_meta, vectors, index, counts)
 
-        manifest = {
-            "lmrec_version": __version__,
-            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "kind": "zero-shot",
-            "base_model": info["base_model"],
-            "dim": int(vectors.shape[1]),
-            "encoder_dim": info["encoder_dim"],
-            "max_length": max_length,
-            "pooling": "mean",
-            "normalize": True,
-            "template": data.template,
-            "projection": projection,
-            "index": index.params,
-            "data": {"spec": data_spec, "name": data.name, "fingerprint": data.fingerprint(),
-                     "items": data.n_items, "users": data.n_users, "interactions": data.n_interactions,
-                     "truncated_texts": truncated},
-            "training": None,
-            "metrics": None,
-            "parity": info["parity"],
-            "onnx": info["onnx"],
-        }
-        if trained is not None:
-            manifest.update(trained.manifest)
+        manifest = Manifest(
+            lmrec_version=__version__,
+            created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            kind="zero-shot" if trained is None else "trained",
+            base_model=info["base_model"],
+            dim=int(vectors.shape[1]),
+            encoder_dim=info["encoder_dim"],
+            max_length=max_length,
+            template=data.template,
+            projection=projection,
+            index=index.params,
+            data=DataInfo(spec=data_spec, name=data.name, fingerprint=data.fingerprint(), items=data.n_items,
+                          users=data.n_users, interactions=data.n_interactions, truncated_texts=truncated),
+            gates=info["parity"] or {},
+            parity_texts=info["parity_texts"],
+            onnx=info["onnx"],
+            user_model=trained.user_model if trained is not None else None,
+            training=trained.training if trained is not None else None,
+            metrics=trained.metrics if trained is not None else None,
+        )
         path = writer.finish(manifest)
-    _log(f"bundle written to {path} ({data.n_items} items, dim {manifest['dim']}, {truncated} texts truncated "
+    _log(f"bundle written to {path} ({data.n_items} items, dim {manifest.dim}, {truncated} texts truncated "
          f"to {max_length} tokens)")
     return path
 
@@ -319,7 +304,7 @@ def _add_projection(writer: BundleWriter, vectors: np.ndarray, dim: int | None, 
     """Fit PCA (or take a trained adapter, `fitted`), bake it into every encoder graph (so the SDK
     needs no extra step), and measure its cost. Returns the manifest entry and the catalogue
     vectors, with `residuals` added before normalising."""
-    from .._encoder import TextEncoder
+    from lmrec import TextEncoder
 
     if fitted is None:
         weight, bias, explained = fit_projection(vectors, dim)
@@ -329,19 +314,21 @@ def _add_projection(writer: BundleWriter, vectors: np.ndarray, dim: int | None, 
         dim = int(weight.shape[1])
     projected = project(vectors, weight, bias)
     overlap = neighbour_overlap(vectors, projected)
-    for precision in ENCODER_FILES:
-        append_projection(writer.tmp_dir / ENCODER_FILES[precision], weight, bias)
-    check = TextEncoder(writer.tmp_dir / ENCODER_FILES["fp32"], writer.tmp_dir / TOKENIZER, max_length)
+    for precision in Manifest.ENCODER_FILES:
+        append_projection(writer.tmp_dir / Manifest.ENCODER_FILES[precision], weight, bias)
+    check = TextEncoder(
+        writer.tmp_dir / Manifest.ENCODER_FILES["fp32"], writer.tmp_dir / Manifest.TOKENIZER, max_length
+    )
     agreement = float(np.min(np.sum(check.embed(check_texts) * projected[:len(check_texts)], axis=1)))
     if agreement < 0.9999:
         raise LmrecError(f"projection baked into the graph disagrees with numpy (min cosine {agreement:.6f})")
-    writer.add_array("projection.npy", np.vstack([weight, bias[None, :]]))
+    writer.add_array(Manifest.PROJECTION, np.vstack([weight, bias[None, :]]))
     _log(f"projection {vectors.shape[1]} -> {dim} ({'pca' if fitted is None else 'trained adapter'}): "
          + (f"explained variance {explained:.4f}, " if explained is not None else "")
          + f"top-10 neighbour overlap with the full vectors {overlap:.4f}")
     entry = {"dim": dim, "from_dim": int(vectors.shape[1]), "method": "pca" if fitted is None else "trained adapter",
              "fitted_on": "catalogue" if fitted is None else "training interactions",
-             "file": "projection.npy", "layout": "rows 0..from_dim-1: weight; last row: bias",
+             "file": Manifest.PROJECTION, "layout": "rows 0..from_dim-1: weight; last row: bias",
              "in_graph": True, "explained_variance": explained, "top10_overlap_vs_full": overlap}
     return entry, projected if residuals is None else project(vectors, weight, bias, residuals)
 

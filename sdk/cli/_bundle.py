@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
-from typing import Any
 
-from .._bundle import MANIFEST, verify_bundle
+from .._bundle import read_manifest, verify_bundle
+from .._manifest import Manifest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,9 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("dir", metavar="BUNDLE", help="bundle directory or packed bundle (.tar.zst)")
     v.set_defaults(run=run_verify)
 
-    pk = bsub.add_parser("pack", help="one checksummed .tar.zst to ship (needs the pack extra)",
-                         description="Writes a zstd-compressed tar whose first member is the manifest. With "
-                                     "--precision int8/fp16/fp32 the archive carries only that encoder (an edge bundle).")
+    pk = bsub.add_parser(
+        "pack",
+        help="one checksummed .tar.zst to ship (needs the pack extra)",
+        description="Writes a zstd-compressed tar whose first member is the manifest. With "
+        "--precision int8/fp16/fp32 the archive carries only that encoder (an edge bundle).",
+    )
     pk.add_argument("dir", metavar="DIR", help="bundle directory")
     pk.add_argument("out", metavar="OUT.tar.zst", help="archive to write")
     pk.add_argument("--precision", default="all", choices=("all", "int8", "fp16", "fp32"),
@@ -42,18 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(run=run_manifest)
 
 
-def _summary(path: str, manifest: dict[str, Any]) -> None:
-    data = manifest.get("data") or {}
-    parity = manifest.get("parity") or {}
-    print(f"OK {path}: {len(manifest['files'])} files verified")
-    print(f"  format {manifest.get('format_version')}, base model {manifest.get('base_model')}, "
-          f"dim {manifest.get('dim')}, max length {manifest.get('max_length')}")
-    print(f"  data {data.get('spec')} ({data.get('items')} items), training {manifest.get('training') or 'none (zero-shot)'}")
-    if manifest.get("packed"):
-        print(f"  packed for precision {manifest['packed']['precision']} (dropped: {', '.join(manifest['packed']['dropped']) or 'nothing'})")
-    if parity:
-        print("  parity " + ", ".join(f"{k} {parity[k]:.5f}" for k in
-                                      ("fp32_min_cosine", "int8_mean_cosine", "int8_top10_overlap") if k in parity))
+def _summary(path: str, manifest: Manifest) -> None:
+    data = manifest.data
+    print(f"OK {path}: {len(manifest.files)} files verified")
+    print(f"  format {manifest.format_version}, base model {manifest.base_model}, "
+          f"dim {manifest.dim}, max length {manifest.max_length}")
+    print(f"  data {data.spec} ({data.items} items), training {manifest.training or 'none (zero-shot)'}")
+    if manifest.packed:
+        print(f"  packed for precision {manifest.packed['precision']} "
+              f"(dropped: {', '.join(manifest.packed['dropped']) or 'nothing'})")
+    for precision, gate in manifest.gates.items():
+        figures = ", ".join(f"{k} {v:.5f}" for k, v in gate.figures.items())
+        print(f"  parity {precision}: {'passed' if gate.passed else 'FAILED'} ({figures})")
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -65,12 +66,7 @@ def run_verify(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"FAIL {problem}", file=sys.stderr)
         return 1
-    if archive:
-        manifest = read_packed_manifest(args.dir)
-    else:
-        with open(f"{args.dir}/{MANIFEST}", encoding="utf-8") as f:
-            manifest = json.load(f)
-    _summary(args.dir, manifest)
+    _summary(args.dir, read_packed_manifest(args.dir) if archive else read_manifest(args.dir)[0])
     return 0
 
 
@@ -97,9 +93,8 @@ def run_unpack(args: argparse.Namespace) -> int:
 
 
 def run_manifest(args: argparse.Namespace) -> int:
-    from .._bundle import _read_manifest
     from .._pack import is_archive, read_packed_manifest
 
-    manifest = read_packed_manifest(args.dir) if is_archive(args.dir) else _read_manifest(Path(args.dir))
-    print(json.dumps(manifest, indent=2, ensure_ascii=False))
+    manifest = read_packed_manifest(args.dir) if is_archive(args.dir) else read_manifest(args.dir)[0]
+    print(manifest.dumps(), end="")
     return 0

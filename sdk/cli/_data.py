@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser("stats", help="counts, sequence lengths and load report of a data spec")
     s.add_argument("--data", default=DEFAULT_SPEC,
                    help="data spec KIND:PATH (movielens, amazon, recbole, jsonl, synthetic:items=N,users=M,seed=S)")
-    s.add_argument("--template", default=None, help="item text template fields=a,b;sep=…;max_chars=N (default: the loader's)")
+    s.add_argument(
+        "--template", default=None, help="item text template fields=a,b;sep=…;max_chars=N (default: the loader's)"
+    )
     s.add_argument("--json", default=None, help="also write the statistics to this JSON file")
     s.set_defaults(run=run_stats)
 
@@ -29,7 +31,11 @@ def run_stats(args: argparse.Namespace) -> int:
         **data.summary(),
         "users_with_3_or_more": int((lengths >= 3).sum()),
         "sequence_length": {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max())},
-        "text_chars": {"min": int(text_lengths.min()), "median": float(np.median(text_lengths)), "max": int(text_lengths.max())},
+        "text_chars": {
+            "min": int(text_lengths.min()),
+            "median": float(np.median(text_lengths)),
+            "max": int(text_lengths.max()),
+        },
         "timestamps": data.timestamps is not None,
         "template": data.template,
         "fingerprint": data.fingerprint(),

@@ -16,19 +16,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="full-ranking leave-one-out evaluation of methods on a dataset",
                        description="Fits each method on the training part of the split, chooses its settings on "
                                    "validation, and reports test metrics with 95%% bootstrap intervals.")
-    p.add_argument("--data", default=DEFAULT_SPEC, help="data spec KIND:PATH (default: %(default)s, the synthetic default)")
+    p.add_argument(
+        "--data", default=DEFAULT_SPEC, help="data spec KIND:PATH (default: %(default)s, the synthetic default)"
+    )
     p.add_argument("--methods", default="pop,itemknn,zeroshot",
                    help=f"comma-separated methods: {', '.join(BASELINES)}, lmrec, lmrec-fp32 (default: %(default)s)")
-    p.add_argument("--split", default="warm", choices=("warm", "cold", "temporal"), help="evaluation split (default: warm)")
+    p.add_argument(
+        "--split", default="warm", choices=("warm", "cold", "temporal"), help="evaluation split (default: warm)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split, training and bootstrap (default: 0)")
-    p.add_argument("--cold-share", type=float, default=0.2, help="share of items held out by the cold split (default: 0.2)")
+    p.add_argument(
+        "--cold-share", type=float, default=0.2, help="share of items held out by the cold split (default: 0.2)"
+    )
     p.add_argument("--bundle", default=None, help="bundle directory scored by the lmrec and lmrec-fp32 methods")
-    p.add_argument("--ann", action="store_true", help="score bundles through the HNSW index (top 100) instead of exactly")
-    p.add_argument("--base-model", default=None, help="text encoder of the zeroshot baseline (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument(
+        "--ann", action="store_true", help="score bundles through the HNSW index (top 100) instead of exactly"
+    )
+    p.add_argument(
+        "--base-model", default=None, help="text encoder of the zeroshot baseline (default: packaged all-MiniLM-L6-v2)"
+    )
     p.add_argument("--device", default="cpu", help="torch device for baselines that train or encode (default: cpu)")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="override a method setting, e.g. sasrec.max_epochs=20 (repeatable)")
-    p.add_argument("--reference", default=None, help="method the others are compared to by paired bootstrap (default: sasrec if run, else the first)")
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="method the others are compared to by paired bootstrap (default: sasrec if run, else the first)",
+    )
     p.add_argument("--json", required=True, help="write the report here")
     p.add_argument("--plot", default=None, help="also draw the methods side by side into this PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

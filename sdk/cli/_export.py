@@ -17,19 +17,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "texts, embeds every item of the catalogue and builds the HNSW index.")
     p.add_argument("--base-model", default=None,
                    help="Hugging Face model folder or Hub id (default: the packaged all-MiniLM-L6-v2)")
-    p.add_argument("--data", default=DEFAULT_SPEC, help="data spec KIND:PATH whose catalogue is embedded (default: %(default)s)")
+    p.add_argument(
+        "--data", default=DEFAULT_SPEC, help="data spec KIND:PATH whose catalogue is embedded (default: %(default)s)"
+    )
     p.add_argument("--out", required=True, help="bundle directory to create (must not exist unless --overwrite)")
     p.add_argument("--dim", type=positive_int, default=None,
                    help="reduce vectors to N dimensions with a PCA fitted on the catalogue (default: full dimension)")
-    p.add_argument("--max-length", type=positive_int, default=128, help="tokens per text; longer texts are truncated (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="write the bundle even if the parity gate fails (the breach is recorded)")
+    p.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=128,
+        help="tokens per text; longer texts are truncated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="write the bundle even if the parity gate fails (the breach is recorded)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (atomically)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     require("torch", "train", "lmrec export")
-    from ..trainer.export import build_zero_shot_bundle
+    from lmrec.trainer.export import build_zero_shot_bundle
 
     path = build_zero_shot_bundle(args.data, args.out, base_model=args.base_model, dim=args.dim,
                                   overwrite=args.overwrite, force=args.force, max_length=args.max_length)

@@ -29,10 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--vectors", required=True, help="vector file: .parquet (id, vector) or .npy with .ids.txt")
     b.add_argument("--out", required=True, help="new bundle directory")
     b.add_argument("--items", default=None, help="items file (.jsonl/.csv/.parquet) with the texts and metadata")
-    b.add_argument("--M", type=positive_int, default=DEFAULT_PARAMS["M"], help="HNSW links per node (default: %(default)s)")
+    b.add_argument(
+        "--M", type=positive_int, default=DEFAULT_PARAMS["M"], help="HNSW links per node (default: %(default)s)"
+    )
     b.add_argument("--ef-construction", type=positive_int, default=DEFAULT_PARAMS["ef_construction"],
                    help="HNSW build breadth (default: %(default)s)")
-    b.add_argument("--ef", type=positive_int, default=DEFAULT_PARAMS["ef"], help="HNSW search breadth stored with the index (default: %(default)s)")
+    b.add_argument(
+        "--ef",
+        type=positive_int,
+        default=DEFAULT_PARAMS["ef"],
+        help="HNSW search breadth stored with the index (default: %(default)s)",
+    )
     b.add_argument("--queries", type=_count, default=DEFAULT_QUERIES,
                    help="sampled items whose top 10 is compared with exact search (default: %(default)s; 0 skips)")
     b.add_argument("--threads", type=positive_int, default=None, help="build threads (default: all cores)")
@@ -54,8 +61,11 @@ def run_build(args: argparse.Namespace) -> int:
         raise LmrecError(str(e)) from None
     print(f"{report['out']}: {report['items']} items, dim {report['dim']}, M {report['params']['M']}, "
           f"ef_construction {report['params']['ef_construction']}, ef {report['params']['ef']}")
-    print(f"  build {report['build_seconds']:.1f} s ({report['items_per_s']:.0f} items/s on {report['threads']} threads), "
-          f"peak RSS {report['peak_rss_mb']:.0f} MiB")
+    print(
+        f"  build {report['build_seconds']:.1f} s ({report['items_per_s']:.0f} items/s "
+        f"on {report['threads']} threads), "
+        f"peak RSS {report['peak_rss_mb']:.0f} MiB"
+    )
     print(f"  recall@10 vs exact {report['recall@10']:.4f} on {report['recall_queries']} sampled items")
     print(f"  index {report['index_bytes'] / 2**20:.1f} MiB, vectors {report['vectors_bytes'] / 2**20:.1f} MiB")
     if report["items_without_text"]:

@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explain", action="store_true", help="also print the history items each result is based on")
     p.add_argument("--state-dir", default=None, help="state directory with upserts/deletes made on this bundle")
     p.add_argument("--strict", action="store_true", help="fail on unknown history ids instead of skipping them")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where the encoder runs (default: cpu)")
+    p.add_argument(
+        "--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where the encoder runs (default: cpu)"
+    )
     p.set_defaults(run=run)
 
 
@@ -31,11 +33,10 @@ def run(args: argparse.Namespace) -> int:
             results = rec.recommend(history, k=args.k, explain=args.explain, strict=args.strict)
         except ValueError as e:
             raise LmrecError(str(e)) from None
-        skipped = rec.skipped_history_ids
-        if skipped:
-            print(f"# skipped {skipped} unknown history id(s)")
-        if not [h for h in history if h in rec]:
-            print("# no known history items: most popular items (score = interactions)")
+        if results.unknown_ids:
+            print(f"# skipped {len(results.unknown_ids)} unknown history id(s)")
+        if len(results.unknown_ids) == len(history):
+            print("# no known history items: most popular items (score = interactions, scaled to [0, 1])")
         width = max((len(r.item_id) for r in results), default=0)
         for rank, r in enumerate(results, 1):
             line = f"{rank:3d}. {r.score:8.4f}  {r.item_id:<{width}}  {rec.title(r.item_id)}"

@@ -20,11 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data spec KIND:PATH whose users (and their histories) are used")
     p.add_argument("--out", required=True, help="output file (.parquet)")
     p.add_argument("-k", type=positive_int, default=50, help="recommendations per user (default: %(default)s)")
-    p.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH, help="users per batch / row group (default: %(default)s)")
+    p.add_argument(
+        "--batch", type=positive_int, default=DEFAULT_BATCH, help="users per batch / row group (default: %(default)s)"
+    )
     p.add_argument("--state-dir", default=None, help="state directory with upserts/deletes made on this bundle")
     p.add_argument("--mode", default="auto", choices=("auto", "exact", "ann"),
                    help="exact scores or the HNSW graph (default: auto, exact below 20k items)")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where the user model runs (default: cpu)")
+    p.add_argument(
+        "--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where the user model runs (default: cpu)"
+    )
     p.add_argument("--threads", type=positive_int, default=None, help="index search threads (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--json", default=None, help="also write the run's report to this file")

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "gracefully; SIGHUP reloads the bundle and the token file.",
     )
     p.add_argument("--bundle", required=True, type=Path, help="bundle directory (from lmrec export)")
-    p.add_argument("--state-dir", required=True, type=Path, help="where writes are logged and snapshotted (created if missing)")
+    p.add_argument(
+        "--state-dir", required=True, type=Path, help="where writes are logged and snapshotted (created if missing)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=50051, help="port (default: %(default)s; 0 picks a free one)")
     auth = p.add_mutually_exclusive_group()
@@ -28,15 +30,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="file of 'read TOKEN' / 'write TOKEN' lines (reread on SIGHUP)")
     p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", type=Path, default=None, help="PEM private key (with --tls-cert)")
-    p.add_argument("--max-batch", type=int, default=32, help="most texts per model run when batching Embed/Search (default: %(default)s)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="most texts per model run when batching Embed/Search (default: %(default)s)",
+    )
     p.add_argument("--max-wait-ms", type=float, default=2.0,
                    help="longest wait for a batch to fill, in milliseconds (default: %(default)s)")
-    p.add_argument("--max-queue", type=int, default=4096,
-                   help="texts allowed to wait for the model; beyond, calls get RESOURCE_EXHAUSTED (default: %(default)s)")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=4096,
+        help="texts allowed to wait for the model; beyond, calls get RESOURCE_EXHAUSTED (default: %(default)s)",
+    )
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port (same host)")
-    p.add_argument("--snapshot-interval", type=float, default=300.0,
-                   help="seconds between snapshots of the state directory when there were writes (default: %(default)s)")
-    p.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get on shutdown (default: %(default)s)")
+    p.add_argument(
+        "--snapshot-interval",
+        type=float,
+        default=300.0,
+        help="seconds between snapshots of the state directory when there were writes (default: %(default)s)",
+    )
+    p.add_argument(
+        "--grace", type=float, default=10.0, help="seconds in-flight calls get on shutdown (default: %(default)s)"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the encoder runs")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "fp16"], help="encoder weights")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
@@ -48,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         require(module, "server", "lmrec serve")
     if args.metrics_port is not None:
         require("prometheus_client", "server", "lmrec serve --metrics-port")
-    from ..server import ServerConfig, TokenAuth, serve
+    from lmrec.server import ServerConfig, TokenAuth, serve
 
     token = args.token or os.environ.get("LMREC_TOKEN")
     auth = TokenAuth.from_file(args.token_file) if args.token_file else TokenAuth.single(token) if token else None

@@ -25,22 +25,40 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which split's training part to train on; evaluate with the same --split (default: warm)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the split and of training; evaluate with the same --seed (default: 0)")
-    p.add_argument("--cold-share", type=float, default=0.2, help="share of items the cold split holds out (default: 0.2)")
-    p.add_argument("--config", default=None, help="JSON file of training settings (fields of lmrec.trainer.TrainConfig)")
+    p.add_argument(
+        "--cold-share", type=float, default=0.2, help="share of items the cold split holds out (default: 0.2)"
+    )
+    p.add_argument(
+        "--config", default=None, help="JSON file of training settings (fields of lmrec.trainer.TrainConfig)"
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set hidden=128 (repeatable; after --config)")
-    p.add_argument("--base-model", default=None, help="Hugging Face model folder or Hub id (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument(
+        "--base-model", default=None, help="Hugging Face model folder or Hub id (default: packaged all-MiniLM-L6-v2)"
+    )
     p.add_argument("--objectives", default=None,
                    help="comma-separated self-supervised objectives: next, cooc, mlm, cl, or none "
                         "(default: the config's; see README)")
-    p.add_argument("--epochs", type=non_negative_int, default=None, help="maximum epochs of the user model (early stopping may end sooner)")
+    p.add_argument(
+        "--epochs",
+        type=non_negative_int,
+        default=None,
+        help="maximum epochs of the user model (early stopping may end sooner)",
+    )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="torch device (default: cpu)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run whose checkpoint is in OUT.ckpt/")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run whose checkpoint is in OUT.ckpt/"
+    )
     p.add_argument("--keep-checkpoints", action="store_true", help="keep OUT.ckpt/ after the bundle is written")
     p.add_argument("--plot", default=None, help="draw the validation NDCG@10 curve into this PNG")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (atomically, at the end)")
-    p.add_argument("--force", action="store_true",
-                   help="write the bundle even if the export's parity gate fails (the breach is recorded in the manifest)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing bundle at --out (atomically, at the end)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write the bundle even if the export's parity gate fails (the breach is recorded in the manifest)",
+    )
     p.add_argument("--threads", type=non_negative_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a machine busy with other work)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -66,7 +84,7 @@ def overrides(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     require("torch", "train", "lmrec train")
-    from ..trainer import load_config, parse_objectives, train
+    from lmrec.trainer import load_config, parse_objectives, train
 
     extra = overrides(args.set)
     if args.objectives is not None:

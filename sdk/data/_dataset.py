@@ -75,9 +75,9 @@ class Dataset:
     def fingerprint(self) -> str:
         """sha256 over ids, texts and sequences: equal hashes mean the same training data."""
         h = hashlib.sha256()
-        for item, text in zip(self.item_ids, self.item_texts):
+        for item, text in zip(self.item_ids, self.item_texts, strict=True):
             h.update(item.encode() + b"\x00" + text.encode() + b"\x01")
-        for user, seq in zip(self.user_ids, self.sequences):
+        for user, seq in zip(self.user_ids, self.sequences, strict=True):
             h.update(user.encode() + b"\x02")
             h.update(np.ascontiguousarray(seq, dtype=np.int64).tobytes())
         return h.hexdigest()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -131,13 +132,15 @@ def load_movielens(path: Path, template: TextTemplate | None = None) -> Dataset:
                     tags[row["movieId"]].append(row["tag"].strip())
         for where, row in _csv_rows(path / "movies.csv", ("movieId", "title", "genres")):
             genres = [g for g in row["genres"].split("|") if g and g != "(no genres listed)"]
-            b.item(row["movieId"], {"title": row["title"], "genres": genres, "tags": tags.get(row["movieId"], [])}, where)
+            b.item(
+                row["movieId"], {"title": row["title"], "genres": genres, "tags": tags.get(row["movieId"], [])}, where
+            )
         for where, row in _csv_rows(path / "ratings.csv", ("userId", "movieId", "timestamp")):
             b.interaction(row["userId"], row["movieId"], _number(row["timestamp"], where, "timestamp"), where)
     elif (path / "u.data").exists():
         for where, parts in _split_lines(path / "u.item", "|", 5 + len(_ML100K_GENRES), "latin-1"):
             flags = parts[5:5 + len(_ML100K_GENRES)]
-            genres = [g for g, on in zip(_ML100K_GENRES, flags) if on == "1" and g != "unknown"]
+            genres = [g for g, on in zip(_ML100K_GENRES, flags, strict=True) if on == "1" and g != "unknown"]
             b.item(parts[0], {"title": parts[1], "genres": genres}, where)
         for where, parts in _split_lines(path / "u.data", "\t", 4, "latin-1"):
             b.interaction(parts[0], parts[1], _number(parts[3], where, "timestamp"), where)
@@ -231,7 +234,7 @@ def load_recbole(path: Path, template: TextTemplate | None = None) -> Dataset:
     text_fields = tuple(n for n, k in header if k in ("token", "token_seq") and n != "item_id")
     b = _Builder(path.name, template or TextTemplate(text_fields or ("item_id",), sep=". "))
     for where, parts in rows:
-        b.item(parts[id_col], dict(zip(names, parts)), where)
+        b.item(parts[id_col], dict(zip(names, parts, strict=True)), where)
     header, rows = _recbole_rows(inter_file)
     names = [n for n, _ in header]
     for need in ("user_id", "item_id"):

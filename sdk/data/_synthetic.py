@@ -17,29 +17,86 @@ from ._text import TextTemplate
 # topic: (adjectives, nouns)
 _TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "garden": (("green", "hardy", "organic", "flowering"), ("seeds", "shovel", "planter", "hose", "trowel", "compost")),
-    "kitchen": (("nonstick", "ceramic", "steel", "stackable"), ("skillet", "saucepan", "whisk", "knife", "spatula", "colander")),
+    "kitchen": (
+        ("nonstick", "ceramic", "steel", "stackable"),
+        ("skillet", "saucepan", "whisk", "knife", "spatula", "colander"),
+    ),
     "coffee": (("roasted", "espresso", "arabica", "decaf"), ("beans", "grinder", "kettle", "filter", "mug", "press")),
-    "hiking": (("waterproof", "ultralight", "trail", "alpine"), ("boots", "backpack", "tent", "poles", "jacket", "headlamp")),
+    "hiking": (
+        ("waterproof", "ultralight", "trail", "alpine"),
+        ("boots", "backpack", "tent", "poles", "jacket", "headlamp"),
+    ),
     "cycling": (("carbon", "aero", "tubeless", "gravel"), ("helmet", "saddle", "pedals", "tyre", "gloves", "pump")),
-    "baking": (("sourdough", "gluten-free", "vanilla", "buttery"), ("flour", "yeast", "mixer", "tin", "scale", "rolling-pin")),
-    "office": (("ergonomic", "adjustable", "recycled", "refillable"), ("stapler", "notebook", "pens", "binder", "desk-lamp", "chair")),
-    "gaming": (("wireless", "mechanical", "rgb", "competitive"), ("keyboard", "mouse", "headset", "controller", "monitor", "console")),
-    "music": (("acoustic", "vintage", "studio", "analog"), ("guitar", "strings", "amplifier", "microphone", "synth", "drumsticks")),
-    "fitness": (("adjustable", "foldable", "non-slip", "heavy-duty"), ("dumbbells", "yoga-mat", "kettlebell", "treadmill", "bands", "bench")),
-    "baby": (("soft", "hypoallergenic", "washable", "gentle"), ("stroller", "onesie", "bottle", "crib", "blanket", "teether")),
+    "baking": (
+        ("sourdough", "gluten-free", "vanilla", "buttery"),
+        ("flour", "yeast", "mixer", "tin", "scale", "rolling-pin"),
+    ),
+    "office": (
+        ("ergonomic", "adjustable", "recycled", "refillable"),
+        ("stapler", "notebook", "pens", "binder", "desk-lamp", "chair"),
+    ),
+    "gaming": (
+        ("wireless", "mechanical", "rgb", "competitive"),
+        ("keyboard", "mouse", "headset", "controller", "monitor", "console"),
+    ),
+    "music": (
+        ("acoustic", "vintage", "studio", "analog"),
+        ("guitar", "strings", "amplifier", "microphone", "synth", "drumsticks"),
+    ),
+    "fitness": (
+        ("adjustable", "foldable", "non-slip", "heavy-duty"),
+        ("dumbbells", "yoga-mat", "kettlebell", "treadmill", "bands", "bench"),
+    ),
+    "baby": (
+        ("soft", "hypoallergenic", "washable", "gentle"),
+        ("stroller", "onesie", "bottle", "crib", "blanket", "teether"),
+    ),
     "pets": (("chewable", "grain-free", "cozy", "durable"), ("leash", "kibble", "collar", "litter", "bed", "catnip")),
-    "photography": (("mirrorless", "full-frame", "telephoto", "prime"), ("camera", "lens", "tripod", "flash", "filter", "bag")),
-    "reading": (("bestselling", "illustrated", "hardcover", "classic"), ("novel", "biography", "atlas", "anthology", "cookbook", "poems")),
-    "skincare": (("fragrance-free", "hydrating", "vegan", "mineral"), ("serum", "moisturizer", "cleanser", "sunscreen", "toner", "mask")),
-    "tools": (("cordless", "magnetic", "professional", "compact"), ("drill", "wrench", "screwdriver", "saw", "level", "pliers")),
-    "travel": (("carry-on", "lightweight", "anti-theft", "packable"), ("suitcase", "passport-wallet", "pillow", "adapter", "organizer", "duffel")),
+    "photography": (
+        ("mirrorless", "full-frame", "telephoto", "prime"),
+        ("camera", "lens", "tripod", "flash", "filter", "bag"),
+    ),
+    "reading": (
+        ("bestselling", "illustrated", "hardcover", "classic"),
+        ("novel", "biography", "atlas", "anthology", "cookbook", "poems"),
+    ),
+    "skincare": (
+        ("fragrance-free", "hydrating", "vegan", "mineral"),
+        ("serum", "moisturizer", "cleanser", "sunscreen", "toner", "mask"),
+    ),
+    "tools": (
+        ("cordless", "magnetic", "professional", "compact"),
+        ("drill", "wrench", "screwdriver", "saw", "level", "pliers"),
+    ),
+    "travel": (
+        ("carry-on", "lightweight", "anti-theft", "packable"),
+        ("suitcase", "passport-wallet", "pillow", "adapter", "organizer", "duffel"),
+    ),
     "tea": (("loose-leaf", "oolong", "herbal", "matcha"), ("teapot", "infuser", "sampler", "cups", "tin", "whisk")),
-    "painting": (("watercolor", "acrylic", "oil", "archival"), ("brushes", "canvas", "easel", "palette", "paints", "sketchbook")),
-    "camping": (("insulated", "portable", "solar", "rugged"), ("stove", "cooler", "lantern", "sleeping-bag", "hammock", "chair")),
-    "swimming": (("chlorine-resistant", "anti-fog", "quick-dry", "competition"), ("goggles", "swimsuit", "cap", "kickboard", "towel", "fins")),
-    "smart-home": (("voice-controlled", "wifi", "motion-sensing", "energy-saving"), ("bulb", "plug", "thermostat", "doorbell", "camera", "speaker")),
-    "cleaning": (("biodegradable", "streak-free", "cordless", "scented"), ("vacuum", "mop", "detergent", "sponges", "duster", "spray")),
-    "board-games": (("cooperative", "strategy", "family", "party"), ("dice", "card-game", "puzzle", "chess-set", "expansion", "tokens")),
+    "painting": (
+        ("watercolor", "acrylic", "oil", "archival"),
+        ("brushes", "canvas", "easel", "palette", "paints", "sketchbook"),
+    ),
+    "camping": (
+        ("insulated", "portable", "solar", "rugged"),
+        ("stove", "cooler", "lantern", "sleeping-bag", "hammock", "chair"),
+    ),
+    "swimming": (
+        ("chlorine-resistant", "anti-fog", "quick-dry", "competition"),
+        ("goggles", "swimsuit", "cap", "kickboard", "towel", "fins"),
+    ),
+    "smart-home": (
+        ("voice-controlled", "wifi", "motion-sensing", "energy-saving"),
+        ("bulb", "plug", "thermostat", "doorbell", "camera", "speaker"),
+    ),
+    "cleaning": (
+        ("biodegradable", "streak-free", "cordless", "scented"),
+        ("vacuum", "mop", "detergent", "sponges", "duster", "spray"),
+    ),
+    "board-games": (
+        ("cooperative", "strategy", "family", "party"),
+        ("dice", "card-game", "puzzle", "chess-set", "expansion", "tokens"),
+    ),
 }
 _BRANDS = ("Acme", "Nordvik", "Solano", "Kestrel", "Brightline", "Oakhurst", "Velora", "Tamarack",
            "Lumen", "Corvid", "Halcyon", "Pinecrest", "Rivet", "Sable", "Zephyr", "Marlow")
@@ -65,7 +122,8 @@ def parse_synthetic_spec(spec: str) -> dict[str, int]:
 
 
 def synthetic(items: int = 2000, users: int = 1000, seed: int = 0) -> Dataset:
-    """Generate `items` items and `users` users (sequences of up to 60 items, 3 or more unless the catalogue runs out), deterministic in `seed`."""
+    """Generate `items` items and `users` users (sequences of up to 60 items, 3 or more unless the
+    catalogue runs out), deterministic in `seed`."""
     rng = np.random.default_rng(seed)
     topics = list(_TOPICS)
     n_topics = len(topics)
@@ -104,7 +162,7 @@ def synthetic(items: int = 2000, users: int = 1000, seed: int = 0) -> Dataset:
     for u in range(users):
         prefs = rng.choice(n_topics, size=rng.integers(1, 4), replace=False)
         length = int(min(3 + rng.geometric(0.08), 60, max(3, items)))
-        topic, seq, seen = int(prefs[0]), [], set()
+        topic, seq, seen = int(prefs[0]), list[int](), set[int]()
         for _ in range(length * 3):
             if len(seq) == length:
                 break

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 _SPACE = re.compile(r"\s+")
 _TAG = re.compile(r"<[^>]{0,200}>")
@@ -45,7 +46,7 @@ class TextTemplate:
         return f"fields={','.join(self.fields)};sep={self.sep};max_chars={self.max_chars}"
 
     @classmethod
-    def parse(cls, spec: str) -> "TextTemplate":
+    def parse(cls, spec: str) -> TextTemplate:
         """Inverse of `spec()`; raises ValueError naming the bad key."""
         values: dict[str, str] = {}
         for part in spec.split(";"):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .._errors import BundleError
+from .._manifest import Manifest
 from ._harness import FitContext
 
 ANN_FLOOR = -1e9  # items the index did not return: finite, below every real cosine
@@ -48,9 +50,9 @@ class BundleScorer:
         return out
 
 
-def check_bundle_matches(manifest: dict[str, Any], ctx: FitContext) -> None:
+def check_bundle_matches(manifest: Manifest, ctx: FitContext) -> None:
     """Refuse a bundle trained on other data, split or seed: scoring it would leak test items."""
-    training = manifest.get("training") or {}
+    training = manifest.training or {}
     if not training:
         return  # zero-shot bundle: saw no interactions
     expect = {"fingerprint": ctx.data.fingerprint(), "split": ctx.split.kind, "seed": ctx.split.seed}

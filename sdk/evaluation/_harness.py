@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -22,7 +23,7 @@ class Scorer(Protocol):
     name: str
     params: dict[str, Any]
 
-    def fit(self, ctx: "FitContext") -> None: ...
+    def fit(self, ctx: FitContext) -> None: ...
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray: ...
 

@@ -8,8 +8,8 @@ error: NaN compares false, so a naive rank count would put the target first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..data import Dataset
 from ._harness import FitContext, Scorer, evaluate
@@ -60,7 +61,9 @@ def format_table(report: dict[str, Any]) -> str:
     for pair, stats in report.get("paired", {}).items():
         s = stats["ndcg@10"]
         ratio = f"ratio {s['ratio']:.3f}" if s["ratio"] is not None else "ratio n/a"
-        lines.append(f"{pair}: ndcg@10 diff {s['diff']:+.4f} CI [{s['diff_ci95'][0]:+.4f}, {s['diff_ci95'][1]:+.4f}], {ratio}")
+        lines.append(
+            f"{pair}: ndcg@10 diff {s['diff']:+.4f} CI [{s['diff_ci95'][0]:+.4f}, {s['diff_ci95'][1]:+.4f}], {ratio}"
+        )
     return "\n".join(lines)
 
 

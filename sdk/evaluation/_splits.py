@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -92,9 +92,13 @@ def make_split(data: Dataset, kind: str = "warm", seed: int = 0, cold_share: flo
             train.append(head)
             train_users.append(u)
         if kind == "warm" or cold[seq[-2]]:
-            valid[0].append(u), valid[1].append(seq[:-2]), valid[2].append(int(seq[-2]))
+            valid[0].append(u)
+            valid[1].append(seq[:-2])
+            valid[2].append(int(seq[-2]))
         if kind == "warm" or cold[seq[-1]]:
-            test[0].append(u), test[1].append(seq[:-1]), test[2].append(int(seq[-1]))
+            test[0].append(u)
+            test[1].append(seq[:-1])
+            test[2].append(int(seq[-1]))
     return Split(kind, seed, data.n_items, train, np.asarray(train_users, dtype=np.int64),
                  _cases(*valid), _cases(*test), np.flatnonzero(cold),
                  {"cold_share": cold_share} if kind == "cold" else {})
@@ -111,16 +115,20 @@ def _temporal(data: Dataset, seed: int, quantile: float) -> Split:
     train, train_users = [], []
     valid: tuple[list, list, list] = ([], [], [])
     test: tuple[list, list, list] = ([], [], [])
-    for u, (seq, ts) in enumerate(zip(data.sequences, data.timestamps)):
+    for u, (seq, ts) in enumerate(zip(data.sequences, data.timestamps, strict=True)):
         n_train = int(np.searchsorted(ts, valid_cut, side="right"))
         n_test_hist = int(np.searchsorted(ts, test_cut, side="right"))
         if n_train:
             train.append(seq[:n_train])
             train_users.append(u)
         if n_train and n_train < n_test_hist:
-            valid[0].append(u), valid[1].append(seq[:n_train]), valid[2].append(int(seq[n_train]))
+            valid[0].append(u)
+            valid[1].append(seq[:n_train])
+            valid[2].append(int(seq[n_train]))
         if n_test_hist and n_test_hist < len(seq):
-            test[0].append(u), test[1].append(seq[:n_test_hist]), test[2].append(int(seq[n_test_hist]))
+            test[0].append(u)
+            test[1].append(seq[:n_test_hist])
+            test[2].append(int(seq[n_test_hist]))
     return Split("temporal", seed, data.n_items, train, np.asarray(train_users, dtype=np.int64),
                  _cases(*valid), _cases(*test), params={"valid_cut": valid_cut, "test_cut": test_cut})
 

@@ -12,8 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,7 +21,6 @@ pytest.importorskip("grpc", reason="the server extra (grpcio) is not installed")
 pytest.importorskip("onnxruntime", reason="the server needs an ONNX Runtime build (extra cpu)")
 
 from _tiny_bundle import make_tiny_bundle  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
-
 from lmrec.server import RecommenderClient, RecommenderServer, ServerConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,15 +6,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import lmrec
 import numpy as np
 import pytest
-
 from _grpc_fixtures import client, server, start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
-
-import lmrec
 from lmrec.client import RecommenderClient, RemoteError
 from lmrec.server import Limits
-from lmrec.server._gen import recommender_pb2 as pb
+from lmrec.server.v1 import recommender_pb2 as pb
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +55,7 @@ def test_recommend_history_matches_the_sdk(client: RecommenderClient, sdk: lmrec
 def test_recommend_explain_unknown_and_strict(client: RecommenderClient) -> None:
     results = client.recommend(["office-0", "office-4", "no-such-item"], k=3, explain=True)
     assert all(r.because and set(r.because) <= {"office-0", "office-4"} for r in results)
-    response = client._stub.Recommend(pb.RecommendRequest(history=["office-0", "no-such-item"], k=3), timeout=5)
+    response = client.stub.Recommend(pb.RecommendRequest(history=["office-0", "no-such-item"], k=3), timeout=5)
     assert list(response.unknown_ids) == ["no-such-item"] and len(response.items) == 3
     with pytest.raises(KeyError, match="no-such-item") as e:
         client.recommend(["office-0", "no-such-item"], strict=True)
@@ -71,7 +69,9 @@ def test_recommend_other_bases(client: RecommenderClient, sdk: lmrec.Recommender
     by_vector = client.recommend(user_vector=vector, k=3)
     assert by_vector[0].item_id == "music-3" and by_vector[0].score == pytest.approx(1.0, abs=1e-5)
     examples = client.recommend(positive=["music-3", "music-7"], negative=["office-0"], k=5)
-    assert [i for i, _ in examples] == [i for i, _ in sdk.recommend(positive=["music-3", "music-7"], negative=["office-0"], k=5)]
+    assert [i for i, _ in examples] == [
+        i for i, _ in sdk.recommend(positive=["music-3", "music-7"], negative=["office-0"], k=5)
+    ]
     assert {"music-3", "music-7", "office-0"}.isdisjoint(i for i, _ in examples)
 
 
@@ -121,7 +121,7 @@ def test_mixed_texts_and_vectors_in_one_request(client: RecommenderClient) -> No
         pb.Item(id="m-text", text="drum song"),
         pb.Item(id="m-vec", text="labelled vector", vector=[1.0] + [0.0] * 15),
     ])
-    assert client._stub.UpsertItems(request, timeout=5).upserted == 2
+    assert client.stub.UpsertItems(request, timeout=5).upserted == 2
     np.testing.assert_allclose(client.get_item("m-text").vector, client.embed_texts(["drum song"])[0],
                                atol=1e-6)
     assert client.get_item("m-vec").vector[0] == pytest.approx(1.0)
@@ -176,5 +176,7 @@ def test_reflection_describes_the_service(server) -> None:
         database = ProtoReflectionDescriptorDatabase(channel)
         assert {"lmrec.v1.Recommender", "grpc.health.v1.Health"} <= set(database.get_services())
         service = DescriptorPool(database).FindServiceByName("lmrec.v1.Recommender")
-        assert [m.name for m in service.methods] == [m.name for m in pb.DESCRIPTOR.services_by_name["Recommender"].methods]
+        assert [m.name for m in service.methods] == [
+            m.name for m in pb.DESCRIPTOR.services_by_name["Recommender"].methods
+        ]
         assert service.methods_by_name["Recommend"].input_type.fields_by_name["k"].number == 5

@@ -6,11 +6,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from _grpc_fixtures import start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
-
 import grpc
 import pytest
-
+from _grpc_fixtures import start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
 from lmrec.client import RecommenderClient, RemoteError
 from lmrec.server import TokenAuth, TokenError
 

@@ -6,11 +6,9 @@ import threading
 import time
 from pathlib import Path
 
-from _grpc_fixtures import start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
-
 import grpc
 import pytest
-
+from _grpc_fixtures import start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
 from lmrec.client import RecommenderClient, RemoteError
 
 
@@ -19,14 +17,15 @@ def gated(start_server, tiny_bundle: Path):
     """A server whose model runs only once `gate` is set; `seen` lists the texts that reached it."""
     server = start_server(tiny_bundle, max_batch=4, max_queue=1024)
     gate, seen = threading.Event(), []
-    run = server.batcher._run
+    rec = server.plane.recommender
+    embed = rec.embed_texts
 
-    def held(texts: list[str]):
+    def held(texts: list[str], batch_size: int = 64):
         gate.wait(30)
         seen.extend(texts)
-        return run(texts)
+        return embed(texts, batch_size=batch_size)
 
-    server.batcher._run = held
+    rec.embed_texts = held  # the model of the served Recommender waits at the gate
     client = RecommenderClient(f"127.0.0.1:{server.port}", timeout=30, max_attempts=1)
     blocker = threading.Thread(target=client.embed_texts, args=(["blocker"],))
     blocker.start()
@@ -42,7 +41,10 @@ def gated(start_server, tiny_bundle: Path):
 
 def test_deadline_exceeded_drops_queued_work(gated) -> None:
     server, client, gate, seen = gated
-    for call in (lambda: client.embed_texts(["late embed"], timeout=0.3), lambda: client.search("late search", timeout=0.3)):
+    for call in (
+        lambda: client.embed_texts(["late embed"], timeout=0.3),
+        lambda: client.search("late search", timeout=0.3),
+    ):
         with pytest.raises(RemoteError) as e:
             call()
         assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from _grpc_fixtures import tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
-
 import grpc
 import pytest
+from _grpc_fixtures import tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
 from google.protobuf import struct_pb2
-
 from lmrec.server import RecommenderServer
-from lmrec.server._gen import recommender_pb2 as pb
+from lmrec.server.v1 import recommender_pb2 as pb
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -56,32 +54,95 @@ CASES = [
     ("SimilarItems", pb.SimilarItemsRequest(id=""), INVALID, ["id", "empty"]),
     ("GetItem", pb.GetItemRequest(id="no-such-item"), NOT_FOUND, ["no-such-item"]),
     # malformed filters
-    ("Search", pb.SearchRequest(text="pen", filter=[pb.Condition(field="brand")]), INVALID, ["filter[0]", "equals or any_of"]),
-    ("Search", pb.SearchRequest(text="pen", filter=[_cond("", equals=struct_pb2.Value(string_value="A"))]), INVALID,
-     ["filter[0].field"]),
-    ("Search", pb.SearchRequest(text="pen", filter=[_cond("brand", equals=struct_pb2.Value(struct_value=_struct(a=1)))]),
-     INVALID, ["filter[0].equals", "string, number or bool"]),
-    ("Search", pb.SearchRequest(text="pen", filter=[_cond("brand", equals=struct_pb2.Value())]), INVALID,
-     ["filter[0].equals", "nothing"]),
-    ("Search", pb.SearchRequest(text="pen", filter=[_cond("brand", any_of=struct_pb2.ListValue())]), INVALID,
-     ["filter[0].any_of", "0 values"]),
-    ("Search", pb.SearchRequest(text="pen", filter=[_cond(f"f{i}", equals=struct_pb2.Value(bool_value=True)) for i in range(17)]),
-     INVALID, ["filter", "17 conditions", "16"]),
-    ("Search", pb.SearchRequest(text="pen", filter=[_cond("brand", equals=struct_pb2.Value(string_value="A")),
-                                                    _cond("brand", equals=struct_pb2.Value(string_value="B"))]),
-     INVALID, ["filter[1].field", "any_of"]),
+    (
+        "Search",
+        pb.SearchRequest(text="pen", filter=[pb.Condition(field="brand")]),
+        INVALID,
+        ["filter[0]", "equals or any_of"],
+    ),
+    (
+        "Search",
+        pb.SearchRequest(text="pen", filter=[_cond("", equals=struct_pb2.Value(string_value="A"))]),
+        INVALID,
+        ["filter[0].field"],
+    ),
+    (
+        "Search",
+        pb.SearchRequest(text="pen", filter=[_cond("brand", equals=struct_pb2.Value(struct_value=_struct(a=1)))]),
+        INVALID,
+        ["filter[0].equals", "string, number or bool"],
+    ),
+    (
+        "Search",
+        pb.SearchRequest(text="pen", filter=[_cond("brand", equals=struct_pb2.Value())]),
+        INVALID,
+        ["filter[0].equals", "nothing"],
+    ),
+    (
+        "Search",
+        pb.SearchRequest(text="pen", filter=[_cond("brand", any_of=struct_pb2.ListValue())]),
+        INVALID,
+        ["filter[0].any_of", "0 values"],
+    ),
+    (
+        "Search",
+        pb.SearchRequest(
+            text="pen", filter=[_cond(f"f{i}", equals=struct_pb2.Value(bool_value=True)) for i in range(17)]
+        ),
+        INVALID,
+        ["filter", "17 conditions", "16"],
+    ),
+    (
+        "Search",
+        pb.SearchRequest(
+            text="pen",
+            filter=[
+                _cond("brand", equals=struct_pb2.Value(string_value="A")),
+                _cond("brand", equals=struct_pb2.Value(string_value="B")),
+            ],
+        ),
+        INVALID,
+        ["filter[1].field", "any_of"],
+    ),
     # writes
     ("UpsertItems", pb.UpsertItemsRequest(), INVALID, ["items", "0 items"]),
-    ("UpsertItems", pb.UpsertItemsRequest(items=[pb.Item(id="a", text="pen")] * 1001), INVALID, ["items", "1001", "1000"]),
+    (
+        "UpsertItems",
+        pb.UpsertItemsRequest(items=[pb.Item(id="a", text="pen")] * 1001),
+        INVALID,
+        ["items", "1001", "1000"],
+    ),
     ("UpsertItems", pb.UpsertItemsRequest(items=[pb.Item(id="a")]), INVALID, ["items[0]", "text or vector"]),
-    ("UpsertItems", pb.UpsertItemsRequest(items=[pb.Item(id="a", text="pen"), pb.Item(id="a", text="ink")]), INVALID,
-     ["items[1].id", "twice"]),
-    ("UpsertItems", pb.UpsertItemsRequest(items=[pb.Item(id="a", vector=NAN_VECTOR)]), INVALID, ["items[0].vector", "finite"]),
-    ("UpsertItems", pb.UpsertItemsRequest(items=[pb.Item(id="a", vector=[1.0] * 3)]), INVALID, ["items[0].vector", "16"]),
-    ("UpsertItems", pb.UpsertItemsRequest(items=[pb.Item(id="a", text="pen", metadata=_struct(blob="x" * 20000))]), INVALID,
-     ["items[0].metadata", "16384"]),
-    ("UpsertItems", pb.UpsertItemsRequest(items=[pb.Item(id="a", text="pen", metadata=_struct(score=float("nan")))]), INVALID,
-     ["items[0].metadata", "finite"]),
+    (
+        "UpsertItems",
+        pb.UpsertItemsRequest(items=[pb.Item(id="a", text="pen"), pb.Item(id="a", text="ink")]),
+        INVALID,
+        ["items[1].id", "twice"],
+    ),
+    (
+        "UpsertItems",
+        pb.UpsertItemsRequest(items=[pb.Item(id="a", vector=NAN_VECTOR)]),
+        INVALID,
+        ["items[0].vector", "finite"],
+    ),
+    (
+        "UpsertItems",
+        pb.UpsertItemsRequest(items=[pb.Item(id="a", vector=[1.0] * 3)]),
+        INVALID,
+        ["items[0].vector", "16"],
+    ),
+    (
+        "UpsertItems",
+        pb.UpsertItemsRequest(items=[pb.Item(id="a", text="pen", metadata=_struct(blob="x" * 20000))]),
+        INVALID,
+        ["items[0].metadata", "16384"],
+    ),
+    (
+        "UpsertItems",
+        pb.UpsertItemsRequest(items=[pb.Item(id="a", text="pen", metadata=_struct(score=float("nan")))]),
+        INVALID,
+        ["items[0].metadata", "finite"],
+    ),
     ("UpsertItems", pb.UpsertItemsRequest(items=[pb.Item(id="", text="pen")]), INVALID, ["items[0].id", "empty"]),
     ("DeleteItems", pb.DeleteItemsRequest(), INVALID, ["ids", "at least 1"]),
     ("DeleteItems", pb.DeleteItemsRequest(ids=["x"] * 1001), INVALID, ["ids", "1001"]),
@@ -93,7 +154,9 @@ def live(tiny_bundle, tmp_path_factory) -> Any:
     """One server for the whole battery (a module fixture: these requests never change state)."""
     from lmrec.server import ServerConfig
 
-    server = RecommenderServer(ServerConfig(bundle=tiny_bundle, state_dir=tmp_path_factory.mktemp("bad") / "state", port=0))
+    server = RecommenderServer(
+        ServerConfig(bundle=tiny_bundle, state_dir=tmp_path_factory.mktemp("bad") / "state", port=0)
+    )
     server.start()
     server.wait_until_loaded(60)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.max_send_message_length", 64 * MB)])
@@ -118,7 +181,9 @@ def _rpc(channel: grpc.Channel, method: str, request: Any) -> grpc.RpcError:
 
 @pytest.mark.parametrize(("method", "request_", "code", "words"), CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_bad_request_gets_the_right_status(live, method: str, request_: Any, code: grpc.StatusCode, words: list[str]) -> None:
+def test_bad_request_gets_the_right_status(
+    live, method: str, request_: Any, code: grpc.StatusCode, words: list[str]
+) -> None:
     error = _rpc(live[1], method, request_)
     assert error.code() == code, error.details()
     for word in words:
@@ -135,10 +200,20 @@ def _with_invalid_utf8(message: Any, placeholder: str) -> bytes:
 @pytest.mark.parametrize(
     ("method", "raw"),
     [
-        ("UpsertItems", _with_invalid_utf8(pb.UpsertItemsRequest(items=[pb.Item(id="u", text="pen", metadata=_struct(brand="PLACEHOLDER"))]),
-                                           "PLACEHOLDER")),
-        ("UpsertItems", _with_invalid_utf8(pb.UpsertItemsRequest(items=[pb.Item(id="u", text="pen", metadata=_struct(PLACEHOLDER=1))]),
-                                           "PLACEHOLDER")),
+        (
+            "UpsertItems",
+            _with_invalid_utf8(
+                pb.UpsertItemsRequest(items=[pb.Item(id="u", text="pen", metadata=_struct(brand="PLACEHOLDER"))]),
+                "PLACEHOLDER",
+            ),
+        ),
+        (
+            "UpsertItems",
+            _with_invalid_utf8(
+                pb.UpsertItemsRequest(items=[pb.Item(id="u", text="pen", metadata=_struct(PLACEHOLDER=1))]),
+                "PLACEHOLDER",
+            ),
+        ),
         ("Embed", _with_invalid_utf8(pb.EmbedRequest(texts=["PLACEHOLDER"]), "PLACEHOLDER")),
     ],
     ids=["metadata-value", "metadata-key", "embed-text"],

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("grpc", reason="the server extra is not installed")
 
-from lmrec.server._batching import BatcherClosed, DeadlineExpired, MicroBatcher, QueueFull  # noqa: E402
+from lmrec.server import BatcherClosed, DeadlineExpired, MicroBatcher, QueueFull  # noqa: E402
 
 
 class FakeModel:
@@ -120,7 +120,11 @@ def test_closed_batcher_refuses_work_but_finishes_the_queue() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"max_batch": 0}, "max_batch"), ({"max_wait_s": 2.0}, "max_wait"), ({"max_batch": 8, "max_queue": 4}, "max_queue")],
+    [
+        ({"max_batch": 0}, "max_batch"),
+        ({"max_wait_s": 2.0}, "max_wait"),
+        ({"max_batch": 8, "max_queue": 4}, "max_queue"),
+    ],
 )
 def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

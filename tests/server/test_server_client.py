@@ -8,14 +8,12 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from _grpc_fixtures import server, start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
-
 import grpc
 import pytest
-
-from lmrec.client import RecommenderClient, RemoteError
-from lmrec.server import _servicer
-from lmrec.server._client import RemoteInvalidArgument, RemoteNotFound, retry_service_config
+from _grpc_fixtures import server, start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
+from lmrec.client import RecommenderClient, RemoteError, RemoteInvalidArgument, RemoteNotFound, retry_service_config
+from lmrec.server import DataPlane, NotReady
+from lmrec.server.v1 import recommender_pb2 as pb
 
 
 def test_lmrec_and_lmrec_client_import_without_loading_grpc() -> None:
@@ -37,15 +35,15 @@ def test_missing_server_extra_is_a_clear_error(monkeypatch) -> None:
 
 def test_unavailable_is_retried_for_idempotent_calls(monkeypatch, server) -> None:
     failures = {"left": 2}
-    real = _servicer.Serving.recommender.fget
+    real = DataPlane.recommender.fget
 
     def flaky(self):
         if failures["left"]:
             failures["left"] -= 1
-            raise _servicer.NotReady("warming up")
+            raise NotReady("warming up")
         return real(self)
 
-    monkeypatch.setattr(_servicer.Serving, "recommender", property(flaky))
+    monkeypatch.setattr(DataPlane, "recommender", property(flaky))
     with RecommenderClient(f"127.0.0.1:{server.port}", max_attempts=4) as client:
         assert len(client.recommend(["office-0"], k=3)) == 3  # third attempt
         failures["left"] = 2
@@ -74,7 +72,9 @@ def test_errors_are_not_retried_and_map_to_sdk_families(start_server, tiny_bundl
 
 def test_retry_policy_covers_every_method_of_v1() -> None:
     config = json.loads(retry_service_config(4))["methodConfig"][0]
-    assert {n["method"] for n in config["name"]} == {m.name for m in _servicer.SERVICE.methods}
+    assert {n["method"] for n in config["name"]} == {
+        m.name for m in pb.DESCRIPTOR.services_by_name["Recommender"].methods
+    }
     assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
 
 

@@ -12,10 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _grpc_fixtures import serve_process, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
-
-from lmrec.client import RecommenderClient
-
 from _tiny_bundle import TOPICS
+from lmrec.client import RecommenderClient
 
 TRIALS = 12
 BUDGET_S = 40  # stop starting trials after this long (2 busy cores)
@@ -51,7 +49,7 @@ class Writer(threading.Thread):
                     batches = [self._batch(rng.randint(1, 20))]
                     self.client.add_items(**batches[0])
                 for b in batches:  # acknowledged: the call returned
-                    self.acked.update(zip(b["ids"], b["texts"]))
+                    self.acked.update(zip(b["ids"], b["texts"], strict=True))
         except Exception:  # noqa: BLE001 - the server was killed: expected
             return
 
@@ -84,8 +82,12 @@ def test_no_acknowledged_write_is_lost_across_random_sigkills(serve_process, tin
         proc.wait_serving(client)
         _check(client, acked, set())  # finally every single one
     assert trials >= 4, f"only {trials} kill/restart trials fit in {BUDGET_S} s"
-    assert len(acked) >= 50 * trials, f"only {len(acked)} items acknowledged over {trials} trials: the test wrote too little"
-    assert "snapshot written" in "".join(p.read_text() for p in tmp_path.glob("serve*.log")), "no kill-free snapshot ever ran"
+    assert len(acked) >= 50 * trials, (
+        f"only {len(acked)} items acknowledged over {trials} trials: the test wrote too little"
+    )
+    assert "snapshot written" in "".join(p.read_text() for p in tmp_path.glob("serve*.log")), (
+        "no kill-free snapshot ever ran"
+    )
 
 
 def _check(client: RecommenderClient, acked: dict[str, str], checked: set[str]) -> None:

@@ -8,17 +8,14 @@ import threading
 import time
 from pathlib import Path
 
-from _grpc_fixtures import serve_process, server, start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
-
 import grpc
-import pytest
-from grpc_health.v1 import health_pb2
-
 import lmrec
+import pytest
+from _grpc_fixtures import serve_process, server, start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
+from _tiny_bundle import make_tiny_bundle
+from grpc_health.v1 import health_pb2
 from lmrec.client import RecommenderClient, RemoteError
 from lmrec.server import RecommenderServer, ServerConfig
-
-from _tiny_bundle import make_tiny_bundle
 
 
 def test_not_serving_while_loading(monkeypatch, tiny_bundle: Path, tmp_path: Path) -> None:
@@ -57,7 +54,7 @@ def test_sigterm_drains_in_flight_calls_and_snapshots(serve_process, tiny_bundle
     with RecommenderClient(f"127.0.0.1:{port}", timeout=60) as client:
         assert proc.wait_serving(client) < 60
         client.add_items(["before-stop"], texts=["guitar pick"])
-        watch = client._health.Watch(health_pb2.HealthCheckRequest(service=""))
+        watch = client.health_stub.Watch(health_pb2.HealthCheckRequest(service=""))
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         texts = [f"pen ink {i % 7}" for i in range(3000)]
         received: list[int] = []
@@ -66,7 +63,7 @@ def test_sigterm_drains_in_flight_calls_and_snapshots(serve_process, tiny_bundle
 
         def stream() -> None:
             try:
-                for offset, vectors in client.embed_texts_stream(texts, chunk_size=10):
+                for _offset, vectors in client.embed_texts_stream(texts, chunk_size=10):
                     received.append(len(vectors))
                     started.set()
             except Exception as e:  # noqa: BLE001 - checked below
@@ -95,7 +92,9 @@ def test_sighup_rereads_tokens(serve_process, tiny_bundle: Path, tmp_path: Path)
     tokens = tmp_path / "tokens"
     old, new = "o" * 20, "n" * 20
     tokens.write_text(f"write {old}\n")
-    proc = serve_process("--bundle", str(tiny_bundle), "--state-dir", str(tmp_path / "state"), "--token-file", str(tokens))
+    proc = serve_process(
+        "--bundle", str(tiny_bundle), "--state-dir", str(tmp_path / "state"), "--token-file", str(tokens)
+    )
     address = f"127.0.0.1:{proc.wait_port()}"
     with RecommenderClient(address, token=new, max_attempts=1) as client:
         proc.wait_serving(client)
@@ -118,9 +117,11 @@ def test_sighup_rereads_tokens(serve_process, tiny_bundle: Path, tmp_path: Path)
     assert proc.wait(30) == 0
 
 
-def test_reload_to_another_bundle_carries_the_state_dirs_writes(start_server, tiny_bundle: Path, tmp_path: Path) -> None:
-    """The state directory is tied to one bundle (lmrec._state): a swap to another (a model
-    update) replays its writes onto the new bundle (lmrec._rebase), and they stay durable."""
+def test_reload_to_another_bundle_carries_the_state_dirs_writes(
+    start_server, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """The state directory is tied to one bundle: a swap to another (a model update) replays its
+    writes onto the new bundle (`Recommender.reopen`), and they stay durable."""
     current = tmp_path / "current"
     os.symlink(tiny_bundle, current)
     state = tmp_path / "state"

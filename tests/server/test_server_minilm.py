@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lmrec
 import numpy as np
 import pytest
-
 from _grpc_fixtures import serve_process  # noqa: F401  (fixtures; skips without the server extra)
-
-import lmrec
 from lmrec.client import RecommenderClient
 
 
 @pytest.mark.slow
-def test_minilm_bundle_serves_within_60s_and_matches_the_sdk(serve_process, minilm_bundle: Path, tmp_path: Path) -> None:
+def test_minilm_bundle_serves_within_60s_and_matches_the_sdk(
+    serve_process, minilm_bundle: Path, tmp_path: Path
+) -> None:
     proc = serve_process("--bundle", str(minilm_bundle), "--state-dir", str(tmp_path / "state"))
     with RecommenderClient(f"127.0.0.1:{proc.wait_port()}", timeout=30) as client:
         assert proc.wait_serving(client, timeout=60) < 60

@@ -11,9 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from _grpc_fixtures import serve_process, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
-
 from lmrec.client import RecommenderClient
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
@@ -29,7 +27,9 @@ def node() -> str:
     return exe
 
 
-def test_node_client_calls_health_embed_upsert_recommend(node: str, serve_process, tiny_bundle: Path, tmp_path: Path) -> None:
+def test_node_client_calls_health_embed_upsert_recommend(
+    node: str, serve_process, tiny_bundle: Path, tmp_path: Path
+) -> None:
     proc = serve_process("--bundle", str(tiny_bundle), "--state-dir", str(tmp_path / "state"))
     address = f"127.0.0.1:{proc.wait_port()}"
     with RecommenderClient(address) as client:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._sasrec import SASRec, SASRecConfig
 from ._simple import ItemKNN, Pop, ZeroShot
+from .sasrec import SASRec, SASRecConfig
 
 BASELINES = {"pop": Pop, "itemknn": ItemKNN, "zeroshot": ZeroShot, "sasrec": SASRec}
 

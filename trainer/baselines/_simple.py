@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from lmrec.evaluation import FitContext
 
-from ...evaluation import FitContext
 from .._encoder import cached_item_vectors
 
 

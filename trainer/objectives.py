@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -85,7 +85,9 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     return F.cross_entropy(sim, target)
 
 
-def pair_infonce(a: torch.Tensor, b: torch.Tensor, temperature: float, same: torch.Tensor | None = None) -> torch.Tensor:
+def pair_infonce(
+    a: torch.Tensor, b: torch.Tensor, temperature: float, same: torch.Tensor | None = None
+) -> torch.Tensor:
     """Symmetric in-batch InfoNCE between unit vectors a[i] and b[i]; `same` (n, n) marks other
     pairs that share the positive item (not counted as negatives)."""
     logits = a @ b.T / temperature

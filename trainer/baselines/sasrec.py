@@ -7,13 +7,15 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from lmrec.evaluation import FitContext
 from tqdm.auto import tqdm
 
-from ...evaluation import FitContext
+from ..objectives import windows
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +33,6 @@ class SASRecConfig:
     max_epochs: int = 200
     patience: int = 10
     weight_decay: float = 0.0
-
-
-def windows(seqs: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
-    """Cut each sequence from its end into windows of max_len + 1 (input + next-item labels)."""
-    out = []
-    for s in seqs:
-        end = len(s)
-        while end >= 2:
-            out.append(s[max(0, end - max_len - 1):end])
-            end -= max_len
-    return out
 
 
 def trim(batch: np.ndarray) -> np.ndarray:
@@ -67,7 +58,7 @@ def _batches(lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[n
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _build_model(n_items: int, cfg: SASRecConfig):
+def build_model(n_items: int, cfg: SASRecConfig):
     import torch
     from torch import nn
 
@@ -118,7 +109,7 @@ class SASRec:
         torch.manual_seed(ctx.seed)
         rng = np.random.default_rng(ctx.seed)
         n_items = ctx.split.n_items
-        self.model = _build_model(n_items, cfg).to(ctx.device)
+        self.model = build_model(n_items, cfg).to(ctx.device)
         data = left_pad(windows(ctx.split.train, cfg.max_len), cfg.max_len + 1)
         lengths = (data > 0).sum(1)
         batch_size = int(np.clip(cfg.batch_tokens // max(1.0, lengths.mean()), 8, cfg.batch_size))
@@ -152,8 +143,13 @@ class SASRec:
                 if stale >= cfg.patience:
                     break
         self.model.load_state_dict(best_state)
-        self.params = {**asdict(cfg), "effective_batch_size": batch_size, "epochs_run": len(history), "best_valid_ndcg@10": best,
-                       "seconds_per_epoch": float(np.median([h["seconds"] for h in history]))}
+        self.params = {
+            **asdict(cfg),
+            "effective_batch_size": batch_size,
+            "epochs_run": len(history),
+            "best_valid_ndcg@10": best,
+            "seconds_per_epoch": float(np.median([h["seconds"] for h in history])),
+        }
         self.history = history
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:

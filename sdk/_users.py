@@ -1,0 +1,67 @@
+"""Users as queries: a history of item ids, a vector, or examples → a vector in the catalogue's space."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._catalogue import Catalogue
+from ._checks import id_list
+from ._errors import UnknownItemError
+from ._index import normalise
+from ._user_encoder import UserEncoder
+
+
+class Users:
+    """The bundle's user model when it has one, else the mean of the last `recent` item vectors
+    (`manifest.recent`). Callers hold the catalogue's read lock across a query."""
+
+    def __init__(self, catalogue: Catalogue, encoder: UserEncoder | None, recent: int) -> None:
+        self.catalogue = catalogue
+        self.encoder = encoder
+        self.recent = recent
+        self.span = encoder.max_history if encoder is not None else recent  # history items that shape a user
+        self.skipped = 0  # unknown ids dropped from histories
+        self._lock = threading.Lock()
+
+    def known(self, history: Any, strict: bool, name: str = "history") -> tuple[list[str], list[str]]:
+        """(known ids, unknown ids) of a history; UnknownItemError for an unknown id when strict."""
+        history = id_list(history, name)
+        known = [i for i in history if i in self.catalogue]
+        unknown = [i for i in history if i not in self.catalogue] if len(known) != len(history) else []
+        if unknown:
+            if strict:
+                raise UnknownItemError(f"{name}: unknown item id {unknown[0]!r}"
+                                       + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+            with self._lock:
+                self.skipped += len(unknown)
+        return known, unknown
+
+    def known_all(self, histories: Sequence[Any], strict: bool) -> list[list[str]]:
+        return [self.known(h, strict, f"histories[{n}]")[0] for n, h in enumerate(histories)]
+
+    def vectors(self, histories: Sequence[list[str]]) -> np.ndarray:
+        """(b, dim) user vectors for non-empty histories of known ids."""
+        if self.encoder is None:
+            return np.stack([self.catalogue.vectors(h[-self.recent:]).mean(0) for h in histories])
+        return self.encoder([self.catalogue.vectors(h[-self.span:]) for h in histories])
+
+    def example(self, examples: Sequence[Any], name: str) -> np.ndarray:
+        """The mean of item ids' and vectors' unit vectors (Qdrant's average_vector)."""
+        if isinstance(examples, (str, bytes)) or not isinstance(examples, Iterable):
+            raise ValueError(f"{name}: expected a list of item ids or vectors")
+        rows = []
+        for n, e in enumerate(examples):
+            if isinstance(e, str):
+                if e not in self.catalogue:
+                    raise UnknownItemError(f"{name}[{n}]: unknown item id {e!r}")
+                rows.append(self.catalogue.vectors([e])[0])
+            else:
+                rows.append(normalise(e, self.catalogue.dim, f"{name}[{n}]")[0])
+        return np.mean(rows, axis=0)
+
+
+__all__ = ["Users"]
