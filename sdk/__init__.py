@@ -18,6 +18,7 @@ from ._bundle import Bundle, BundleWriter, verify_bundle
 from ._errors import BundleError, DataError, LmrecError, MissingDependencyError, StateError, UnknownItemError, require
 from ._filters import Filter
 from ._manifest import FORMAT_VERSION, DataInfo, FileEntry, Manifest, PrecisionGate, UserModelInfo
+from ._progress import progress_bar
 from ._results import ExplainedRecommendation, Item, Recommendation, Recommendations, UserSegment
 from ._runtime import choose_precision, cuda_available, open_session
 from .data import Dataset, load_dataset
@@ -58,5 +59,5 @@ __all__ = [
     "UserSegment", "Filter", "Bundle", "BundleWriter", "verify_bundle", "Manifest", "FileEntry", "DataInfo",
     "UserModelInfo", "PrecisionGate", "FORMAT_VERSION", "TextEncoder", "UserEncoder", "VectorIndex", "build_index",
     "open_session", "choose_precision", "cuda_available", "Dataset", "load_dataset", "LmrecError", "DataError",
-    "BundleError", "StateError", "MissingDependencyError", "UnknownItemError", "require", "__version__",
+    "BundleError", "StateError", "MissingDependencyError", "UnknownItemError", "require", "progress_bar", "__version__",
 ]

@@ -226,12 +226,17 @@ class BundleWriter:
         self._finished = False
 
     def _check_target(self) -> None:
-        out = self.out_dir
+        self.check_target(self.out_dir, self.overwrite)
+
+    @staticmethod
+    def check_target(out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:
+        """Whether a bundle may be written at `out_dir`: callers check before any expensive work."""
+        out = Path(out_dir).expanduser()
         if not out.exists():
             return
-        if not self.overwrite:
-            raise BundleError(f"--out {out}: already exists (bundles are never written into; "
-                              "choose a new directory or pass overwrite)")
+        if not overwrite:
+            raise BundleError(f"--out {out}: already exists (pass --overwrite to replace it; a bundle is never "
+                              "written into)")
         if not out.is_dir() or (any(out.iterdir()) and not (out / M.MANIFEST).is_file()):
             raise BundleError(f"--out {out}: exists and is not a bundle; refusing to replace it")
 

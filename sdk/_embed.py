@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -33,6 +32,7 @@ from ._bundle import Bundle
 from ._durable import fsync_dir
 from ._errors import DataError, LmrecError
 from ._manifest import Manifest
+from ._progress import progress_bar
 from ._runtime import choose_precision
 from ._tables import (
     META_BUNDLE,
@@ -129,9 +129,8 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
     total = count_rows(items)
     started = time.perf_counter()
     embedded = resumed = 0
-    from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="items", desc=f"embed {items.name}", disable=not progress, file=sys.stderr,
+    bar = progress_bar(total=total, unit="items", desc=f"embed {items.name}", enabled=progress,
                dynamic_ncols=True, mininterval=1.0)
     spec = (str(encoder_file), str(bundle.file(Manifest.TOKENIZER)), bundle.max_length, device, threads_each)
     n_chunks = 0

@@ -23,6 +23,7 @@ from ._bundle import Bundle, BundleWriter
 from ._errors import DataError, LmrecError
 from ._index import DEFAULT_PARAMS, VectorIndex
 from ._manifest import Manifest
+from ._progress import progress_bar
 from ._tables import META_ENCODER, TextSource, read_catalogue, read_vectors, template_of
 
 DEFAULT_QUERIES = 1000
@@ -61,7 +62,6 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
                        threads: int | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Write a new bundle at `out`: `bundle_dir`'s encoders with the vectors of `vectors_path` as
     its catalogue and an HNSW index over them. Returns the build report."""
-    from tqdm import tqdm
 
     if not isinstance(queries, int) or isinstance(queries, bool) or queries < 0:
         raise ValueError(f"queries {queries!r}: must be an integer >= 0")
@@ -82,7 +82,7 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
     started = time.perf_counter()
     index = VectorIndex(dim, params, capacity=n, threads=threads)
     try:
-        with tqdm(total=n, unit="items", desc="index build", disable=not progress, file=sys.stderr,
+        with progress_bar(total=n, unit="items", desc="index build", enabled=progress,
                   dynamic_ncols=True, mininterval=1.0) as bar:
             for start in range(0, n, _ADD_CHUNK):
                 index.add(vecs.ids[start:start + _ADD_CHUNK], vecs.array[start:start + _ADD_CHUNK])

@@ -61,6 +61,18 @@ class PrecisionGate:
     limits: dict[str, float] = field(default_factory=dict)  # the gate each figure was held to
     variant: str | None = None  # how the graph was made, e.g. "dynamic int8, 6 MatMuls kept fp32"
 
+    def breaches(self) -> list[str]:
+        """Each figure below its limit, as `name value < limit`."""
+        return [f"{k} {self.figures[k]:.4f} < {v:g}" for k, v in self.limits.items()
+                if k in self.figures and self.figures[k] < v]
+
+    def summary(self) -> str:
+        """One line: passed or failed, with the figures held to a limit."""
+        if not self.passed:
+            return "failed its parity gate at export (" + "; ".join(self.breaches()) + ")"
+        shown = ", ".join(f"{k} {self.figures[k]:.4f}" for k in self.limits if k in self.figures)
+        return f"passed its parity gate ({shown})" if shown else "passed its parity gate"
+
 
 @dataclass(frozen=True)
 class Manifest:

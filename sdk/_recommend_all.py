@@ -9,12 +9,13 @@ into place when complete.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ._bundle import read_manifest
 from ._errors import LmrecError
+from ._progress import progress_bar
 from ._tables import require_parquet
 
 DEFAULT_BATCH = 1024
@@ -28,7 +29,6 @@ def recommend_all(bundle_dir: str | os.PathLike[str], data_spec: str, out: str |
     require_parquet("lmrec recommend-all (Parquet output)")
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tqdm import tqdm
 
     from . import Recommender
     from .data import load_dataset
@@ -42,6 +42,7 @@ def recommend_all(bundle_dir: str | os.PathLike[str], data_spec: str, out: str |
         raise LmrecError(f"-k {k}: must be an integer >= 1")
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch {batch!r}: must be an integer >= 1")
+    read_manifest(bundle_dir)  # a wrong bundle fails before the data is read
     data = load_dataset(data_spec)
     rec = Recommender.load(bundle_dir, device=device, threads=threads, state_dir=state_dir)
     try:
@@ -54,8 +55,8 @@ def recommend_all(bundle_dir: str | os.PathLike[str], data_spec: str, out: str |
         item_ids = data.item_ids
         try:
             with pq.ParquetWriter(tmp, schema) as writer, \
-                    tqdm(total=data.n_users, unit="users", desc="recommend-all", disable=not progress,
-                         file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as bar:
+                    progress_bar(total=data.n_users, unit="users", desc="recommend-all", enabled=progress,
+                         mininterval=1.0) as bar:
                 for start in range(0, data.n_users, batch):
                     users = data.user_ids[start:start + batch]
                     histories = [[item_ids[i] for i in seq] for seq in data.sequences[start:start + batch]]

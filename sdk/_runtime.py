@@ -109,19 +109,25 @@ def choose_device(device: str) -> str:
 def choose_precision(bundle: Bundle, device: str, precision: str = "auto") -> tuple[str, str]:
     """(precision, why) for running `bundle`'s item encoder on `device`.
 
-    An explicit precision must be in the bundle. "auto" takes fp16 on CUDA and int8 on the CPU
-    when the bundle has them and their export gate did not fail, else fp32.
+    An explicit precision must be in the bundle (one that failed its gate is run, with a warning).
+    "auto" takes fp16 on CUDA and int8 on the CPU when the bundle has them and their export gate
+    did not fail, else fp32: it never picks a precision that failed.
     """
     if precision not in ("auto", *Manifest.ENCODER_FILES):
         raise ValueError(f"precision must be one of {('auto', *Manifest.ENCODER_FILES)}, got {precision!r}")
+    gates = bundle.manifest.gates
     if precision != "auto":
         bundle.encoder_path(precision)  # BundleError when absent
+        if precision in gates and not gates[precision].passed:
+            log.warning("precision %s: asked for, although it %s", precision, gates[precision].summary())
         return precision, f"{precision}: asked for"
     preferred = "fp16" if device == "cuda" else "int8"
     if preferred not in bundle.precisions():
         return "fp32", f"fp32: the bundle has no {preferred} encoder"
-    if bundle.manifest.gate_passed(preferred) is False:
-        return "fp32", f"fp32: {preferred} failed its parity gate at export"
+    if preferred in gates and not gates[preferred].passed:
+        return "fp32", f"fp32: {preferred} {gates[preferred].summary()}"
+    if preferred in gates:
+        return preferred, f"{preferred}: {gates[preferred].summary()}, the {device} default"
     return preferred, f"{preferred}: the {device} default"
 
 

@@ -201,3 +201,47 @@ def test_template_round_trip_and_cleaning():
     assert len(t.render({"title": "word " * 50})) <= 30
     with pytest.raises(ValueError, match="max_chars"):
         TextTemplate.parse("fields=a;sep=.;max_chars=0")
+
+
+# -- data as users bring it ------------------------------------------------------------------
+
+
+def test_recbole_with_extra_columns_typed_fields_and_side_files(tmp_path):
+    (tmp_path / "shop.item").write_text(
+        "item_id:token\ttitle:token_seq\tprice:float\tbrand:token\tcategories:token_seq\n"
+        "i1\tRed gel pen\t2.5\tAcme\tPens Office\n"
+        "i2\tBlue notebook\t\tZephyr\tPaper\n"
+        "i3\tStapler\t9\tAcme\t\n")
+    (tmp_path / "shop.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\treview:token_seq\n"
+        "u1\ti2\t5.0\t20\tgreat\nu1\ti1\t3.0\t10\tok\nu2\ti3\t4.0\t5\t\nu1\tghost\t1.0\t30\tx\n")
+    (tmp_path / "shop.user").write_text("user_id:token\tage:float\nu1\t30\n")  # side files: ignored
+    (tmp_path / "shop.kg").write_text("head_id:token\trelation_id:token\ttail_id:token\n")
+    data = load_dataset(f"recbole:{tmp_path}")
+    assert data.item_texts == ["Red gel pen. Acme. Pens Office", "Blue notebook. Zephyr. Paper", "Stapler. Acme"]
+    assert data.item_meta[0]["price"] == 2.5 and data.item_meta[1]["price"] == ""  # typed, empty kept empty
+    assert [[data.item_ids[i] for i in s] for s in data.sequences] == [["i1", "i2"], ["i3"]]  # by timestamp
+    assert data.report.counts == {"interaction with unknown item skipped": 1}
+
+
+def test_a_catalogue_of_titles_only_needs_no_template(tmp_path):
+    _write_jsonl(tmp_path / "items.jsonl", [{"id": "a", "title": "Alien (1979)"}, {"id": "b", "title": "Heat (1995)",
+                                                                                   "year": 1995}])
+    _write_jsonl(tmp_path / "interactions.jsonl", [{"user": "u", "item": "a"}, {"user": "u", "item": "b"}])
+    data = load_dataset(f"jsonl:{tmp_path}")
+    assert data.item_texts == ["Alien (1979)", "Heat (1995)"] and data.report.counts == {}
+    _write_jsonl(tmp_path / "items.jsonl", [{"id": "a", "title": "Pen", "tags": ["ink", "blue"], "price": 3}])
+    assert load_dataset(f"jsonl:{tmp_path}").item_texts == ["Pen. ink, blue"]  # text-like fields, first-seen order
+
+
+def test_ids_that_are_numbers_in_one_file_and_strings_in_another(tmp_path):
+    _write_jsonl(tmp_path / "items.jsonl",
+                 [{"id": 7, "text": "pen"}, {"id": "8", "text": "ink"}, {"id": 9.0, "text": "cap"}])
+    _write_jsonl(tmp_path / "interactions.jsonl",
+                 [{"user": 1, "item": "7"}, {"user": "1", "item": 8}, {"user": 1, "item": 9}])
+    data = load_dataset(f"jsonl:{tmp_path}")
+    assert data.item_ids == ["7", "8", "9"] and data.user_ids == ["1"]
+    assert [data.item_ids[i] for i in data.sequences[0]] == ["7", "8", "9"] and data.report.counts == {}
+    _write_jsonl(tmp_path / "interactions.jsonl", [{"user": "1", "item": 7.5}])
+    with pytest.raises(DataError, match=r"interactions.jsonl:1: item must be a string or an integer, got 7.5"):
+        load_dataset(f"jsonl:{tmp_path}")

@@ -54,16 +54,25 @@ def test_onnx_matches_torch_on_unseen_texts(tiny_bert_dir: Path, tiny_export: tu
     assert np.sum(torch_vectors * onnx_vectors, axis=1).min() >= 0.99999
 
 
-def test_parity_breach_fails_unless_forced(tiny_bert_dir: Path, tiny_export: tuple[Path, dict],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_gate_breach_is_recorded_strict_fails_and_a_broken_fp32_needs_force(
+        tiny_bert_dir: Path, tiny_export: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = tiny_export
     monkeypatch.setitem(export.PARITY_GATE, "int8", {"mean_cosine": 1.5, "top10_overlap": 0.9})
     encoder = TorchEncoder(str(tiny_bert_dir), max_length=64)
     texts = lmrec.load_dataset(TINY_DATA).item_texts[:40]
-    with pytest.raises(export.ParityError, match=r"int8_mean_cosine 0\.9\d+ < 1\.5"):
-        export.check_parity(encoder, out, texts)
-    forced = export.check_parity(encoder, out, texts, force=True)
-    assert not forced["int8"].passed and forced["fp32"].passed and forced["int8"].limits["mean_cosine"] == 1.5
+    gates = export.check_parity(encoder, out, texts)
+    assert not gates["int8"].passed and gates["fp32"].passed and gates["int8"].limits["mean_cosine"] == 1.5
+    assert export.enforce_gates(gates) is gates  # recorded, not fatal: the bundle is written
+    assert "warning: int8 failed its parity gate" in capsys.readouterr().err
+    with pytest.raises(export.ParityError, match=r"int8_mean_cosine 0\.9\d+ < 1\.5.*--strict-parity"):
+        export.enforce_gates(gates, strict=True)
+    export.enforce_gates(gates, strict=True, force=True)
+    monkeypatch.setitem(export.PARITY_GATE, "fp32", {"min_cosine": 1.5})
+    broken = export.check_parity(encoder, out, texts)
+    with pytest.raises(export.ParityError, match=r"fp32_min_cosine .* < 1\.5 \(--force"):
+        export.enforce_gates(broken)
+    assert not export.enforce_gates(broken, force=True)["fp32"].passed
 
 
 def test_neighbour_overlap() -> None:

@@ -114,19 +114,30 @@ def test_resume_after_interruption_gives_the_same_model(trained: Path, tiny_bert
     assert np.array_equal(np.load(trained / "item_vectors.npy"), np.load(out / "item_vectors.npy"))
 
 
-def test_failed_parity_gate_keeps_the_model_for_resume_force(trained: Path, tiny_bert_dir: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failed_int8_gate_never_loses_the_training(trained: Path, tiny_bert_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     from lmrec.trainer import export
 
-    out = tmp_path / "gated"
     monkeypatch.setitem(export.PARITY_GATE, "int8", {"top10_overlap": 1.01})  # no export can pass
-    code = main(["train", "--data", TINY_DATA, "--out", str(out), "--seed", "3", "--base-model", str(tiny_bert_dir),
-                 "--config", str(_config_file(tiny_bert_dir, tmp_path)), "--quiet"])
-    assert code == 2 and "--resume --force" in capsys.readouterr().err
+    args = ["train", "--data", TINY_DATA, "--seed", "3", "--base-model", str(tiny_bert_dir),
+            "--config", str(_config_file(tiny_bert_dir, tmp_path)), "--quiet"]
+    # by default the bundle is written, says which precision failed, and auto never runs it
+    assert main([*args, "--out", str(tmp_path / "default")]) == 0
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if "warning: int8 failed its parity gate" in line]) == 1
+    rec = lmrec.Recommender.load(tmp_path / "default", device="cpu")
+    assert rec.precision == "fp32" and rec.precision_reason.startswith("fp32: int8 failed its parity gate")
+    assert not rec.manifest.gates["int8"].passed and rec.manifest.gates["fp32"].passed
+    assert main(["bundle", "verify", str(tmp_path / "default")]) == 0
+    assert "  parity int8: FAILED (min_cosine" in capsys.readouterr().out
+    # --strict-parity fails as pipelines that want it expect, and keeps the model for --resume
+    out = tmp_path / "strict"
+    assert main([*args, "--out", str(out), "--strict-parity"]) == 2
+    assert "--resume" in capsys.readouterr().err
     assert not out.exists() and (_train.checkpoint_dir(out) / "state.pt").is_file()
     monkeypatch.setattr(_train.Trainer, "user_epoch", lambda self: pytest.fail("trained again"))
-    result = train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), resume=True, force=True, progress=False)
+    result = train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), resume=True, progress=False)
     gates = json.loads((result.bundle / "manifest.json").read_text())["gates"]
     assert not gates["int8"]["passed"] and gates["fp32"]["passed"]
     assert np.array_equal(np.load(trained / "item_vectors.npy"), np.load(out / "item_vectors.npy"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lmrec import Bundle, LmrecError, Manifest, require
+from lmrec import Bundle, LmrecError, Manifest, progress_bar, require
 
 TARGETS = {
     "speedup_vs_sentence_transformers_b64": 2.5,
@@ -105,7 +105,6 @@ def _time_engines(
     progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, list[float]], dict[str, list[float]]]:
     """Interleaved timings: each repeat runs every engine once, so background load hits all alike."""
-    from tqdm.auto import tqdm
 
     for run in engines.values():  # warm-up: lazy initialisation, allocator arenas
         run(texts[:BATCH], BATCH)
@@ -113,7 +112,7 @@ def _time_engines(
     b64: dict[str, list[float]] = {name: [] for name in engines}
     b1: dict[str, list[float]] = {name: [] for name in engines}
     vectors: dict[str, np.ndarray] = {}
-    with tqdm(total=repeats * len(engines), desc="bench embed", unit="run", disable=not progress) as bar:
+    with progress_bar(total=repeats * len(engines), desc="bench embed", unit="run", enabled=progress) as bar:
         for _ in range(repeats):
             for name, run in engines.items():
                 start = time.perf_counter()

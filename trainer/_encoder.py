@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from lmrec import LmrecError, require
+from lmrec import LmrecError, progress_bar, require
 
 DEFAULT_MAX_LENGTH = 128
 
@@ -74,12 +74,11 @@ class TorchEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """float32 (n, dim); texts sorted by length so each batch pads little."""
         import torch
-        from tqdm.auto import tqdm
 
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not progress, unit="batch"):
+            for start in progress_bar(range(0, len(texts), batch_size), desc="encode", enabled=progress, unit="batch"):
                 idx = order[start:start + batch_size]
                 out[idx] = self.forward([texts[i] for i in idx]).float().cpu().numpy()
         return out

@@ -8,15 +8,13 @@ step once. After training, the top layers go back into the full model, which is 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from lmrec import LmrecError
+from lmrec import LmrecError, progress_bar
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from ._encoder import TorchEncoder
 
@@ -46,8 +44,8 @@ class PartialEncoder(torch.nn.Module):
         order = np.argsort([-len(t) for t in texts], kind="stable")
         model.eval()
         with torch.inference_mode():
-            for start in tqdm(range(0, len(texts), batch_size), desc=f"cache layer {self.below} states",
-                              disable=not progress, unit="batch", file=sys.stderr):
+            for start in progress_bar(range(0, len(texts), batch_size), desc=f"cache layer {self.below} states",
+                                      enabled=progress, unit="batch"):
                 idx = order[start:start + batch_size]
                 batch = encoder.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                           max_length=encoder.max_length, return_tensors="pt").to(encoder.device)
@@ -77,8 +75,8 @@ class PartialEncoder(torch.nn.Module):
         out = np.zeros((len(self.hidden), self.hidden[0].shape[1]), dtype=np.float32)
         self.top.eval()
         with torch.inference_mode():
-            for start in tqdm(range(0, len(order), batch_size), desc="re-encode catalogue", disable=not progress,
-                              unit="batch", file=sys.stderr):
+            for start in progress_bar(range(0, len(order), batch_size), desc="re-encode catalogue", enabled=progress,
+                              unit="batch"):
                 idx = order[start:start + batch_size].tolist()
                 out[idx] = self.forward(idx).cpu().numpy()
         return out
@@ -104,8 +102,8 @@ def mlm_warmup(encoder: TorchEncoder, texts: Sequence[str], epochs: int, lr: flo
     for epoch in range(epochs):
         order = rng.permutation(len(texts))
         total, n = 0.0, 0
-        bar = tqdm(range(0, len(order), batch_size), desc=f"mlm epoch {epoch + 1}", disable=not progress,
-                   unit="batch", file=sys.stderr)
+        bar = progress_bar(range(0, len(order), batch_size), desc=f"mlm epoch {epoch + 1}", enabled=progress,
+                   unit="batch")
         for start in bar:
             chunk = [texts[i] for i in order[start:start + batch_size]]
             enc = encoder.tokenizer(chunk, truncation=True, max_length=encoder.max_length)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lmrec import DataError, LmrecError, Manifest, __version__, require
+from lmrec import BundleWriter, DataError, LmrecError, Manifest, __version__, require
 
 from ._checkpoint import CHECKPOINT, checkpoint_dir, load_checkpoint, save_checkpoint
 from ._config import TrainConfig
@@ -54,17 +54,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def check_out(out: str | Path, overwrite: bool) -> None:
-    """Refuse before any work: an existing --out without overwrite, or something that is not a bundle."""
-    out = Path(out).expanduser()
-    if not out.exists():
-        return
-    if not overwrite:
-        raise LmrecError(f"--out {out}: already exists (pass --overwrite to replace it)")
-    if not out.is_dir() or (any(out.iterdir()) and not (out / Manifest.MANIFEST).is_file()):
-        raise LmrecError(f"--out {out}: exists and is not a bundle; refusing to replace it")
-
-
 def _phases(cfg: TrainConfig) -> list[str]:
     return (
         (["mlm"] if "mlm" in cfg.objectives else [])
@@ -76,13 +65,15 @@ def _phases(cfg: TrainConfig) -> list[str]:
 def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config: TrainConfig | None = None,
           device: str = "cpu", resume: bool = False, overwrite: bool = False, plot: str | Path | None = None,
           progress: bool = True, cold_share: float = 0.2, keep_checkpoints: bool = False,
-          threads: int | None = None, force: bool = False, log: Callable[[str], None] = log_line) -> TrainResult:
+          threads: int | None = None, force: bool = False, strict_parity: bool = False,
+          log: Callable[[str], None] = log_line) -> TrainResult:
     """Train on the training part of `split` of `data` (a data spec) and write a bundle to `out`.
 
     `threads` sets torch's CPU threads (default: torch's choice); on a busy machine 1 can be much
-    faster than an oversubscribed 2. `force` writes the bundle even if the export's parity gate
-    fails (the breach is recorded); a failed gate keeps the checkpoint, so `resume` + `force`
-    exports without training again."""
+    faster than an oversubscribed 2. A quantised encoder that misses its parity gate is recorded
+    and never chosen by precision="auto"; `strict_parity` makes that an error, and `force` writes
+    even an fp32 graph that fails. A failed export keeps the checkpoint, so `resume` exports
+    without training again."""
     require("torch", "train", "lmrec train")
     import torch
     from lmrec import load_dataset
@@ -96,7 +87,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         raise LmrecError(f"--split {split!r}: expected warm or cold")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise LmrecError(f"--seed {seed!r}: must be a non-negative integer")
-    check_out(out, overwrite)
+    BundleWriter.check_target(out, overwrite)  # before any work
     if plot is not None:
         require("matplotlib", "train", "--plot")
     device = resolve_device(device)
@@ -197,7 +188,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     if plot is not None:
         plot_history(trainer.history, plot, f"{dataset.name} · {split} · seed {seed}")
 
-    bundle = _export(trainer, encoder, data, out, overwrite, force, cfg, meta, valid, chosen, seconds, device)
+    bundle = _export(trainer, encoder, data, out, overwrite, (force, strict_parity), cfg, meta, valid, chosen,
+                     seconds, device)
     if not keep_checkpoints:
         import shutil
 
@@ -205,7 +197,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     return TrainResult(bundle, trainer.history, valid, seconds)
 
 
-def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrite: bool, force: bool, cfg: TrainConfig,
+def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrite: bool, gate: tuple[bool, bool],
+            cfg: TrainConfig,
             meta: dict[str, Any], valid: dict[str, Any], chosen: str, seconds: float, device: str) -> Path:
     from lmrec import UserModelInfo
 
@@ -252,11 +245,12 @@ def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrit
             popularity=trainer.counts,
         )
         try:
-            return build_zero_shot_bundle(data, out, base_model=cfg.base_model, overwrite=overwrite, force=force,
-                                          max_length=cfg.max_length, seed=meta["seed"], trained=parts)
+            return build_zero_shot_bundle(data, out, base_model=cfg.base_model, overwrite=overwrite, force=gate[0],
+                                          strict_parity=gate[1], max_length=cfg.max_length, seed=meta["seed"],
+                                          trained=parts)
         except ParityError as e:
-            raise ParityError(f"{e}; the trained model is kept in {checkpoint_dir(out)}: add --resume --force "
-                              "to export it without training again") from None
+            raise ParityError(f"{e}; the trained model is kept in {checkpoint_dir(out)}: add --resume to export it "
+                              "without training again") from None
 
 
 def _check_user_encoder(trainer: Trainer, path: Path, cases: int = 64) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from lmrec import progress_bar
 
 from ._config import TrainConfig
 
@@ -164,7 +165,6 @@ class Trainer:
     # -- the user phase -------------------------------------------------------------------------
     def user_epoch(self) -> float:
         import torch
-        from tqdm.auto import tqdm
 
         from .objectives import augment, full_softmax_ce, gather, left_pad, nt_xent, pair_infonce
 
@@ -174,8 +174,8 @@ class Trainer:
         order = self.rng.permutation(len(self.rows))
         n_items = self.split.n_items
         total = 0.0
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {self.epoch + 1}", disable=not self.progress,
-                   unit="batch", leave=False, file=sys.stderr)
+        bar = progress_bar(range(0, len(order), cfg.batch_size), desc=f"epoch {self.epoch + 1}", enabled=self.progress,
+                   unit="batch", leave=False)
         for start in bar:
             rows = self.rows[order[start:start + cfg.batch_size]]
             keep = None
@@ -240,7 +240,6 @@ class Trainer:
         """Objective `next` (+ `cooc`): top encoder layers, item tower and user model trained jointly
         by InfoNCE over in-batch targets + popularity-sampled negatives, logQ-corrected."""
         import torch
-        from tqdm.auto import tqdm
 
         from ._finetune import PartialEncoder
         from .objectives import gather, left_pad, pair_infonce, sampled_softmax
@@ -258,8 +257,8 @@ class Trainer:
         q = np.where(self.seen, self.counts + 1.0, 0.0)  # sampling distribution of targets and negatives:
         q /= q.sum()  # training items only, as in the full softmax
         log_q = torch.from_numpy(np.log(np.where(q > 0, q, 1.0))).float().to(self.device)  # unseen: never candidates
-        bar = tqdm(total=cfg.encoder_steps, initial=self.epoch, desc="encoder", disable=not self.progress,
-                   unit="step", file=sys.stderr)
+        bar = progress_bar(total=cfg.encoder_steps, initial=self.epoch, desc="encoder", enabled=self.progress,
+                   unit="step")
         running = 0.0
         while self.epoch < cfg.encoder_steps:
             partial.top.train()

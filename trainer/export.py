@@ -3,8 +3,10 @@ and the zero-shot bundle (export + catalogue vectors + index) that works before 
 
 The parity gate compares the ONNX graphs with the PyTorch encoder they came from on item texts
 the export never saw: fp32 must be exact (min cosine ≥ 0.99999); int8 must keep the geometry
-(mean cosine ≥ 0.99, top-10 neighbour overlap ≥ 0.9). A breach stops the export with the
-numbers, because a bundle that silently disagrees with its model is worse than none.
+(mean cosine ≥ 0.99, top-10 neighbour overlap ≥ 0.9). A broken fp32 graph stops the export
+with the numbers (a bundle that silently disagrees with its model is worse than none); a
+quantised variant that misses its gate is recorded per precision in the manifest and never
+chosen by precision="auto", so a finished training is never lost at export.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lmrec import BundleWriter, DataInfo, LmrecError, Manifest, PrecisionGate, UserModelInfo, __version__, require
+from lmrec import (
+    BundleWriter,
+    DataInfo,
+    LmrecError,
+    Manifest,
+    PrecisionGate,
+    UserModelInfo,
+    __version__,
+    progress_bar,
+    require,
+)
 
 from ._encoder import DEFAULT_MAX_LENGTH, TorchEncoder
 from ._onnx import OPSET, append_projection, convert_fp16, export_torch, optimise, quantise_int8
@@ -76,10 +88,10 @@ def _check_max_length(max_length: Any) -> int:
 
 def export_encoder(base_model: str | None, out_dir: str | Path, max_length: int = DEFAULT_MAX_LENGTH,
                    parity_texts: Sequence[str] | None = None, force: bool = False,
-                   encoder: TorchEncoder | None = None) -> dict[str, Any]:
+                   encoder: TorchEncoder | None = None, strict_parity: bool = False) -> dict[str, Any]:
     """Write item_encoder{,.int8,.fp16}.onnx and tokenizer.json into `out_dir`.
 
-    With `parity_texts`, the gate runs on them and a breach raises ParityError unless `force`.
+    With `parity_texts`, the gate runs on them (see `enforce_gates` for what a breach does).
     Returns what the manifest records: base model, dimensions, fused operators, parity.
     """
     require("onnx", "train", "ONNX export")
@@ -115,7 +127,7 @@ def export_encoder(base_model: str | None, out_dir: str | Path, max_length: int 
         "parity_texts": None,
     }
     if parity_texts is not None:
-        info["parity"] = check_parity(encoder, out, parity_texts, force=force)
+        info["parity"] = enforce_gates(check_parity(encoder, out, parity_texts), force, strict_parity)
         info["parity_texts"] = len(parity_texts)
     return info
 
@@ -134,10 +146,9 @@ def save_tokenizer(encoder: TorchEncoder, path: Path) -> None:
     tokenizer.save(str(path))
 
 
-def check_parity(encoder: TorchEncoder, export_dir: Path, texts: Sequence[str], force: bool = False,
+def check_parity(encoder: TorchEncoder, export_dir: Path, texts: Sequence[str],
                  fp16_texts: int = FP16_PARITY_TEXTS) -> dict[str, PrecisionGate]:
-    """Compare each exported graph with the torch encoder on `texts`: precision -> its gate.
-    A breach raises ParityError unless `force`."""
+    """Compare each exported graph with the torch encoder on `texts`: precision -> its gate."""
     from lmrec import TextEncoder
 
     texts = list(texts)
@@ -156,15 +167,26 @@ def check_parity(encoder: TorchEncoder, export_dir: Path, texts: Sequence[str], 
             figures["top10_overlap"] = neighbour_overlap(reference, got)
         passed = all(figures[k] >= v for k, v in limits.items())
         gates[precision] = PrecisionGate(passed, figures, dict(limits))
-    breaches = [f"{p}_{k} {g.figures[k]:.6f} < {v}" for p, g in gates.items() for k, v in g.limits.items()
-                if g.figures[k] < v]
     _log("parity: " + ", ".join(f"{p}_{k}={g.figures[k]:.6f}" for p, g in gates.items() for k in g.limits)
-         + (" (PASS)" if not breaches else ""))
-    if breaches:
-        message = "parity gate failed: " + "; ".join(breaches)
-        if not force:
-            raise ParityError(message + " (--force exports anyway and records the breach in the manifest)")
-        _log(message + " (forced)")
+         + (" (PASS)" if all(g.passed for g in gates.values()) else ""))
+    return gates
+
+
+def enforce_gates(gates: dict[str, PrecisionGate], force: bool = False,
+                  strict: bool = False) -> dict[str, PrecisionGate]:
+    """What a breach does. An fp32 graph that disagrees with PyTorch is a broken export: ParityError
+    unless `force`. Another precision that fails is recorded in the manifest and never chosen by
+    precision="auto" (a one-line warning says so), unless `strict` makes it an error too."""
+    failed = {p: g for p, g in gates.items() if not g.passed}
+    fatal = {p: g for p, g in failed.items() if p == "fp32" or strict}
+    if fatal and not force:
+        message = "parity gate failed: " + "; ".join(f"{p}_{b}" for p, g in fatal.items() for b in g.breaches())
+        hint = "--force" if "fp32" in fatal else "run without --strict-parity (or with --force)"
+        raise ParityError(f"{message} ({hint} writes the bundle anyway and records the breach in the manifest)")
+    for precision, gate in failed.items():
+        auto = "fp32 on CPU" if precision == "int8" else "fp32 on CUDA" if precision == "fp16" else "nothing better"
+        _log(f"warning: {precision} {gate.summary()}; the bundle records it and precision='auto' runs {auto}"
+             + (" (forced)" if precision in fatal else ""))
     return gates
 
 
@@ -210,13 +232,13 @@ def project(vectors: np.ndarray, weight: np.ndarray, bias: np.ndarray,
 def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str | None = None,
                            dim: int | None = None, overwrite: bool = False, force: bool = False,
                            max_length: int = DEFAULT_MAX_LENGTH, parity_texts: int = PARITY_TEXTS,
-                           seed: int = 0, trained: TrainedParts | None = None) -> Path:
+                           seed: int = 0, trained: TrainedParts | None = None, strict_parity: bool = False) -> Path:
     """Export `base_model` (default: packaged all-MiniLM-L6-v2), embed every catalogue item of
     `data_spec`, build the index, and write a complete bundle to `out_dir` atomically.
     With `trained`, the bundle carries the trained encoder, adapter, residuals and user model."""
     from lmrec import TextEncoder, build_index, load_dataset
-    from tqdm.auto import tqdm
 
+    BundleWriter.check_target(out_dir, overwrite)  # before any work
     _check_max_length(max_length)
     if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 2):
         raise ValueError(f"--dim {dim!r}: must be an integer >= 2 (or omitted for the full dimension)")
@@ -238,7 +260,7 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(data.n_items, min(parity_texts, data.n_items), replace=False))
         info = export_encoder(base_model, writer.tmp_dir, max_length, [data.item_texts[i] for i in sample],
-                              force=force, encoder=encoder)
+                              force=force, encoder=encoder, strict_parity=strict_parity)
         del encoder
 
         onnx_encoder = TextEncoder(
@@ -246,7 +268,7 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
         )
         vectors = np.empty((data.n_items, onnx_encoder.dim), dtype=np.float32)
         step = 1024
-        with tqdm(total=data.n_items, desc="embed catalogue (fp32)", unit="item") as bar:
+        with progress_bar(total=data.n_items, desc="embed catalogue (fp32)", unit="item") as bar:
             for start in range(0, data.n_items, step):
                 vectors[start:start + step] = onnx_encoder.embed(data.item_texts[start:start + step])
                 bar.update(min(step, data.n_items - start))

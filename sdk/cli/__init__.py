@@ -11,15 +11,28 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from .._errors import LmrecError
 
-# Modules under lmrec.cli, in help order. Each defines register(subparsers).
-COMMANDS = ["_data", "_eval", "_export", "_bundle", "_serve", "_recommend", "_bench",
-            "_embed", "_recommend_all", "_index", "_train", "_demo"]
+# Modules under lmrec.cli, in the order a user needs them (the order of `lmrec --help`). Each
+# defines register(subparsers).
+COMMANDS = ["_demo", "_train", "_eval", "_export", "_recommend", "_serve", "_embed", "_index",
+            "_recommend_all", "_bundle", "_data", "_bench"]
+
+DESCRIPTION = """\
+lmrec turns item text and interaction logs into a recommender: it fine-tunes a small language
+model on your logs (no labels needed), exports it to quantized ONNX with the catalogue's vectors
+and an HNSW index as one bundle, and serves recommendations from it in-process or over gRPC.
+A new item is recommendable as soon as its text is embedded.
+
+Start with `lmrec demo`, then `lmrec train --data KIND:PATH --out BUNDLE`; `lmrec COMMAND --help`
+says more about each command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmrec", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="lmrec", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lmrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)

@@ -7,6 +7,7 @@ from typing import Any
 
 from .._errors import LmrecError, require
 from ..data import DEFAULT_SPEC, load_dataset
+from ._checks import bundle_dir, output_file
 
 BASELINES = ("pop", "itemknn", "zeroshot", "sasrec")
 BUNDLE_METHODS = {"lmrec": "auto", "lmrec-fp32": "fp32"}
@@ -76,8 +77,9 @@ def make_scorers(methods: list[str], args: argparse.Namespace) -> list:
         if m in BUNDLE_METHODS:
             if not args.bundle:
                 raise LmrecError(f"--methods {m} needs --bundle DIR")
-            from ..evaluation._bundle_scorer import BundleScorer
+            from ..evaluation import BundleScorer
 
+            bundle_dir(args.bundle)
             scorers.append(BundleScorer(args.bundle, BUNDLE_METHODS[m], name=m, ann=args.ann))
         elif m in BASELINES:
             require("scipy" if m == "itemknn" else "numpy", "train", f"the {m} baseline")
@@ -98,14 +100,35 @@ def make_scorers(methods: list[str], args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import FitContext, make_split
-    from ..evaluation._report import build_report, format_table, plot, run_methods, write_json
+    from ..evaluation import (
+        BundleScorer,
+        FitContext,
+        build_report,
+        check_bundle_matches,
+        format_table,
+        make_split,
+        plot,
+        run_methods,
+        write_json,
+    )
 
+    # Every input is checked before any method trains: a wrong bundle is found in a second, not
+    # after SASRec has trained for minutes.
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise LmrecError("--methods: name at least one method")
     if len(set(methods)) != len(methods):
         raise LmrecError("--methods: a method is named twice")
+    if args.reference is not None and args.reference not in methods:
+        raise LmrecError(f"--reference {args.reference!r}: not one of --methods ({', '.join(methods)})")
+    if args.device not in ("cpu", "cuda", "auto"):
+        raise LmrecError(f"--device {args.device!r}: expected cpu, cuda or auto")
+    if not 0.0 < args.cold_share < 1.0:
+        raise LmrecError(f"--cold-share {args.cold_share}: must be between 0 and 1")
+    output_file(args.json, "--json")
+    output_file(args.plot, "--plot")
+    if args.plot:
+        require("matplotlib", "train", "--plot")
     scorers = make_scorers(methods, args)
     data = load_dataset(args.data)
     for line in data.report.lines():
@@ -114,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
     if len(split.test) == 0:
         raise LmrecError(f"split {args.split}: no test users in {data.name}")
     ctx = FitContext(data, split, seed=args.seed, device=args.device, progress=not args.quiet)
+    for scorer in scorers:
+        if isinstance(scorer, BundleScorer):
+            check_bundle_matches(scorer.manifest, ctx)
     results, raw = run_methods(data, split, scorers, ctx)
     reference = args.reference or ("sasrec" if "sasrec" in methods else methods[0])
     report = build_report(data, split, results, raw, reference, args.seed)

@@ -6,7 +6,7 @@ import argparse
 
 from .._errors import require
 from ..data import DEFAULT_SPEC
-from ._args import positive_int
+from ._args import add_parity_flags, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,9 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=128,
         help="tokens per text; longer texts are truncated (default: %(default)s)",
     )
-    p.add_argument(
-        "--force", action="store_true", help="write the bundle even if the parity gate fails (the breach is recorded)"
-    )
+    add_parity_flags(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (atomically)")
     p.set_defaults(run=run)
 
@@ -41,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from lmrec.trainer.export import build_zero_shot_bundle
 
     path = build_zero_shot_bundle(args.data, args.out, base_model=args.base_model, dim=args.dim,
-                                  overwrite=args.overwrite, force=args.force, max_length=args.max_length)
+                                  overwrite=args.overwrite, force=args.force, max_length=args.max_length,
+                                  strict_parity=args.strict_parity)
     print(path)
     return 0

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .._errors import LmrecError, require
+from ._checks import bundle_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get("LMREC_TOKEN")
     auth = TokenAuth.from_file(args.token_file) if args.token_file else TokenAuth.single(token) if token else None
-    if not args.bundle.is_dir():
-        raise LmrecError(f"--bundle {args.bundle}: not a directory")
+    bundle_dir(args.bundle)
+    if args.state_dir.exists() and not args.state_dir.is_dir():
+        raise LmrecError(f"--state-dir {args.state_dir}: exists and is not a directory")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s lmrec serve: %(message)s")
     config = ServerConfig(
         bundle=args.bundle, state_dir=args.state_dir, host=args.host, port=args.port, auth=auth,

@@ -8,7 +8,7 @@ from typing import Any
 
 from .._errors import LmrecError, require
 from ..data import DEFAULT_SPEC
-from ._args import non_negative_int
+from ._args import add_parity_flags, non_negative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,11 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing bundle at --out (atomically, at the end)"
     )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="write the bundle even if the export's parity gate fails (the breach is recorded in the manifest)",
-    )
+    add_parity_flags(p)
     p.add_argument("--threads", type=non_negative_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a machine busy with other work)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -99,6 +95,6 @@ def run(args: argparse.Namespace) -> int:
     result = train(args.data, args.out, split=args.split, seed=args.seed, config=config, device=args.device,
                    resume=args.resume, overwrite=args.overwrite, plot=args.plot, progress=not args.quiet,
                    cold_share=args.cold_share, keep_checkpoints=args.keep_checkpoints,
-                   threads=args.threads or None, force=args.force)
+                   threads=args.threads or None, force=args.force, strict_parity=args.strict_parity)
     print(result.bundle)
     return 0

@@ -97,6 +97,17 @@ def _csv_rows(path: Path, columns: Iterable[str], delimiter: str = ",") -> Itera
             yield where, row
 
 
+def _key(value: Any, where: str, field: str) -> str:
+    """An id as a string, the same whether a file wrote it as a number or a string (7, 7.0, "7")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    raise DataError(f"{where}: {field} must be a string or an integer, got {value!r}")
+
+
 def _number(value: str, where: str, field: str) -> float:
     try:
         return float(value)
@@ -233,8 +244,10 @@ def load_recbole(path: Path, template: TextTemplate | None = None) -> Dataset:
     id_col = names.index("item_id")
     text_fields = tuple(n for n, k in header if k in ("token", "token_seq") and n != "item_id")
     b = _Builder(path.name, template or TextTemplate(text_fields or ("item_id",), sep=". "))
+    numeric = {n for n, k in header if k == "float"}  # typed fields stay numbers in metadata (filters)
     for where, parts in rows:
-        b.item(parts[id_col], dict(zip(names, parts, strict=True)), where)
+        meta = {n: (_number(v, where, n) if n in numeric and v else v) for n, v in zip(names, parts, strict=True)}
+        b.item(parts[id_col], meta, where)
     header, rows = _recbole_rows(inter_file)
     names = [n for n, _ in header]
     for need in ("user_id", "item_id"):
@@ -270,12 +283,18 @@ def load_jsonl(path: Path, template: TextTemplate | None = None) -> Dataset:
       rendered with `template` (default: the `text` field);
     - `interactions.jsonl`: `{"user": str, "item": str, "timestamp": number (optional)}`;
       without timestamps, file order is time order.
+
+    Ids may be strings or integers, in either file. Without a template and a `text` field, the
+    item text is the text-like fields (strings, lists of strings) in the order they first appear.
     """
-    b = _Builder(path.name, template or TextTemplate(("text",), sep=". "))
+    rows = []
     for where, row in _jsonl(path / "items.jsonl"):
         if "id" not in row:
             raise DataError(f"{where}: item has no 'id'")
-        b.item(str(row["id"]), {k: v for k, v in row.items() if k != "id"}, where)
+        rows.append((where, _key(row["id"], where, "id"), {k: v for k, v in row.items() if k != "id"}))
+    b = _Builder(path.name, template or _text_fields([meta for _, _, meta in rows]))
+    for where, item, meta in rows:
+        b.item(item, meta, where)
     timed = True
     for n, (where, row) in enumerate(_jsonl(path / "interactions.jsonl")):
         for need in ("user", "item"):
@@ -286,8 +305,22 @@ def load_jsonl(path: Path, template: TextTemplate | None = None) -> Dataset:
             timed = False
         elif not isinstance(ts, (int, float)) or isinstance(ts, bool):
             raise DataError(f"{where}: timestamp is not a number: {ts!r}")
-        b.interaction(str(row["user"]), str(row["item"]), float(ts) if ts is not None else float(n), where)
+        b.interaction(_key(row["user"], where, "user"), _key(row["item"], where, "item"),
+                      float(ts) if ts is not None else float(n), where)
     return b.build(timed=timed)
+
+
+def _text_fields(metas: list[dict[str, Any]]) -> TextTemplate:
+    """`text` when items have it, else every text-like field in first-seen order (titles only, or
+    title + description + …): what a user bringing their own catalogue means by its text."""
+    if any("text" in m for m in metas):
+        return TextTemplate(("text",), sep=". ")
+    fields: dict[str, None] = {}
+    for meta in metas:
+        for key, value in meta.items():
+            if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+                fields.setdefault(key)
+    return TextTemplate(tuple(fields) or ("text",), sep=". ")
 
 
 LOADERS: dict[str, Callable[..., Dataset]] = {

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._bundle import read_manifest
 from .._errors import BundleError
 from .._manifest import Manifest
 from ._harness import FitContext
@@ -22,6 +23,7 @@ class BundleScorer:
                  device: str = "cpu") -> None:
         self.bundle, self.precision, self.name, self.ann, self.device = bundle, precision, name, ann, device
         self.params: dict[str, Any] = {"bundle": bundle, "precision": precision, "ann": ann}
+        self.manifest = read_manifest(bundle)[0]  # a wrong path fails now, not after other methods trained
 
     def fit(self, ctx: FitContext) -> None:
         from .. import Recommender

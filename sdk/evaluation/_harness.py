@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..data import Dataset
 from ._metrics import MethodResult, per_user_metrics, ranks_and_topk
 from ._splits import Cases, Split
@@ -33,7 +33,8 @@ def evaluate(score: ScoreFn, cases: Cases, n_items: int, batch_size: int = 512,
     """Exact full-ranking evaluation of `score` on `cases`."""
     ranks = np.zeros(len(cases), dtype=np.int64)
     topk = np.zeros((len(cases), min(10, n_items)), dtype=np.int64)
-    for start in tqdm(range(0, len(cases), batch_size), desc=desc, disable=desc is None, unit="batch", leave=False):
+    for start in progress_bar(range(0, len(cases), batch_size), enabled=desc is not None, desc=desc, unit="batch",
+                              leave=False):
         sl = slice(start, start + batch_size)
         hist = cases.histories[sl]
         scores = np.array(score(hist), dtype=np.float32, copy=True)

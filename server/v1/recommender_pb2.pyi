@@ -206,7 +206,7 @@ class Limits(_message.Message):
     def __init__(self, max_embed_texts: _Optional[int] = ..., max_embed_stream_texts: _Optional[int] = ..., max_text_bytes: _Optional[int] = ..., max_k: _Optional[int] = ..., max_ids: _Optional[int] = ..., max_id_bytes: _Optional[int] = ..., max_upsert_items: _Optional[int] = ..., max_metadata_bytes: _Optional[int] = ..., max_filter_conditions: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model", "dim", "max_length", "device", "precision", "catalogue_size", "lmrec_version", "limits")
+    __slots__ = ("model", "dim", "max_length", "device", "precision", "catalogue_size", "lmrec_version", "limits", "precision_reason")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +215,7 @@ class GetModelInfoResponse(_message.Message):
     CATALOGUE_SIZE_FIELD_NUMBER: _ClassVar[int]
     LMREC_VERSION_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_REASON_FIELD_NUMBER: _ClassVar[int]
     model: str
     dim: int
     max_length: int
@@ -223,4 +224,5 @@ class GetModelInfoResponse(_message.Message):
     catalogue_size: int
     lmrec_version: str
     limits: Limits
-    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., catalogue_size: _Optional[int] = ..., lmrec_version: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    precision_reason: str
+    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., catalogue_size: _Optional[int] = ..., lmrec_version: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., precision_reason: _Optional[str] = ...) -> None: ...

@@ -24,6 +24,7 @@ def test_model_info(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
     info = client.model_info()
     assert info["dim"] == sdk.dim == 16
     assert info["device"] == "cpu" and info["precision"] == sdk.precision
+    assert info["precision_reason"] == sdk.precision_reason and info["precision_reason"].startswith(sdk.precision)
     assert int(info["catalogue_size"]) == len(sdk) == 120
     assert info["lmrec_version"] == lmrec.__version__
     assert info["limits"]["max_k"] == Limits().max_k

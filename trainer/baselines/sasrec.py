@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+from lmrec import progress_bar
 from lmrec.evaluation import FitContext
-from tqdm.auto import tqdm
 
 from ..objectives import windows
 
@@ -115,7 +115,7 @@ class SASRec:
         batch_size = int(np.clip(cfg.batch_tokens // max(1.0, lengths.mean()), 8, cfg.batch_size))
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best, best_state, stale, history = -1.0, None, 0, []
-        bar = tqdm(range(cfg.max_epochs), desc="sasrec", disable=not ctx.progress, unit="epoch")
+        bar = progress_bar(range(cfg.max_epochs), desc="sasrec", enabled=ctx.progress, unit="epoch")
         for epoch in bar:
             start = time.perf_counter()
             self.model.train()
