@@ -45,7 +45,7 @@ def test_windows_cover_every_next_item_once():
 def test_itemknn_and_sasrec_beat_popularity():
     pop = fitted(Pop())
     knn = fitted(ItemKNN())
-    sas = fitted(SASRec(dim=32, max_epochs=15, patience=3))
+    sas = fitted(SASRec(dim=32, max_epochs=15, patience=3, search=False))
     assert knn > 1.5 * pop
     assert sas > 1.5 * pop
 
@@ -54,3 +54,34 @@ def test_sasrec_is_deterministic_for_a_seed():
     a = fitted(SASRec(dim=16, max_epochs=2, patience=2))
     b = fitted(SASRec(dim=16, max_epochs=2, patience=2))
     assert a == b
+
+
+def test_successive_halving_keeps_the_best_and_trains_no_epoch_twice():
+    from lmrec.trainer.search import successive_halving
+
+    class Fake:
+        def __init__(self, rate: float, stop: int) -> None:
+            self.rate, self.stop, self.epochs, self.best, self.finished = rate, stop, 0, -1.0, False
+
+        def advance(self, epochs: int) -> None:
+            for _ in range(epochs):
+                self.epochs += 1
+                self.best = max(self.best, self.rate * min(self.epochs, self.stop))
+                self.finished = self.epochs >= self.stop + 3
+
+    runs = [Fake(r, 10) for r in (0.1, 0.4, 0.2, 0.3)]
+    winner, record = successive_halving(runs, (2, 6))
+    assert winner is runs[1] and winner.finished and winner.epochs == 13
+    assert [r["candidates"] for r in record] == [4, 2]
+    assert sorted(r.epochs for r in runs) == [2, 2, 6, 13]  # the losers stopped where they were cut
+
+
+def test_sasrec_chooses_its_settings_on_validation():
+    sas = SASRec(dim=16, max_epochs=4, patience=2, lr=2e-3)  # lr given: fixed; dropout searched
+    data = load_dataset(DATA)
+    split = make_split(data, "warm", seed=0)
+    sas.fit(FitContext(data, split, progress=False))
+    assert sas.params["searched"] == {"dropout": [0.2, 0.5], "max_len": [50, 200]}
+    assert sas.params["candidates"] == 2  # short synthetic histories: a history of 200 is no candidate
+    assert sas.params["lr"] == 2e-3 and sas.params["dropout"] in (0.2, 0.5)
+    assert sas.params["search_epochs"] > sas.params["epochs_run"]

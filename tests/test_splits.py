@@ -72,3 +72,32 @@ def test_temporal_split_needs_timestamps(tmp_path):
 def test_unknown_split_kind():
     with pytest.raises(DataError, match="split 'random'"):
         make_split(load_dataset(DATA), "random")
+
+
+def test_mixed_split_holds_out_the_cold_items_and_evaluates_everyone():
+    data = load_dataset(DATA)
+    cold, mixed, warm = (make_split(data, kind, seed=7) for kind in ("cold", "mixed", "warm"))
+    assert mixed.cold_items.tolist() == cold.cold_items.tolist()
+    assert [s.tolist() for s in mixed.train] == [s.tolist() for s in cold.train]  # trains exactly as cold
+    assert mixed.test.users.tolist() == warm.test.users.tolist()  # every user, whatever the target
+    assert mixed.test.targets.tolist() == warm.test.targets.tolist()
+    new = mixed.new_targets(mixed.test)
+    assert 0 < new.sum() < len(new) and set(mixed.test.targets[new].tolist()) <= set(cold.cold_items.tolist())
+    assert new.sum() == len(cold.test) and mixed.describe()["cold_share"] == 0.2
+
+
+def test_eval_reports_mixed_metrics_by_target(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "lmrec", "eval", "--data", DATA, "--methods", "pop", "--split",
+                           "mixed", "--seed", "7", "--json", str(out), "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())["results"]["pop"]
+    warm, new = r["by_target"]["warm"], r["by_target"]["new"]
+    assert set(warm) == set(new) == {*r} - {"params", "fit_seconds", "eval_seconds", "by_target"}
+    assert warm["users"] + new["users"] == r["users"]
+    assert abs((warm["ndcg@10"] * warm["users"] + new["ndcg@10"] * new["users"]) / r["users"] - r["ndcg@10"]) < 1e-9
+    assert new["ndcg@10"] == 0  # popularity counts training interactions: a new item has none

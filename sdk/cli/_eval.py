@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default="pop,itemknn,zeroshot",
                    help=f"comma-separated methods: {', '.join(BASELINES)}, lmrec, lmrec-fp32 (default: %(default)s)")
     p.add_argument(
-        "--split", default="warm", choices=("warm", "cold", "temporal"), help="evaluation split (default: warm)"
+        "--split", default="warm", choices=("warm", "cold", "mixed", "temporal"),
+        help="evaluation split (default: warm); cold: only users whose target is a held-out item; mixed: every user, "
+             "with the cold split's held-out items"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split, training and bootstrap (default: 0)")
     p.add_argument(

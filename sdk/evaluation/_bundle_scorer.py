@@ -11,6 +11,7 @@ from .._bundle import read_manifest
 from .._errors import BundleError
 from .._manifest import Manifest
 from ._harness import FitContext
+from ._splits import HELD_OUT
 
 ANN_FLOOR = -1e9  # items the index did not return: finite, below every real cosine
 
@@ -57,9 +58,14 @@ def check_bundle_matches(manifest: Manifest, ctx: FitContext) -> None:
     training = manifest.training or {}
     if not training:
         return  # zero-shot bundle: saw no interactions
-    expect = {"fingerprint": ctx.data.fingerprint(), "split": ctx.split.kind, "seed": ctx.split.seed}
-    got = {"fingerprint": (training.get("data") or {}).get("fingerprint"), "split": training.get("split"),
+    def family(kind: Any) -> Any:  # cold and mixed hold out the same items and train alike
+        return "held-out" if kind in HELD_OUT else kind
+
+    expect = {"fingerprint": ctx.data.fingerprint(), "split": family(ctx.split.kind), "seed": ctx.split.seed}
+    got = {"fingerprint": (training.get("data") or {}).get("fingerprint"), "split": family(training.get("split")),
            "seed": training.get("seed")}
+    if ctx.split.kind in HELD_OUT:
+        expect["cold_share"], got["cold_share"] = ctx.split.params.get("cold_share"), training.get("cold_share")
     wrong = [f"{k}: bundle {got[k]!r} vs evaluation {expect[k]!r}" for k in expect if got[k] != expect[k]]
     if wrong:
         raise BundleError("the bundle was trained on other data, split or seed; evaluating it would leak "

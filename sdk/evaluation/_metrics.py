@@ -90,6 +90,10 @@ class MethodResult:
     def users(self) -> int:
         return len(self.topk)
 
+    def subset(self, rows: np.ndarray) -> MethodResult:
+        """The result on the cases selected by `rows` (a boolean mask or indices)."""
+        return MethodResult({m: v[rows] for m, v in self.values.items()}, self.topk[rows], self.n_items)
+
     def summary(self, seed: int = 0) -> dict:
         """Means, 95 % percentile-bootstrap intervals over users, and the user count."""
         out: dict = {m: float(self.values[m].mean()) for m in PER_USER}

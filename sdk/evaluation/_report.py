@@ -27,6 +27,10 @@ def run_methods(data: Dataset, split: Split, scorers: Sequence[Scorer], ctx: Fit
         results[scorer.name] = {**res.summary(seed=ctx.seed), "params": scorer.params,
                                 "fit_seconds": round(fitted, 2),
                                 "eval_seconds": round(time.perf_counter() - start - fitted, 2)}
+        if split.kind == "mixed":  # where the gains come from: targets with history, and new ones
+            new = split.new_targets(split.test)
+            results[scorer.name]["by_target"] = {"warm": res.subset(~new).summary(seed=ctx.seed),
+                                                 "new": res.subset(new).summary(seed=ctx.seed)}
         log(f"{scorer.name}: ndcg@10={results[scorer.name]['ndcg@10']:.4f} "
             f"recall@10={results[scorer.name]['recall@10']:.4f} ({fitted:.0f}s fit)")
     return results, raw

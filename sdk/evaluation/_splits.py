@@ -5,6 +5,8 @@
   history when predicting the test item.
 - `cold`: as `warm`, but a seeded share of items never appears in any training sequence; only
   users whose target is such an item are evaluated, with their full prefix (cold items included).
+- `mixed`: the cold split's held-out items (same seed, same items) and training part, but every
+  user is evaluated whatever the target: a catalogue where some items are new, as in production.
 - `temporal`: one global cut in time; each user's first interaction after the cut is the test
   target (history = everything before it); validation uses a second cut inside the training part.
 """
@@ -19,7 +21,8 @@ import numpy as np
 from .._errors import DataError
 from ..data import Dataset
 
-SPLITS = ("warm", "cold", "temporal")
+SPLITS = ("warm", "cold", "mixed", "temporal")
+HELD_OUT = ("cold", "mixed")  # splits that hold items out of training; they train alike
 MIN_INTERACTIONS = 3
 
 
@@ -46,6 +49,10 @@ class Split:
     test: Cases
     cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     params: dict = field(default_factory=dict)
+
+    def new_targets(self, cases: Cases) -> np.ndarray:
+        """Boolean mask of the cases whose target is an item held out of training."""
+        return np.isin(cases.targets, self.cold_items)
 
     def train_counts(self) -> np.ndarray:
         """Interactions per item in the training sequences (popularity)."""
@@ -77,7 +84,7 @@ def make_split(data: Dataset, kind: str = "warm", seed: int = 0, cold_share: flo
     if not eligible:
         raise DataError(f"{data.name}: no user has {MIN_INTERACTIONS} or more interactions")
     cold = np.zeros(data.n_items, dtype=bool)
-    if kind == "cold":
+    if kind in HELD_OUT:
         rng = np.random.default_rng(seed)
         n_cold = max(1, int(round(cold_share * data.n_items)))
         cold[rng.choice(data.n_items, size=n_cold, replace=False)] = True
@@ -91,17 +98,17 @@ def make_split(data: Dataset, kind: str = "warm", seed: int = 0, cold_share: flo
         if len(head):
             train.append(head)
             train_users.append(u)
-        if kind == "warm" or cold[seq[-2]]:
+        if kind in ("warm", "mixed") or cold[seq[-2]]:
             valid[0].append(u)
             valid[1].append(seq[:-2])
             valid[2].append(int(seq[-2]))
-        if kind == "warm" or cold[seq[-1]]:
+        if kind in ("warm", "mixed") or cold[seq[-1]]:
             test[0].append(u)
             test[1].append(seq[:-1])
             test[2].append(int(seq[-1]))
     return Split(kind, seed, data.n_items, train, np.asarray(train_users, dtype=np.int64),
                  _cases(*valid), _cases(*test), np.flatnonzero(cold),
-                 {"cold_share": cold_share} if kind == "cold" else {})
+                 {"cold_share": cold_share} if kind in HELD_OUT else {})
 
 
 def _temporal(data: Dataset, seed: int, quantile: float) -> Split:

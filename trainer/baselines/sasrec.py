@@ -95,69 +95,125 @@ def build_model(n_items: int, cfg: SASRecConfig):
     return SASRec()
 
 
-class SASRec:
-    name = "sasrec"
+class _Run:
+    """One SASRec training run, advanced epoch by epoch, keeping its best state (for the search)."""
 
-    def __init__(self, config: SASRecConfig | None = None, **overrides: Any) -> None:
-        self.cfg = replace(config or SASRecConfig(), **overrides)
-        self.params: dict[str, Any] = asdict(self.cfg)
+    def __init__(self, cfg: SASRecConfig, ctx: FitContext, progress: bool) -> None:
+        import torch
 
-    def fit(self, ctx: FitContext) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        torch.manual_seed(ctx.seed)
+        self.rng = np.random.default_rng(ctx.seed)
+        self.model = build_model(ctx.split.n_items, cfg).to(ctx.device)
+        self.data = left_pad(windows(ctx.split.train, cfg.max_len), cfg.max_len + 1)
+        self.lengths = (self.data > 0).sum(1)
+        self.batch_size = int(np.clip(cfg.batch_tokens // max(1.0, self.lengths.mean()), 8, cfg.batch_size))
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.best, self.best_state, self.stale, self.finished = -1.0, None, 0, False
+        self.history: list[dict[str, Any]] = []
+        self.bar = progress_bar(total=cfg.max_epochs, desc=f"sasrec {_label(cfg)}", enabled=progress, unit="epoch")
+
+    def advance(self, epochs: int) -> None:
         import torch
 
         cfg = self.cfg
-        torch.manual_seed(ctx.seed)
-        rng = np.random.default_rng(ctx.seed)
-        n_items = ctx.split.n_items
-        self.model = build_model(n_items, cfg).to(ctx.device)
-        data = left_pad(windows(ctx.split.train, cfg.max_len), cfg.max_len + 1)
-        lengths = (data > 0).sum(1)
-        batch_size = int(np.clip(cfg.batch_tokens // max(1.0, lengths.mean()), 8, cfg.batch_size))
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        best, best_state, stale, history = -1.0, None, 0, []
-        bar = progress_bar(range(cfg.max_epochs), desc="sasrec", enabled=ctx.progress, unit="epoch")
-        for epoch in bar:
+        for _ in range(epochs):
+            if self.finished:
+                return
             start = time.perf_counter()
             self.model.train()
             total = 0.0
-            for rows in _batches(lengths, batch_size, rng):
-                batch = torch.from_numpy(trim(data[rows])).to(ctx.device)
+            for rows in _batches(self.lengths, self.batch_size, self.rng):
+                batch = torch.from_numpy(trim(self.data[rows])).to(self.ctx.device)
                 inputs, labels = batch[:, :-1], batch[:, 1:]
                 hidden = self.model(inputs)
                 keep = labels > 0
                 loss = torch.nn.functional.cross_entropy(self.model.logits(hidden[keep]), labels[keep] - 1)
-                opt.zero_grad()
+                self.opt.zero_grad()
                 loss.backward()
-                opt.step()
+                self.opt.step()
                 total += loss.item() * len(batch)
-            ndcg = ctx.validate(self.score)
-            history.append({"epoch": epoch + 1, "loss": total / len(data), "valid_ndcg@10": ndcg,
-                            "seconds": time.perf_counter() - start})
-            bar.set_postfix(loss=f"{total / len(data):.3f}", valid_ndcg=f"{ndcg:.4f}")
-            log.info("sasrec epoch %d loss %.4f valid ndcg@10 %.4f (%.1fs)", epoch + 1, total / len(data), ndcg,
-                     history[-1]["seconds"])
-            if ndcg > best:
-                best, best_state, stale = ndcg, copy.deepcopy(self.model.state_dict()), 0
+            ndcg = self.ctx.validate(lambda h: score(self.model, cfg, h))
+            seconds = time.perf_counter() - start
+            self.history.append({"epoch": len(self.history) + 1, "loss": total / len(self.data),
+                                 "valid_ndcg@10": ndcg, "seconds": seconds})
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{total / len(self.data):.3f}", valid_ndcg=f"{ndcg:.4f}")
+            log.info("sasrec %s epoch %d loss %.4f valid ndcg@10 %.4f (%.1fs)", _label(cfg), len(self.history),
+                     total / len(self.data), ndcg, seconds)
+            if ndcg > self.best:
+                self.best, self.best_state, self.stale = ndcg, copy.deepcopy(self.model.state_dict()), 0
             else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
-        self.model.load_state_dict(best_state)
+                self.stale += 1
+            self.finished = self.stale >= cfg.patience or len(self.history) >= cfg.max_epochs
+            if self.finished:
+                self.bar.close()
+
+
+def _label(cfg: SASRecConfig) -> str:
+    return f"len {cfg.max_len} dropout {cfg.dropout:g} lr {cfg.lr:g}"
+
+
+def score(model: Any, cfg: SASRecConfig, histories: Sequence[np.ndarray]) -> np.ndarray:
+    """Scores over the catalogue for each history (item indices), from the last position."""
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        seq = torch.from_numpy(trim(left_pad(histories, cfg.max_len))).to(device)
+        return model.logits(model(seq)[:, -1]).float().cpu().numpy()
+
+
+# What the search chooses among when a setting is not given: the settings that moved validation
+# NDCG@10 most on the shared datasets (bench/RESULTS.md, "Baselines"). A history longer than 50 is
+# a candidate only when the data has such histories.
+SEARCH = {"dropout": (0.2, 0.5), "lr": (1e-3, 2e-3), "max_len": (50, 200)}
+RUNGS = (3, 9, 18)  # epochs each surviving candidate has trained before the next cut
+
+
+class SASRec:
+    """SASRec whose dropout, learning rate and history length are chosen on validation by
+    successive halving (`search=False`, or giving a setting, fixes it)."""
+
+    name = "sasrec"
+
+    def __init__(self, config: SASRecConfig | None = None, search: bool = True, **overrides: Any) -> None:
+        self.cfg = replace(config or SASRecConfig(), **overrides)
+        self.search = {k: v for k, v in SEARCH.items() if k not in overrides} if search else {}
+        self.params: dict[str, Any] = asdict(self.cfg)
+
+    def candidates(self, ctx: FitContext) -> list[SASRecConfig]:
+        grid = dict(self.search)
+        if "max_len" in grid:
+            p90 = float(np.percentile([len(s) for s in ctx.split.train], 90)) if ctx.split.train else 0.0
+            grid["max_len"] = tuple(n for n in grid["max_len"] if n <= 50 or p90 > 50)
+        configs = [self.cfg]
+        for key, values in grid.items():
+            configs = [replace(c, **{key: v}) for c in configs for v in values]
+        return configs
+
+    def fit(self, ctx: FitContext) -> None:
+        from ..search import successive_halving
+
+        configs = self.candidates(ctx)
+        runs = [_Run(cfg, ctx, ctx.progress) for cfg in configs]
+        run, rungs = successive_halving(runs, RUNGS if len(runs) > 1 else (), log=log.info)
+        self.cfg = run.cfg
+        run.model.load_state_dict(run.best_state)
+        self.model = run.model
         self.params = {
-            **asdict(cfg),
-            "effective_batch_size": batch_size,
-            "epochs_run": len(history),
-            "best_valid_ndcg@10": best,
-            "seconds_per_epoch": float(np.median([h["seconds"] for h in history])),
+            **asdict(run.cfg),
+            "effective_batch_size": run.batch_size,
+            "epochs_run": len(run.history),
+            "best_valid_ndcg@10": run.best,
+            "seconds_per_epoch": float(np.median([h["seconds"] for h in run.history])),
+            "searched": {k: list(v) for k, v in self.search.items()},
+            "candidates": len(configs),
+            "search_epochs": sum(len(r.history) for r in runs),
+            "search_rungs": rungs,
         }
-        self.history = history
+        self.history = run.history
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        import torch
-
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        with torch.inference_mode():
-            seq = torch.from_numpy(trim(left_pad(histories, self.cfg.max_len))).to(device)
-            hidden = self.model(seq)[:, -1]
-            return self.model.logits(hidden).float().cpu().numpy()
+        return score(self.model, self.cfg, histories)
