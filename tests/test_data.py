@@ -245,3 +245,12 @@ def test_ids_that_are_numbers_in_one_file_and_strings_in_another(tmp_path):
     _write_jsonl(tmp_path / "interactions.jsonl", [{"user": "1", "item": 7.5}])
     with pytest.raises(DataError, match=r"interactions.jsonl:1: item must be a string or an integer, got 7.5"):
         load_dataset(f"jsonl:{tmp_path}")
+
+
+def test_synthetic_long_descriptions_leave_the_rest_unchanged():
+    short = load_dataset("synthetic:items=50,users=20,seed=4")
+    long = load_dataset("synthetic:items=50,users=20,seed=4,words=80")
+    assert [s.tolist() for s in short.sequences] == [s.tolist() for s in long.sequences]
+    assert all(t.startswith(s) and len(t.split()) > 80 for s, t in zip(short.item_texts, long.item_texts, strict=True))
+    with pytest.raises(DataError, match="words must be in 0..2000"):
+        load_dataset("synthetic:words=5000")

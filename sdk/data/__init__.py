@@ -16,7 +16,7 @@ KINDS = ("movielens", "amazon", "recbole", "jsonl", "synthetic")
 
 def load_dataset(spec: str, template: TextTemplate | str | None = None) -> Dataset:
     """Load `KIND:PATH` (see README): movielens:DIR, amazon:DIR, recbole:DIR, jsonl:DIR,
-    synthetic:items=N,users=M,seed=S. `template` overrides the kind's default item text."""
+    synthetic:items=N,users=M,seed=S[,words=W]. `template` overrides the kind's default item text."""
     kind, colon, rest = spec.partition(":")
     if not colon or kind not in KINDS:
         raise DataError(f"data spec {spec!r}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")

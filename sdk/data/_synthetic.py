@@ -101,15 +101,20 @@ _TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 _BRANDS = ("Acme", "Nordvik", "Solano", "Kestrel", "Brightline", "Oakhurst", "Velora", "Tamarack",
            "Lumen", "Corvid", "Halcyon", "Pinecrest", "Rivet", "Sable", "Zephyr", "Marlow")
 _EXTRAS = ("set", "pack", "kit", "bundle", "edition", "classic", "deluxe", "mini", "pro", "plus")
+# Words of the long descriptions (`words=N`): product-page prose around the item's own topic words.
+_PROSE = ("designed", "for", "everyday", "use", "with", "a", "durable", "finish", "and", "easy", "care", "the",
+          "perfect", "gift", "quality", "materials", "ships", "in", "recyclable", "packaging", "includes",
+          "warranty", "comfortable", "reliable", "modern", "look", "fits", "most", "spaces", "lightweight",
+          "compact", "storage", "made", "to", "last", "great", "value", "simple", "setup", "our", "best")
 
 
 def parse_synthetic_spec(spec: str) -> dict[str, int]:
     """`items=N,users=M,seed=S` (all optional) to keyword arguments, naming a bad key or value."""
-    args = {"items": 2000, "users": 1000, "seed": 0}
+    args = {"items": 2000, "users": 1000, "seed": 0, "words": 0}
     for part in filter(None, spec.split(",")):
         key, eq, value = part.partition("=")
         if not eq or key not in args:
-            raise DataError(f"synthetic: unknown parameter {part!r} (expected items=N, users=M, seed=S)")
+            raise DataError(f"synthetic: unknown parameter {part!r} (expected items=N, users=M, seed=S, words=W)")
         try:
             args[key] = int(value)
         except ValueError:
@@ -118,12 +123,15 @@ def parse_synthetic_spec(spec: str) -> dict[str, int]:
         raise DataError(f"synthetic: items must be in 1..1000000, got {args['items']}")
     if not 0 <= args["users"] <= 1_000_000:
         raise DataError(f"synthetic: users must be in 0..1000000, got {args['users']}")
+    if not 0 <= args["words"] <= 2000:
+        raise DataError(f"synthetic: words must be in 0..2000, got {args['words']}")
     return args
 
 
-def synthetic(items: int = 2000, users: int = 1000, seed: int = 0) -> Dataset:
+def synthetic(items: int = 2000, users: int = 1000, seed: int = 0, words: int = 0) -> Dataset:
     """Generate `items` items and `users` users (sequences of up to 60 items, 3 or more unless the
-    catalogue runs out), deterministic in `seed`."""
+    catalogue runs out), deterministic in `seed`. `words` > 0 adds a description of about that many
+    words to every item (a catalogue of long texts); everything else stays the same."""
     rng = np.random.default_rng(seed)
     topics = list(_TOPICS)
     n_topics = len(topics)
@@ -136,11 +144,15 @@ def synthetic(items: int = 2000, users: int = 1000, seed: int = 0) -> Dataset:
 
     item_ids = [f"i{k}" for k in range(items)]
     metas, texts = [], []
-    template = TextTemplate(("title", "category"), sep=". ")
+    template = TextTemplate(("title", "category") + (("description",) if words else ()), sep=". ")
+    prose = np.random.default_rng([seed, 1])  # its own stream: the rest is the same with or without words
     for k in range(items):
         adjs, nouns = _TOPICS[topics[item_topic[k]]]
         title = f"{_BRANDS[item_brand[k]]} {adjs[item_adj[k]]} {nouns[item_noun[k]]} {_EXTRAS[item_extra[k]]} {k % 997}"
         meta = {"title": title, "category": topics[item_topic[k]].replace("-", " "), "brand": _BRANDS[item_brand[k]]}
+        if words:
+            vocab = _PROSE + adjs + nouns
+            meta["description"] = " ".join(vocab[j] for j in prose.integers(0, len(vocab), words)).capitalize() + "."
         metas.append(meta)
         texts.append(template.render(meta))
 
@@ -182,7 +194,7 @@ def synthetic(items: int = 2000, users: int = 1000, seed: int = 0) -> Dataset:
             user_ids.append(f"u{u}")
             sequences.append(np.asarray(seq, dtype=np.int64))
     return Dataset(
-        name=f"synthetic-{items}x{users}-s{seed}",
+        name=f"synthetic-{items}x{users}-s{seed}" + (f"-w{words}" if words else ""),
         item_ids=item_ids,
         item_texts=texts,
         item_meta=metas,
