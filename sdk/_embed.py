@@ -11,6 +11,11 @@ Both ways of using every core are here: one process whose ONNX Runtime uses seve
 threads (`workers=1`), or several worker processes with one thread each (chunks are handed out in
 order, at most two per worker in flight). bench/bench_offline.py measures both; worker processes
 were faster and are the default.
+
+Thread budget: the cores are shared out once, not once per pool. Each worker process gets
+`cores // workers` ONNX Runtime threads and tokenizes on its own thread (no rayon pool of one
+thread per core in every worker, which would put workers x cores tokenizer threads on the
+cores); numpy's BLAS does no work in a worker (normalising rows is not a matrix product).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from ._tables import (
 )
 
 DEFAULT_CHUNK = 2048
+TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"  # the tokenizers library reads it on every batch
 
 
 def default_workers(device: str = "cpu") -> int:
@@ -132,7 +138,7 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
 
     bar = progress_bar(total=total, unit="items", desc=f"embed {items.name}", enabled=progress,
                dynamic_ncols=True, mininterval=1.0)
-    spec = (str(encoder_file), str(bundle.file(Manifest.TOKENIZER)), bundle.max_length, device, threads_each)
+    spec = (str(encoder_file), str(bundle.file(Manifest.TOKENIZER)), bundle.max_length, device, threads_each, False)
     n_chunks = 0
 
     def todo() -> Iterator[tuple[int, list[str], list[str]]]:
@@ -157,7 +163,7 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
             import multiprocessing
 
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker, initargs=spec) as pool:
+                                     initializer=_init_worker, initargs=(*spec[:-1], True)) as pool:
                 pending: set[Future[int]] = set()
                 for idx, ids, texts in todo():
                     while len(pending) >= 2 * workers:
@@ -215,10 +221,15 @@ def _open_work_dir(out: Path, identity: dict[str, Any], restart: bool, overwrite
 _ENCODER: Any = None
 
 
-def _init_worker(onnx: str, tokenizer: str, max_length: int, device: str, threads: int | None) -> None:
-    """Load the encoder once per process (the main one, or each worker)."""
+def _init_worker(onnx: str, tokenizer: str, max_length: int, device: str, threads: int | None,
+                 worker_process: bool) -> None:
+    """Load the encoder once per process (the main one, or each worker). A worker process, whose
+    environment is its own, tokenizes on its calling thread (see the thread budget above)."""
     global _ENCODER
     from ._encoder import TextEncoder
+
+    if worker_process:
+        os.environ.setdefault(TOKENIZERS_PARALLELISM, "false")
 
     _ENCODER = TextEncoder(onnx, tokenizer, max_length, device, threads)
 

@@ -10,16 +10,21 @@ the server (lifecycle, interceptors) → the servicer (messages ↔ values) → 
 from __future__ import annotations
 
 from . import _client
+from ._admission import ComputeGate, TooBusy
 from ._batching import BatcherClosed, DeadlineExpired, MicroBatcher, QueueFull
+from ._bench import bench_server, format_server_bench
 from ._client import *  # noqa: F403  (the client: RecommenderClient and its errors, also as lmrec.client)
 from ._dataplane import DataPlane, NotReady
 from ._handlers import write_methods
 from ._interceptors import TokenAuth, TokenError
 from ._limits import Limits
 from ._server import RecommenderServer, ServerConfig, serve
+from ._threads import BlasLimit, ThreadBudget, cores
 
 __all__ = [
     "RecommenderServer", "ServerConfig", "serve", "DataPlane", "NotReady", "TokenAuth", "TokenError", "Limits",
-    "MicroBatcher", "QueueFull", "DeadlineExpired", "BatcherClosed", "write_methods",
+    "MicroBatcher", "QueueFull", "DeadlineExpired", "BatcherClosed", "write_methods", "bench_server",
+    "format_server_bench", "ThreadBudget", "BlasLimit", "cores",
+    "ComputeGate", "TooBusy",
 ]
 __all__ += _client.__all__

@@ -7,6 +7,10 @@ most `max_batch` texts (a request is never split; a larger one runs alone). Whil
 new requests queue up, so under load batches fill without any waiting. The queue is bounded in
 texts (`QueueFull` when it would overflow) and a request whose deadline passes before its turn is
 dropped unrun (`DeadlineExpired`).
+
+With `workers` > 1, that many model runs go on side by side (the server gives each one core: one
+ONNX Runtime thread per run). One worker at a time forms the next batch while the others run,
+so a batch fills during the runs before it instead of waiting behind them.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class _Entry:
 
 
 class MicroBatcher:
-    """Queue plus one worker thread; `embed(texts, timeout)` is what request handlers call.
+    """Queue plus `workers` worker threads; `embed(texts, timeout)` is what request handlers call.
 
     `run(texts)` returns `(vectors, tag)`: one row per text, and any value that identifies what
     produced them (the server passes the Recommender, so a search uses the index of the model
@@ -62,6 +66,7 @@ class MicroBatcher:
         max_wait_s: float = 0.002,
         max_queue: int = 4096,
         on_batch: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -69,6 +74,8 @@ class MicroBatcher:
             raise ValueError(f"max_wait must be between 0 and 1000 ms, got {max_wait_s * 1000:g} ms")
         if max_queue < max_batch:
             raise ValueError(f"max_queue ({max_queue}) must be >= max_batch ({max_batch})")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self._run = run
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
@@ -78,8 +85,11 @@ class MicroBatcher:
         self._queued_texts = 0
         self._closed = False
         self._cond = threading.Condition()
-        self._worker = threading.Thread(target=self._loop, name="lmrec-batcher", daemon=True)
-        self._worker.start()
+        self._forming = threading.Lock()  # one worker at a time gathers the next batch
+        self._workers = [threading.Thread(target=self._loop, name=f"lmrec-batcher-{n}", daemon=True)
+                         for n in range(workers)]
+        for worker in self._workers:
+            worker.start()
 
     @property
     def depth(self) -> int:
@@ -117,15 +127,21 @@ class MicroBatcher:
         except CancelledError:
             raise DeadlineExpired("request dropped before its batch ran") from None
 
+    @property
+    def workers(self) -> int:
+        return len(self._workers)
+
     def close(self, timeout: float | None = None) -> None:
-        """Stop taking work, finish what is queued, and stop the worker."""
+        """Stop taking work, finish what is queued, and stop the workers."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._worker.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _take_batch(self) -> list[_Entry] | None:
-        with self._cond:
+        with self._forming, self._cond:
             while not self._queue:
                 if self._closed:
                     return None

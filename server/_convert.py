@@ -207,4 +207,6 @@ def item_out(item: Item, include_vector: bool) -> pb.Item:
 
 
 def vectors_out(array: np.ndarray) -> list[pb.Vector]:
-    return [pb.Vector(values=row) for row in np.asarray(array, dtype=np.float32)]
+    # Lists of Python floats: protobuf reads a numpy row element by element (7x slower; it was
+    # 0.38 ms of one Embed call's 384-float answer).
+    return [pb.Vector(values=row) for row in np.asarray(array, dtype=np.float32).tolist()]

@@ -1,10 +1,11 @@
 """The data plane: what each call of the service does, with no gRPC in sight.
 
-It holds the Recommender being served (swappable while serving) and the micro-batcher that
-merges concurrent Embed/Search texts into one model run. The servicer converts messages into
-these calls and results back; every recommending rule lives in the SDK, so a call here is the
-SDK call plus the serving concerns: which Recommender answers, batching, and a gate that keeps
-writes out while the bundle is swapped.
+It holds the Recommender being served (swappable while serving), the micro-batcher that merges
+concurrent Embed/Search texts into one model run, and the gate that admits CPU-bound queries
+(Recommend, SimilarItems) a few at a time and refuses them when too many wait. The servicer
+converts messages into these calls and results back; every recommending rule lives in the SDK,
+so a call here is the SDK call plus the serving concerns: which Recommender answers, batching,
+admission, and a gate that keeps writes out while the bundle is swapped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 from lmrec import Item, Recommendation, Recommendations, Recommender
 
+from ._admission import ComputeGate
 from ._batching import MicroBatcher
 
 
@@ -29,13 +31,15 @@ class DataPlane:
     """The current Recommender and the calls the service answers from it."""
 
     def __init__(self, max_batch: int = 32, max_wait_s: float = 0.002, max_queue: int = 4096,
-                 on_batch: Any = None) -> None:
+                 on_batch: Any = None, batch_workers: int = 1, compute_slots: int = 1,
+                 max_waiting: int = 32) -> None:
         self._rec: Recommender | None = None
         self._gate = threading.Condition()
         self._writers = 0
         self._swapping = False
         self.batcher = MicroBatcher(self._embed_batch, max_batch=max_batch, max_wait_s=max_wait_s,
-                                    max_queue=max_queue, on_batch=on_batch)
+                                    max_queue=max_queue, on_batch=on_batch, workers=batch_workers)
+        self.compute = ComputeGate(compute_slots, max_waiting)
 
     # -- which Recommender answers ----------------------------------------------------------------
     @property
@@ -104,11 +108,16 @@ class DataPlane:
         _ = self.recommender  # UNAVAILABLE before the model is loaded, not a queued wait
         return self.batcher.embed(texts, timeout)[0]
 
-    def recommend(self, **query: Any) -> Recommendations:
-        return self.recommender.recommend(**query)
+    def recommend(self, timeout: float | None = None, **query: Any) -> Recommendations:
+        rec = self.recommender
+        with self.compute.slot(timeout):
+            return rec.recommend(**query)
 
-    def similar_items(self, item_id: str, k: int, filter: Mapping[str, Any] | None) -> list[Recommendation]:
-        return self.recommender.similar_items(item_id, k=k, filter=filter)
+    def similar_items(self, item_id: str, k: int, filter: Mapping[str, Any] | None,
+                      timeout: float | None = None) -> list[Recommendation]:
+        rec = self.recommender
+        with self.compute.slot(timeout):
+            return rec.similar_items(item_id, k=k, filter=filter)
 
     def search(
         self, text: str, k: int, filter: Mapping[str, Any] | None, timeout: float | None

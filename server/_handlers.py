@@ -11,6 +11,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from lmrec import LmrecError
 
+from ._admission import TooBusy
 from ._batching import BatcherClosed, DeadlineExpired, QueueFull
 from ._dataplane import NotReady
 from .v1 import recommender_pb2 as pb
@@ -48,7 +49,7 @@ def _deserializer(cls: Any) -> Callable[[bytes], Any]:
 
 def status(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a client gets for an exception raised by a call."""
-    if isinstance(error, QueueFull):
+    if isinstance(error, (QueueFull, TooBusy)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
     if isinstance(error, DeadlineExpired):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(error)

@@ -21,13 +21,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from lmrec import LmrecError, Manifest, Recommender
+from lmrec import LmrecError, Manifest, MissingDependencyError, Recommender, cuda_available
 
 from ._dataplane import DataPlane
 from ._handlers import SERVICE_NAME, generic_handler, write_methods
 from ._interceptors import AuthInterceptor, Metrics, MetricsInterceptor, TokenAuth
 from ._limits import Limits
 from ._servicer import RecommenderServicer
+from ._threads import ThreadBudget
 
 log = logging.getLogger("lmrec.server")
 
@@ -36,7 +37,19 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 @dataclass
 class ServerConfig:
-    """Everything `lmrec serve` takes; the defaults are the CLI's."""
+    """Everything `lmrec serve` takes; the defaults are the CLI's.
+
+    Threads (see lmrec.server._threads for why): `threads` is ONNX Runtime's intra-op threads per
+    model run, default 1 on the CPU, with one micro-batcher worker per `threads` cores; `workers`
+    gRPC threads answer calls.
+
+    Load shedding, so that an overload is answered RESOURCE_EXHAUSTED at once instead of queueing
+    calls until their deadlines pass: `compute_slots` Recommend/SimilarItems calls compute at once
+    (None: one per core) and at most `max_waiting_calls` more wait (32: under 0.1 s of Recommend
+    work on 2 cores); Embed/Search texts are bounded by `max_queue`; beyond `max_concurrent_rpcs` calls
+    in progress of any kind (running or waiting for a worker) grpc refuses new ones. Embed/Search
+    calls wait for the model without a core, so that limit leaves room for many of them.
+    """
 
     bundle: Path
     state_dir: Path
@@ -55,7 +68,9 @@ class ServerConfig:
     precision: str = "auto"
     threads: int | None = None
     workers: int = 64
-    max_concurrent_rpcs: int = 1024
+    max_concurrent_rpcs: int = 256
+    compute_slots: int | None = None
+    max_waiting_calls: int = 32
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -76,6 +91,14 @@ class ServerConfig:
             raise LmrecError(f"--snapshot-interval: {self.snapshot_interval_s:g}, must be > 0 seconds")
         if self.grace_s < 0:
             raise LmrecError(f"--grace: {self.grace_s:g}, must be >= 0 seconds")
+        if self.threads is not None and self.threads < 1:
+            raise LmrecError(f"--threads: {self.threads}, must be >= 1")
+        if self.compute_slots is not None and self.compute_slots < 1 or self.max_waiting_calls < 0:
+            raise LmrecError(f"compute_slots ({self.compute_slots}) must be >= 1 and max_waiting_calls "
+                             f"({self.max_waiting_calls}) >= 0")
+        if self.workers < 1 or self.max_concurrent_rpcs < 1:
+            raise LmrecError(f"workers ({self.workers}) and max_concurrent_rpcs ({self.max_concurrent_rpcs}) "
+                             "must be >= 1")
 
 
 def _address(host: str, port: int) -> str:
@@ -88,9 +111,13 @@ class RecommenderServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = Metrics() if config.metrics_port is not None else None
+        self.budget = ThreadBudget.plan(_device(config.device), config.threads, config.workers,
+                                        config.max_concurrent_rpcs, config.compute_slots)
         self.plane = DataPlane(max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000,
                                max_queue=config.max_queue,
-                               on_batch=self.metrics.batch_size.observe if self.metrics else None)
+                               on_batch=self.metrics.batch_size.observe if self.metrics else None,
+                               batch_workers=self.budget.batch_workers, compute_slots=self.budget.compute_slots,
+                               max_waiting=config.max_waiting_calls)
         self.batcher = self.plane.batcher
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.port: int | None = None
@@ -111,7 +138,8 @@ class RecommenderServer:
         # Resolved, so that a reload behind a symlink can still find the bundle it replaces.
         bundle = Path(c.bundle).resolve()
         started = time.perf_counter()
-        rec = Recommender.load(bundle, device=c.device, precision=c.precision, threads=c.threads, state_dir=c.state_dir)
+        rec = Recommender.load(bundle, device=c.device, precision=c.precision, threads=self.budget.onnx_threads,
+                               state_dir=c.state_dir)
         log.info("loaded %s: %d items, %s/%s (%s), in %.1f s", bundle, len(rec), rec.device, rec.precision,
                  rec.precision_reason, time.perf_counter() - started)
         return rec
@@ -142,6 +170,8 @@ class RecommenderServer:
         Returns the bound port (useful with port 0).
         """
         c = self.config
+        self.budget.apply()
+        log.info("thread budget: %s", self.budget.describe())
         interceptors: list[grpc.ServerInterceptor] = []
         if self.metrics is not None:
             self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
@@ -267,6 +297,17 @@ class RecommenderServer:
                     log.info("final snapshot written in %.2f s", time.perf_counter() - started)
         if self.metrics is not None:
             self.metrics.close()
+        self.budget.restore()
+
+
+def _device(device: str) -> str:
+    """The device "auto" will pick (the thread budget depends on it)."""
+    if device != "auto":
+        return device
+    try:
+        return "cuda" if cuda_available() else "cpu"
+    except MissingDependencyError:
+        return "cpu"  # loading the bundle reports the missing runtime
 
 
 def serve(config: ServerConfig) -> int:

@@ -67,12 +67,13 @@ class RecommenderServicer:
         results = self._plane.recommend(
             history=(history or None) if other_basis else history, k=k, exclude=exclude or None, filter=filter_,
             explain=request.explain, user_vector=user_vector, positive=positive or None,
-            negative=negative or None, strict=request.strict)
+            negative=negative or None, strict=request.strict, timeout=_timeout(context))
         return pb.RecommendResponse(items=cv.scored(results, request.explain), unknown_ids=list(results.unknown_ids))
 
     def SimilarItems(self, request: pb.SimilarItemsRequest, context: grpc.ServicerContext) -> pb.SimilarItemsResponse:
         item = cv.item_id("id", request.id, self._limits)
-        results = self._plane.similar_items(item, cv.k(request, self._limits), cv.filter_(request.filter, self._limits))
+        results = self._plane.similar_items(item, cv.k(request, self._limits), cv.filter_(request.filter, self._limits),
+                                            _timeout(context))
         return pb.SimilarItemsResponse(items=cv.scored(results))
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:

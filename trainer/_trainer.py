@@ -64,6 +64,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"valid": -1.0}
         self.partial_state: dict[str, Any] | None = None
+        self.label = ""  # prefixes the log lines (a search names its candidates)
 
     # -- state ----------------------------------------------------------------------------------
     def _optimizer(self) -> Any:
@@ -212,9 +213,16 @@ class Trainer:
             bar.set_postfix(loss=f"{total / min(start + cfg.batch_size, len(order)):.3f}")
         return total / len(order)
 
-    def run_user_phase(self, name: str, save: Callable[[], None]) -> None:
-        cfg = self.cfg
-        while self.epoch < cfg.epochs and self.stale < cfg.patience:
+    @property
+    def phase_done(self) -> bool:
+        """The current user phase has run out of epochs or of patience."""
+        return self.epoch >= self.cfg.epochs or self.stale >= self.cfg.patience
+
+    def advance_user(self, epochs: int, name: str = "user", save: Callable[[], None] | None = None) -> None:
+        """Up to `epochs` more epochs of the user phase `name` (fewer once it is done)."""
+        for _ in range(epochs):
+            if self.phase_done:
+                return
             start = time.perf_counter()
             loss = self.user_epoch()
             trained = time.perf_counter() - start
@@ -225,7 +233,7 @@ class Trainer:
             self.history.append({"phase": name, "epoch": self.epoch, "loss": loss, "valid_ndcg@10": ndcg,
                                  "valid_recall@10": metrics["recall@10"], "seconds": round(trained, 3),
                                  "valid_seconds": round(time.perf_counter() - start - trained, 3)})
-            self.log(f"{name} epoch {self.epoch}: loss {loss:.4f}, valid ndcg@10 {ndcg:.4f}"
+            self.log(f"{self.label}{name} epoch {self.epoch}: loss {loss:.4f}, valid ndcg@10 {ndcg:.4f}"
                      f"{' (best)' if improved else ''}, {trained:.1f}s")
             if improved:
                 self._snapshot(ndcg, name)
@@ -233,7 +241,11 @@ class Trainer:
                 self.phase_best, self.stale = ndcg, 0
             else:
                 self.stale += 1
-            save()
+            if save is not None:
+                save()
+
+    def run_user_phase(self, name: str, save: Callable[[], None]) -> None:
+        self.advance_user(self.cfg.epochs, name, save)
 
     # -- the encoder phase ----------------------------------------------------------------------
     def run_encoder_phase(self, encoder: Any, save: Callable[[], None]) -> None:

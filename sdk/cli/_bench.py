@@ -10,7 +10,7 @@ from ._args import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="speed benchmarks (needs the train and bench extras)")
+    p = sub.add_parser("bench", help="speed benchmarks (embed: the train and bench extras; server: the server extra)")
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     e = bsub.add_parser(
         "embed", help="embedding speed: lmrec int8 vs sentence-transformers and FastEmbed",
@@ -43,6 +43,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(run=run_embed)
 
+    s = bsub.add_parser(
+        "server", help="the gRPC server from outside: Embed, Recommend, Search, UpsertItems (needs the server extra)",
+        description="Starts its own `lmrec serve` on 127.0.0.1 (a free port, a temporary state directory) and drives "
+                    "it from this process with bounded load: Embed (one text per call) at 1, 8, 32 and 128 clients "
+                    "against in-process embed_texts in batches of 32; Recommend (history 20, k 10) open loop at "
+                    "50-800 requests/s; Search and UpsertItems (batches of 100). Every step lasts --seconds; the "
+                    "whole run stops by itself (--budget).")
+    s.add_argument("--bundle", required=True, help="bundle directory to serve")
+    s.add_argument("--json", required=True, help="write the report here")
+    s.add_argument("--seconds", type=float, default=10.0,
+                   help="length of each measured step (default: %(default)s; about 12 steps)")
+    s.add_argument("--budget", type=float, default=270.0,
+                   help="time limit in seconds up to stopping the server; steps that would not fit are skipped "
+                        "(default: %(default)s, so that the whole run ends within 5 minutes)")
+    s.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                   help="an extra `lmrec serve` argument, e.g. --serve-arg=--threads=2 (repeatable)")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.set_defaults(run=run_server)
+
 
 def run_embed(args: argparse.Namespace) -> int:
     require("torch", "train", "lmrec bench embed")
@@ -52,4 +71,15 @@ def run_embed(args: argparse.Namespace) -> int:
                          threads=args.threads, progress=not args.quiet)
     write_bench_report(result, args.json)
     print(format_bench_table(result))
+    return 0
+
+
+def run_server(args: argparse.Namespace) -> int:
+    for module in ("grpc", "grpc_health", "grpc_reflection"):
+        require(module, "server", "lmrec bench server")
+    from lmrec.server import bench_server, format_server_bench
+
+    result = bench_server(args.bundle, args.json, seconds=args.seconds, budget_s=args.budget,
+                          serve_args=args.serve_arg, progress=not args.quiet)
+    print(format_server_bench(result))
     return 0

@@ -7,6 +7,7 @@ from typing import Any
 
 from .._errors import LmrecError, require
 from ..data import DEFAULT_SPEC, load_dataset
+from ._args import positive_int
 from ._checks import bundle_dir, output_file
 
 BASELINES = ("pop", "itemknn", "zeroshot", "sasrec")
@@ -48,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", required=True, help="write the report here")
     p.add_argument("--plot", default=None, help="also draw the methods side by side into this PNG")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads of the methods that train (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -132,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         require("matplotlib", "train", "--plot")
     scorers = make_scorers(methods, args)
+    if args.threads is not None and any(m in ("zeroshot", "sasrec") for m in methods):
+        import torch
+
+        torch.set_num_threads(args.threads)
     data = load_dataset(args.data)
     for line in data.report.lines():
         print(f"data: {line}")

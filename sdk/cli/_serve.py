@@ -57,7 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the encoder runs")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "fp16"], help="encoder weights")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime intra-op threads per model run (default: 1 on the CPU, with one run per "
+                        "core side by side; see lmrec.server's thread budget)")
+    p.add_argument("--workers", type=int, default=64, help="gRPC worker threads (default: %(default)s)")
+    p.add_argument("--compute-slots", type=int, default=None,
+                   help="Recommend/SimilarItems calls computing at once (default: one per core)")
+    p.add_argument("--max-waiting-calls", type=int, default=32,
+                   help="Recommend/SimilarItems calls waiting for a slot; beyond, RESOURCE_EXHAUSTED "
+                        "(default: %(default)s)")
+    p.add_argument("--max-concurrent-rpcs", type=int, default=256,
+                   help="calls of any kind in progress; beyond, grpc answers RESOURCE_EXHAUSTED "
+                        "(default: %(default)s)")
     p.set_defaults(run=run)
 
 
@@ -79,5 +90,7 @@ def run(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue, metrics_port=args.metrics_port, snapshot_interval_s=args.snapshot_interval,
         grace_s=args.grace, device=args.device, precision=args.precision, threads=args.threads,
+        workers=args.workers, compute_slots=args.compute_slots, max_waiting_calls=args.max_waiting_calls,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
     )
     return serve(config)

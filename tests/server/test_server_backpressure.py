@@ -16,26 +16,30 @@ from lmrec.client import RecommenderClient, RemoteError
 def gated(start_server, tiny_bundle: Path):
     """A server whose model runs only once `gate` is set; `seen` lists the texts that reached it."""
     server = start_server(tiny_bundle, max_batch=4, max_queue=1024)
-    gate, seen = threading.Event(), []
+    gate, seen, entered = threading.Event(), [], []
     rec = server.plane.recommender
     embed = rec.embed_texts
 
     def held(texts: list[str], batch_size: int = 64):
+        entered.append(texts)
         gate.wait(30)
         seen.extend(texts)
         return embed(texts, batch_size=batch_size)
 
     rec.embed_texts = held  # the model of the served Recommender waits at the gate
     client = RecommenderClient(f"127.0.0.1:{server.port}", timeout=30, max_attempts=1)
-    blocker = threading.Thread(target=client.embed_texts, args=(["blocker"],))
-    blocker.start()
-    deadline = time.monotonic() + 10
-    while server.batcher.depth and time.monotonic() < deadline:  # the worker took it and waits at the gate
-        time.sleep(0.01)
+    blockers = []
+    for n in range(server.batcher.workers):  # one per batch worker, each in its own batch
+        blockers.append(threading.Thread(target=client.embed_texts, args=([f"blocker {n}"],)))
+        blockers[-1].start()
+        deadline = time.monotonic() + 10
+        while len(entered) <= n and time.monotonic() < deadline:  # a worker took it and waits at the gate
+            time.sleep(0.005)
     time.sleep(0.05)
     yield server, client, gate, seen
     gate.set()
-    blocker.join(10)
+    for blocker in blockers:
+        blocker.join(10)
     client.close()
 
 
@@ -52,7 +56,7 @@ def test_deadline_exceeded_drops_queued_work(gated) -> None:
     gate.set()
     assert client.embed_texts(["after"]).shape == (1, 16)
     assert "late embed" not in seen and "late search" not in seen, "work past its deadline reached the model"
-    assert "blocker" in seen and "after" in seen
+    assert "blocker 0" in seen and "after" in seen
 
 
 def test_full_queue_is_resource_exhausted_and_recovers(gated) -> None:
