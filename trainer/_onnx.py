@@ -9,11 +9,15 @@ completely (Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from lmrec import LmrecError
+
+from . import _quantise
+from ._quantise import ALPHAS, CALIBRATION_TARGET, OUTLIER_CHANNELS, QuantReport
 
 OPSET = 17
 OUTPUT = "sentence_embedding"
@@ -71,18 +75,20 @@ def optimise(src: Path, dst: Path, config: Any) -> dict[str, int]:
     return {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
 
 
-def quantise_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8, per output channel: per-tensor scales lose too much on MiniLM (min cosine 0.87)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logger_level = _quiet_ort_quantization()
+def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokenizer: Path, max_length: int,
+                  log: Callable[[str], None] = lambda message: None, *, threads: int | None = None,
+                  outlier_channels: int = OUTLIER_CHANNELS, alphas: Sequence[float] = ALPHAS,
+                  reduce_range: bool = True,
+                  target: Mapping[str, float] | None = CALIBRATION_TARGET) -> QuantReport:
+    """Dynamic int8 calibrated on catalogue texts (outlier split, SmoothQuant, 7-bit weights, greedy
+    fp32 fallback): plain dynamic int8 moved short texts' neighbours too much. See `_quantise`."""
+    level = _quiet_ort_quantization()
     try:
-        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                         # fused contrib ops have no ONNX shape inference: their outputs are float32
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        return _quantise.quantise_int8(src, dst, calibration_texts, tokenizer, max_length, log, threads=threads,
+                                       outlier_channels=outlier_channels, alphas=alphas, reduce_range=reduce_range,
+                                       target=target)
     finally:
-        _restore_logging(logger_level)
+        _restore_logging(level)
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
