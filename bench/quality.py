@@ -1,15 +1,14 @@
-"""Quality tables of trained bundles (bench/quality.sh runs the training and the `lmrec eval`s).
+"""Quality tables of default `lmrec train` bundles (bench/quality.sh runs the trainings and evals).
 
-    python bench/quality.py summary bench/results/quality     median seeds, tables, targets
+    python bench/quality.py summary bench/results/quality     tables, means over seeds, the targets
     python bench/quality.py int8 out/quality                  int8 vs fp32 on the median seeds' bundles
 
-`summary` copies, for each dataset and split, the report of the seed whose lmrec NDCG@10 is the
-median to bench/results/quality-<dataset>-<split>.json and prints Markdown tables with the
-targets of issue 4. `int8` compares the int8 and fp32 bundles user by user (paired bootstrap,
-top-10 overlap). A bundle stores its catalogue's vectors (computed by the fp32 graph at export),
-so `lmrec` and `lmrec-fp32` score the catalogue identically; precision matters for items embedded
-at run time. So `int8` also upserts the cold split's held-out items through each precision's
-encoder (what a user does with a new item) and scores the cold test cases again.
+`summary` prints, for each dataset and split, the median seed's table (its report is copied to
+bench/results/quality-<dataset>-<split>.json), the mean ± sd of every method over seeds, the
+paired comparisons of each seed (lmrec vs sasrec on warm and mixed, lmrec vs zeroshot on cold
+and mixed, overall and by target), and the targets of issues 11 and 12 against the tuned results
+of the previous round. `int8` compares the int8 and fp32 encoders on items embedded at run time
+(the stored catalogue's vectors are the fp32 graph's, so only new items can differ).
 """
 
 from __future__ import annotations
@@ -25,12 +24,15 @@ import numpy as np
 SPECS = {"amazon-office": "amazon:../shared/data/amazon-office",
          "movielens-latest-small": "movielens:../shared/data/movielens-latest-small"}
 ROOT = Path(__file__).resolve().parent
+# The previous round's tuned results (per-dataset configs; bench/RESULTS.md "Quality: trained bundles").
+TUNED = {("amazon-office", "warm"): 0.0748, ("movielens-latest-small", "warm"): 0.0649,
+         ("amazon-office", "cold"): 0.0535, ("movielens-latest-small", "cold"): 0.0441}
 
 
 def _reports(folder: Path) -> dict[tuple[str, str], dict[int, dict]]:
     out: dict[tuple[str, str], dict[int, dict]] = {}
     for path in sorted(folder.glob("*.json")):
-        m = re.fullmatch(r"(.+)-(warm|cold)-s(\d+)\.json", path.name)
+        m = re.fullmatch(r"(.+)-(warm|cold|mixed)-s(\d+)\.json", path.name)
         if m:
             out.setdefault((m[1], m[2]), {})[int(m[3])] = json.loads(path.read_text())
     return out
@@ -41,49 +43,75 @@ def median_seed(by_seed: dict[int, dict]) -> int:
     return seeds[(len(seeds) - 1) // 2]
 
 
+def _mean(by_seed: dict[int, dict], method: str, target: str | None = None) -> tuple[float, float, int]:
+    vals = [(r["results"][method]["by_target"][target] if target else r["results"][method])["ndcg@10"]
+            for r in by_seed.values() if method in r["results"]]
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
+
+
+def _pairs(report: dict, against: str) -> str:
+    pair = report.get("paired", {}).get(f"lmrec vs {against}", {}).get("ndcg@10")
+    if not pair:
+        return ""
+    ratio = f"ratio {pair['ratio']:.3f} (95 % CI {pair['ratio_ci95'][0]:.3f}–{pair['ratio_ci95'][1]:.3f})" \
+        if pair.get("ratio") is not None else "ratio n/a"
+    return (f"lmrec vs {against}: {ratio}, difference {pair['diff']:+.4f} "
+            f"({pair['diff_ci95'][0]:+.4f}–{pair['diff_ci95'][1]:+.4f})")
+
+
 def summary(folder: Path) -> None:
     reports = _reports(folder)
-    medians: dict[tuple[str, str], dict] = {}
     for (ds, split), by_seed in sorted(reports.items()):
         seed = median_seed(by_seed)
-        medians[(ds, split)] = by_seed[seed]
         shutil.copyfile(folder / f"{ds}-{split}-s{seed}.json", ROOT / "results" / f"quality-{ds}-{split}.json")
         r = by_seed[seed]
         print(f"\n**{ds}**, `{split}` — median seed {seed} of {sorted(by_seed)}; "
               f"{r['split_info']['test_users']} test users\n")
-        print("| method | Recall@10 | NDCG@10 (95 % CI) | NDCG@20 | MRR | NDCG@10 over seeds (mean ± sd) |")
-        print("|---|---|---|---|---|---|")
+        targets = " | NDCG@10 warm targets | NDCG@10 new targets" if split == "mixed" else ""
+        print(f"| method | Recall@10 | NDCG@10 (95 % CI) | NDCG@20 | MRR | NDCG@10 over seeds (mean ± sd){targets} |")
+        print("|---|---|---|---|---|---|" + ("---|---|" if split == "mixed" else ""))
         for name, m in r["results"].items():
             lo, hi = m["ci95"]["ndcg@10"]
-            over = [s["results"][name]["ndcg@10"] for s in by_seed.values() if name in s["results"]]
-            spread = f"{np.mean(over):.4f} ± {np.std(over, ddof=1):.4f} (n={len(over)})" if len(over) > 1 else "—"
-            print(f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} ({lo:.4f}–{hi:.4f}) | {m['ndcg@20']:.4f} | "
-                  f"{m['mrr']:.4f} | {spread} |")
+            mean, sd, n = _mean(by_seed, name)
+            row = (f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} ({lo:.4f}–{hi:.4f}) | {m['ndcg@20']:.4f} | "
+                   f"{m['mrr']:.4f} | {mean:.4f} ± {sd:.4f} (n={n})")
+            if split == "mixed":
+                (wm, ws, _), (nm, ns, _) = _mean(by_seed, name, "warm"), _mean(by_seed, name, "new")
+                row += f" | {wm:.4f} ± {ws:.4f} | {nm:.4f} ± {ns:.4f}"
+            print(row + " |")
+        print()
         for s, report in sorted(by_seed.items()):  # paired: only within one seed's report
-            pair = report.get("paired", {}).get("lmrec vs sasrec", {}).get("ndcg@10")
-            if pair:
-                print(f"\nseed {s}: lmrec vs sasrec NDCG@10 ratio {pair['ratio']:.3f} (95 % CI "
-                      f"{pair['ratio_ci95'][0]:.3f}–{pair['ratio_ci95'][1]:.3f}), difference {pair['diff']:+.4f} "
-                      f"({pair['diff_ci95'][0]:+.4f}–{pair['diff_ci95'][1]:+.4f})")
-        _times(ds, split, sorted(by_seed))
-    for ds in sorted({d for d, _ in medians}):
-        warm, cold = medians.get((ds, "warm")), medians.get((ds, "cold"))
-        if warm and cold:
-            w, c = warm["results"]["lmrec"]["ndcg@10"], cold["results"]["lmrec"]["ndcg@10"]
-            print(f"\n{ds}: cold lmrec NDCG@10 {c:.4f} = {c / w:.1%} of its warm {w:.4f} (target >= 60 %)")
+            lines = [_pairs(report, other) for other in ("sasrec", "zeroshot")]
+            print(f"- seed {s}: " + "; ".join(x for x in lines if x))
+        _times(ds, "cold" if split == "mixed" else split, sorted(by_seed))
+        lm = _mean(by_seed, "lmrec")[0]
+        if (ds, split) in TUNED:
+            print(f"\ntarget: mean lmrec NDCG@10 {lm:.4f} = {lm / TUNED[(ds, split)]:.1%} of the previous round's "
+                  f"tuned {TUNED[(ds, split)]} (>= 97 %)")
+        for other in ("sasrec", "zeroshot"):
+            if other in r["results"]:
+                o = _mean(by_seed, other)[0]
+                print(f"target: mean lmrec / {other} = {lm / o:.3f}" if o else f"target: {other} scores 0")
+        if split == "mixed":
+            print(f"new targets: lmrec {_mean(by_seed, 'lmrec', 'new')[0]:.4f} vs zeroshot "
+                  f"{_mean(by_seed, 'zeroshot', 'new')[0]:.4f} (not below)")
+            if "lmrec-plain" in r["results"]:
+                warm, plain = _mean(by_seed, "lmrec", "warm")[0], _mean(by_seed, "lmrec-plain", "warm")[0]
+                print(f"warm targets: lmrec {warm:.4f} = {warm / plain:.1%} of lmrec-plain {plain:.4f} "
+                      f"(the same model without its new-item rules; >= 97 %)")
 
 
 def _times(ds: str, split: str, seeds: list[int], bundles: Path = ROOT.parent / "out" / "quality") -> None:
-    """Training time per seed, from the bundles' manifests (when the bundles are here)."""
+    """Training time and choices per seed, from the bundles' manifests (when the bundles are here)."""
     rows = []
     for seed in seeds:
         path = bundles / f"{ds}-{split}-s{seed}" / "manifest.json"
         if path.is_file():
             t = json.loads(path.read_text())["training"]
-            epochs = [h for h in t["history"] if h["phase"] in ("user", "user2")]
-            rows.append(f"seed {seed}: {len(epochs)} epochs (best {t['best']['phase']} {t['best']['epoch']}, "
-                        f"valid NDCG@10 {t['best']['valid_ndcg@10']:.4f}), {t['seconds_per_epoch']:.1f} s/epoch, "
-                        f"{t['seconds'] / 60:.1f} min of training")
+            chose = (t.get("search") or {}).get("chosen", "")
+            rows.append(f"seed {seed}: {t['seconds'] / 60:.1f} min, best {t['best']['phase']} epoch "
+                        f"{t['best']['epoch']} (valid NDCG@10 {t['best']['valid_ndcg@10']:.4f})"
+                        + (f", chose {chose}" if chose else "") + f", encoder {t.get('encoder')}")
     if rows:
         print("\ntraining: " + "; ".join(rows))
 

@@ -1,57 +1,56 @@
 #!/usr/bin/env bash
-# Quality of trained bundles against the baselines, on both shared datasets, warm and cold, 3 seeds.
-# For each (dataset, split, seed): `lmrec train --config bench/configs/<dataset>-<split>.json` on the
-# split's training part, then `lmrec eval` of the bundle (lmrec = int8 through the SDK, lmrec-fp32)
-# next to the baselines, same split and seed. The configs and SASRec's settings were chosen on
-# validation NDCG@10 (bench/RESULTS.md, "Quality" and "Baselines").
-# Raw reports: bench/results/quality/<dataset>-<split>-s<seed>.json; then bench/quality.py copies the
-# median seed's report to bench/results/quality-<dataset>-<split>.json and prints the tables.
+# Quality of `lmrec train` with its defaults against the baselines, on both shared datasets, 3 seeds.
+# For each (dataset, seed): a default `lmrec train` (no --config: settings chosen on validation) on
+# the warm split and one on the cold split (the mixed split trains exactly as cold, so the cold
+# bundle serves both), then one `lmrec eval` per split with every method of that split on the same
+# split and seed: warm and mixed with zeroshot, itemknn, sasrec (its settings chosen on validation)
+# and lmrec (mixed also lmrec-plain: the same bundle with its new-item rules off); cold with
+# zeroshot, itemknn and lmrec (an ID model scores every new item alike).
+# Raw reports: bench/results/quality/<dataset>-<split>-s<seed>.json; what each training chose is
+# recorded in bench/configs/<dataset>-<split>-s<seed>.json (a record, not an input). Then
+# `python bench/quality.py summary bench/results/quality` prints the tables.
 #
 # Usage: bash bench/quality.sh [DATASET ...]      (default: amazon-office movielens-latest-small)
-#   SEEDS=...         default "0 1 2"
-#   SPLITS=...        default "warm cold"
-#   WARM_METHODS=...  default "zeroshot,itemknn,sasrec,lmrec-fp32,lmrec" (sasrec is most of the time)
-#   COLD_METHODS=...  default "zeroshot,itemknn,lmrec-fp32,lmrec" (an ID model cannot score cold items:
-#                     sasrec's cold numbers are in bench/results/baselines-*-cold.json)
-#   THREADS=N         torch threads of `lmrec train` (1 lets two datasets run side by side on 2 cores)
+#   SEEDS=...   default "0 1 2"
+#   SPLITS=...  default "warm cold mixed" (mixed needs the cold bundle: it trains it when missing)
+#   THREADS=N   torch threads of `lmrec train` and `lmrec eval` (1 lets two datasets run side by side)
+#   LMREC=...   the lmrec command (default: lmrec)
 # Bundles go to out/quality/ (not committed). Each step is skipped when its output exists, so an
-# interrupted run continues where it stopped. Several hours on a 2-core CPU, most of it SASRec.
+# interrupted run continues where it stopped (a training resumes from its checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/sasrec_settings.sh
 datasets=${*:-"amazon-office movielens-latest-small"}
 seeds=${SEEDS:-"0 1 2"}
-splits=${SPLITS:-"warm cold"}
-warm_methods=${WARM_METHODS:-"zeroshot,itemknn,sasrec,lmrec-fp32,lmrec"}
-cold_methods=${COLD_METHODS:-"zeroshot,itemknn,lmrec-fp32,lmrec"}
+splits=${SPLITS:-"warm cold mixed"}
 threads=(); [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 lmrec=${LMREC:-lmrec}
-mkdir -p bench/results/quality out/quality
+mkdir -p bench/results/quality bench/configs out/quality
 for ds in $datasets; do
-  force=()
-  sasrec_settings "$ds"
   case $ds in
     amazon-office) spec=amazon:../shared/data/$ds ;;
-    movielens-latest-small) spec=movielens:../shared/data/$ds
-      # MiniLM int8 keeps mean cosine 0.993 on these texts, but their top-10 neighbour overlap is 0.87-0.88
-      # (< the 0.9 gate) for every int8 variant tried: many near-duplicate "title (year) genres" texts, whose
-      # neighbours swap on tiny differences. Exported anyway; the breach is recorded in the manifest.
-      force=(--force) ;;
+    movielens-latest-small) spec=movielens:../shared/data/$ds ;;
+    *) echo "unknown dataset $ds" >&2; exit 2 ;;
   esac
-  for split in $splits; do
-    for seed in $seeds; do
-      bundle=out/quality/$ds-$split-s$seed
-      report=bench/results/quality/$ds-$split-s$seed.json
+  for seed in $seeds; do
+    for split in $splits; do
+      trained=$split; [ "$split" = mixed ] && trained=cold
+      bundle=out/quality/$ds-$trained-s$seed
       if [ ! -f "$bundle/manifest.json" ]; then
         resume=(); [ -f "$bundle.ckpt/state.pt" ] && resume=(--resume)
-        $lmrec train --data "$spec" --split "$split" --seed "$seed" --out "$bundle" "${resume[@]}" "${threads[@]}" "${force[@]}" \
-          --config "bench/configs/$ds-$split.json" --plot "out/quality/$ds-$split-s$seed.png" --quiet
+        $lmrec train --data "$spec" --split "$trained" --seed "$seed" --out "$bundle" "${resume[@]}" "${threads[@]}" \
+          --plot "out/quality/$ds-$trained-s$seed.png" --quiet 2> "out/quality/$ds-$trained-s$seed.log"
+        python -c "import json,sys; m=json.load(open(sys.argv[1])); json.dump(m['training']['config'], open(sys.argv[2],'w'), indent=1)" \
+          "$bundle/manifest.json" "bench/configs/$ds-$trained-s$seed.json"
       fi
+      report=bench/results/quality/$ds-$split-s$seed.json
       if [ ! -f "$report" ]; then
-        if [ "$split" = warm ]; then methods=$warm_methods; else methods=$cold_methods; fi
-        settings=(); [[ ,$methods, == *,sasrec,* ]] && settings=("${sasrec[@]}")
-        $lmrec eval --data "$spec" --split "$split" --seed "$seed" --bundle "$bundle" --methods "$methods" \
-          "${settings[@]}" --json "$report" --quiet
+        case $split in
+          cold) methods=zeroshot,itemknn,lmrec; reference=(--reference zeroshot) ;;
+          mixed) methods=zeroshot,itemknn,sasrec,lmrec,lmrec-plain; reference=(--reference sasrec) ;;
+          *) methods=zeroshot,itemknn,sasrec,lmrec; reference=(--reference sasrec) ;;
+        esac
+        $lmrec eval --data "$spec" --split "$split" --seed "$seed" --bundle "$bundle" --methods "$methods" "${threads[@]}" \
+          "${reference[@]}" --json "$report" --quiet 2> "out/quality/eval-$ds-$split-s$seed.log"
       fi
     done
   done

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from ._bundle import Bundle, BundleWriter, verify_bundle
 from ._errors import BundleError, DataError, LmrecError, MissingDependencyError, StateError, UnknownItemError, require
 from ._filters import Filter
-from ._manifest import FORMAT_VERSION, DataInfo, FileEntry, Manifest, PrecisionGate, UserModelInfo
+from ._manifest import FORMAT_VERSION, DataInfo, FileEntry, Manifest, NewItemsInfo, PrecisionGate, UserModelInfo
 from ._progress import progress_bar
+from ._residuals import ResidualTable
 from ._results import ExplainedRecommendation, Item, Recommendation, Recommendations, UserSegment
 from ._runtime import choose_precision, cuda_available, open_session
 from .data import Dataset, load_dataset
@@ -57,7 +58,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Recommender", "Catalogue", "Recommendation", "ExplainedRecommendation", "Recommendations", "Item",
     "UserSegment", "Filter", "Bundle", "BundleWriter", "verify_bundle", "Manifest", "FileEntry", "DataInfo",
-    "UserModelInfo", "PrecisionGate", "FORMAT_VERSION", "TextEncoder", "UserEncoder", "VectorIndex", "build_index",
+    "UserModelInfo", "NewItemsInfo", "ResidualTable", "PrecisionGate", "FORMAT_VERSION", "TextEncoder", "UserEncoder",
+    "VectorIndex", "build_index",
     "open_session", "choose_precision", "cuda_available", "Dataset", "load_dataset", "LmrecError", "DataError",
     "BundleError", "StateError", "MissingDependencyError", "UnknownItemError", "require", "progress_bar", "__version__",
 ]

@@ -22,6 +22,7 @@ import numpy as np
 from ._durable import fsync_dir, fsync_tree, sha256_file
 from ._errors import BundleError
 from ._manifest import FORMAT_VERSION, FileEntry, Manifest
+from ._residuals import ResidualTable
 
 M = Manifest  # file names: M.ITEMS, M.VECTORS, …
 
@@ -121,6 +122,11 @@ class Bundle:
             if self.popularity.shape != (len(self.item_ids),):
                 raise BundleError(f"bundle {path}: {M.POPULARITY} has shape {self.popularity.shape}, "
                                   f"expected ({len(self.item_ids)},) (one count per item)")
+        self.residuals: ResidualTable | None = None
+        if manifest.new_items is not None:
+            if not self.has(M.RESIDUALS):
+                raise BundleError(f"bundle {path}: manifest new_items is set but {M.RESIDUALS} is missing")
+            self.residuals = ResidualTable.load(self.file(M.RESIDUALS), manifest.new_items, self.dim)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], verify: bool | Collection[str] = True,
@@ -138,7 +144,7 @@ class Bundle:
             skip = {name for p, name in M.ENCODER_FILES.items() if p not in precisions}
             verify = {name for name in manifest.files if name not in skip}
         if verify is not True and verify is not False:
-            verify = {*verify, M.ITEMS, M.VECTORS, M.TOKENIZER, M.POPULARITY}
+            verify = {*verify, M.ITEMS, M.VECTORS, M.TOKENIZER, M.POPULARITY, M.RESIDUALS}
         problems = _file_problems(path, manifest.files, check_hashes=verify)
         if problems:
             raise BundleError(f"bundle {path}: " + "; ".join(problems))

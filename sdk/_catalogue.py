@@ -57,6 +57,8 @@ class Catalogue:
         self._state = state
         self._lock = lock  # shared with the index: a query takes it once
         self._closed = False
+        self.residuals = bundle.residuals  # trained items' residuals: what texts embedded here add or borrow
+        self._new_mask: np.ndarray | None = None  # slots of items without a residual (cached between writes)
         counts = bundle.popularity
         self._popularity: dict[str, float] = {} if counts is None else dict(
             zip(bundle.item_ids, (counts / max(float(counts.max(initial=0)), 1.0)).tolist(), strict=True))
@@ -135,10 +137,33 @@ class Catalogue:
         return str(meta.get("title") or text or item_id)
 
     def search(self, queries: Any, k: int, filter: Filter | None = None,
-               exclude: Sequence[set[str]] | None = None, mode: str = "auto") -> Hits:
-        """Top-`k` (id, cosine) per query row; fewer when fewer items pass (see VectorIndex.search)."""
+               exclude: Sequence[set[str]] | None = None, mode: str = "auto", users: bool = False) -> Hits:
+        """Top-`k` (id, score) per query row; fewer when fewer items pass (see VectorIndex.search).
+        Scores are cosines, plus the bundle's new-item bonus when the queries are `users` (vectors
+        of the user model, whose scores the bonus was calibrated on)."""
         with self._lock.read():
-            return self._index.search(queries, k, filter=predicate(filter, self.metadata), exclude=exclude, mode=mode)
+            return self._index.search(queries, k, filter=predicate(filter, self.metadata), exclude=exclude, mode=mode,
+                                      boost=self._boost() if users else None)
+
+    @property
+    def new_item_bonus(self) -> float:
+        return 0.0 if self.residuals is None else float(self.residuals.info.bonus)
+
+    def bonus_of(self, ids: Sequence[str]) -> np.ndarray | None:
+        """The bonus each of `ids` gets under the user model (None: the bundle has none)."""
+        if not self.new_item_bonus:
+            return None
+        trained = self.residuals.row  # type: ignore[union-attr]
+        return np.array([0.0 if i in trained else self.new_item_bonus for i in ids], dtype=np.float32)
+
+    def _boost(self) -> tuple[float, np.ndarray] | None:
+        if not self.new_item_bonus:
+            return None
+        mask = self._new_mask
+        if mask is None:
+            trained = self.residuals.row  # type: ignore[union-attr]
+            mask = self._new_mask = self._index.slot_mask(lambda i: i not in trained)
+        return self.new_item_bonus, mask
 
     @property
     def has_popularity(self) -> bool:
@@ -194,7 +219,10 @@ class Catalogue:
             if text_list[n] is None:
                 raise ValueError(f"texts[{n}]: item {ids[n]!r} has neither a text nor a vector")
         if todo:
-            for n, v in zip(todo, self.encoder.embed([text_list[n] for n in todo], batch_size=batch_size), strict=True):  # type: ignore[misc]
+            embedded = self.encoder.embed([text_list[n] for n in todo], batch_size=batch_size)  # type: ignore[misc]
+            if self.residuals is not None:
+                embedded = self.residuals.apply([ids[n] for n in todo], embedded)
+            for n, v in zip(todo, embedded, strict=True):
                 rows[n] = v
         change = Upsert(ids, np.stack(rows).astype(np.float32), text_list, metas)
         self._write(change)
@@ -222,6 +250,7 @@ class Catalogue:
             if self._state is not None:
                 self._state.append(change)
             _apply(self._index, self._items, change)
+            self._new_mask = None
 
     @property
     def pending_changes(self) -> int:

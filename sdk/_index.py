@@ -223,14 +223,22 @@ class VectorIndex:
                 self._free.append(slot)
 
     # -- search -------------------------------------------------------------------------------
+    def slot_mask(self, keep: Callable[[str], bool]) -> np.ndarray:
+        """(slots,) bool: the live slots whose id `keep` accepts (a `boost` mask for `search`)."""
+        with self._lock.read():
+            return np.fromiter((i is not None and keep(i) for i in self._slot_ids), dtype=bool,
+                               count=len(self._slot_ids))
+
     def search(self, queries: Any, k: int, filter: Callable[[str], bool] | None = None,
-               exclude: Sequence[Collection[str]] | None = None,
-               mode: str = "auto") -> list[list[tuple[str, float]]]:
+               exclude: Sequence[Collection[str]] | None = None, mode: str = "auto",
+               boost: tuple[float, np.ndarray] | None = None) -> list[list[tuple[str, float]]]:
         """Top-`k` (id, cosine) per query row, best first.
 
         `filter(id)` keeps an item when true; `exclude[i]` are ids never returned for query i.
         A query gets fewer than k results only when fewer items pass. `mode` forces "exact" or
         "ann"; "auto" is exact below `exact_threshold` items or when k is large for the size.
+        `boost` (value, slot mask from `slot_mask`) adds value to those slots' scores; the graph
+        path then also scores the boosted slots exactly and merges (they are the few new items).
         """
         q = normalise(queries, self.dim, "queries")
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -245,11 +253,14 @@ class VectorIndex:
                 return [[] for _ in range(len(q))]
             widest = k + max((len(e) for e in exclude), default=0) if exclude else k
             exact = mode == "exact" or (mode == "auto" and (live < self.exact_threshold or widest * 10 > live))
+            boosted = None
+            if boost is not None and boost[0] != 0.0 and boost[1][:len(self._slot_ids)].any():
+                boosted = (float(boost[0]), boost[1][:len(self._slot_ids)])
             if not exact:
                 found = self._search_graph(q, k, min(widest, live), filter, exclude)
                 if found is not None:
-                    return found
-            return self._search_exact(q, k, filter, exclude)
+                    return found if boosted is None else self._merge_boosted(q, k, found, boosted, filter, exclude)
+            return self._search_exact(q, k, filter, exclude, boosted)
 
     def _search_graph(self, q: np.ndarray, k: int, fetch: int, filter: Callable[[str], bool] | None,
                       exclude: Sequence[Collection[str]] | None) -> list[list[tuple[str, float]]] | None:
@@ -270,8 +281,45 @@ class VectorIndex:
             out.append(hits)
         return out
 
+    def _merge_boosted(self, q: np.ndarray, k: int, found: list[list[tuple[str, float]]],
+                       boosted: tuple[float, np.ndarray], filter: Callable[[str], bool] | None,
+                       exclude: Sequence[Collection[str]] | None) -> list[list[tuple[str, float]]]:
+        """The graph's hits with boosted items raised, merged with the boosted slots' exact top k:
+        any item outside both ranks below k of them, so the merge is the boosted ranking."""
+        value, mask = boosted
+        slots = np.flatnonzero(mask & self._live[:len(mask)])
+        if filter is not None:
+            slots = slots[[bool(filter(self._slot_ids[s] or "")) for s in slots.tolist()]]
+        extra = self._search_exact_slots(q, k, slots, exclude, value)
+        out = []
+        for row, hits in enumerate(found):
+            merged = {i: s + (value if mask[self._slots[i]] else 0.0) for i, s in hits}
+            merged.update(extra[row])
+            out.append(sorted(merged.items(), key=lambda x: (-x[1], self._slots[x[0]]))[:k])
+        return out
+
+    def _search_exact_slots(self, q: np.ndarray, k: int, slots: np.ndarray,
+                            exclude: Sequence[Collection[str]] | None, value: float) -> list[dict[str, float]]:
+        if not len(slots):
+            return [{} for _ in q]
+        scores = _scores(q, self._vectors[slots]) + value
+        out = []
+        for row, s in enumerate(scores):
+            order = np.argsort(-s, kind="stable")
+            skip = exclude[row] if exclude else ()
+            hits: dict[str, float] = {}
+            for j in order.tolist():
+                item = self._slot_ids[int(slots[j])]
+                if item is not None and item not in skip:
+                    hits[item] = float(s[j])
+                    if len(hits) == k:
+                        break
+            out.append(hits)
+        return out
+
     def _search_exact(self, q: np.ndarray, k: int, filter: Callable[[str], bool] | None,
-                      exclude: Sequence[Collection[str]] | None) -> list[list[tuple[str, float]]]:
+                      exclude: Sequence[Collection[str]] | None,
+                      boosted: tuple[float, np.ndarray] | None = None) -> list[list[tuple[str, float]]]:
         n = len(self._slot_ids)
         allowed = self._live[:n].copy()
         if filter is not None:
@@ -280,6 +328,8 @@ class VectorIndex:
         out = []
         for start in range(0, len(q), 256):
             scores = _scores(q[start:start + 256], self._vectors[:n])
+            if boosted is not None:
+                scores[:, boosted[1][:n]] += boosted[0]
             if blocked is not None:
                 scores[:, blocked] = -np.inf
             for row, s in enumerate(scores, start):

@@ -53,6 +53,28 @@ class UserModelInfo:
 
 
 @dataclass(frozen=True)
+class NewItemsInfo:
+    """Items without a residual (new since training): the k trained text neighbours they borrow
+    residuals from (weights softmax(cos / temperature) x shrink), and the bonus added to their
+    scores under the user model (lmrec._residuals)."""
+
+    k: int = 10
+    temperature: float = 0.05
+    shrink: float = 1.0
+    bonus: float = 0.0
+
+    def check(self) -> None:
+        if not _positive_int(self.k):
+            raise TypeError(f"new_items.k must be a positive integer, got {self.k!r}")
+        for name in ("temperature", "shrink", "bonus"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise TypeError(f"new_items.{name} must be a number, got {value!r}")
+        if self.temperature <= 0:
+            raise TypeError(f"new_items.temperature must be > 0, got {self.temperature!r}")
+
+
+@dataclass(frozen=True)
 class PrecisionGate:
     """How one encoder precision compares with the PyTorch model it was exported from."""
 
@@ -86,6 +108,7 @@ class Manifest:
     TOKENIZER: ClassVar[str] = "tokenizer.json"
     USER_ENCODER: ClassVar[str] = "user_encoder.onnx"
     PROJECTION: ClassVar[str] = "projection.npy"
+    RESIDUALS: ClassVar[str] = "residuals.npz"
     INDEX: ClassVar[str] = "index"
     ENCODER_FILES: ClassVar[dict[str, str]] = {
         "fp32": "item_encoder.onnx",
@@ -107,6 +130,7 @@ class Manifest:
     parity_texts: int | None = None
     onnx: dict[str, Any] | None = None
     user_model: UserModelInfo | None = None
+    new_items: NewItemsInfo | None = None  # with RESIDUALS: how items without a residual are scored
     training: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     derived_from: str | None = None  # manifest sha256 of the bundle this one was made from
@@ -145,6 +169,9 @@ class Manifest:
             values["data"] = DataInfo(**_known(DataInfo, raw.get("data") or {}))
             if raw.get("user_model") is not None:
                 values["user_model"] = UserModelInfo(**_known(UserModelInfo, raw["user_model"]))
+            if raw.get("new_items") is not None:
+                values["new_items"] = NewItemsInfo(**_known(NewItemsInfo, raw["new_items"]))
+                values["new_items"].check()
             values["gates"] = {
                 p: PrecisionGate(**_known(PrecisionGate, g)) for p, g in (raw.get("gates") or {}).items()
             }
@@ -175,6 +202,7 @@ class Manifest:
         out["data"] = dataclasses.asdict(self.data)
         out["user_model"] = None if self.user_model is None else dataclasses.asdict(self.user_model)
         out["gates"] = {p: dataclasses.asdict(g) for p, g in self.gates.items()}
+        out["new_items"] = None if self.new_items is None else dataclasses.asdict(self.new_items)
         return {**out, **self.extra}
 
     def dumps(self) -> str:
@@ -254,4 +282,5 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"manifest value of type {type(value).__name__} is not JSON serialisable")
 
 
-__all__ = ["Manifest", "FileEntry", "DataInfo", "UserModelInfo", "PrecisionGate", "FORMAT_VERSION", "PRECISIONS"]
+__all__ = ["Manifest", "FileEntry", "DataInfo", "UserModelInfo", "NewItemsInfo", "PrecisionGate", "FORMAT_VERSION",
+           "PRECISIONS"]

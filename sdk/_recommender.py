@@ -167,7 +167,8 @@ class Recommender:
                 basis = [e for e in positive if isinstance(e, str)]  # type: ignore[union-attr]
             if not np.any(query):
                 raise ValueError("recommend: the examples cancel out (the query vector is zero)")
-            hits = self.catalogue.search(query, k, filter=filter, exclude=[skip], mode=mode)[0]
+            hits = self.catalogue.search(query, k, filter=filter, exclude=[skip], mode=mode,
+                                         users=history is not None)[0]
             return self._results(hits, basis, explain, unknown)
 
     def similar_items(self, item_id: str, k: int = 10, filter: Filter | None = None,
@@ -199,6 +200,9 @@ class Recommender:
             rows = [n for n, h in enumerate(known) if h]
             if rows:
                 out[rows] = self.users.vectors([known[n] for n in rows]) @ matrix.T
+                bonus = self.catalogue.bonus_of(ids)
+                if bonus is not None:
+                    out[rows] += bonus
             empty = [n for n, h in enumerate(known) if not h]
             if empty:
                 if not self.catalogue.has_popularity:
@@ -217,7 +221,7 @@ class Recommender:
             rows = [n for n, h in enumerate(known) if h]
             if rows:
                 hits = self.catalogue.search(self.users.vectors([known[n] for n in rows]), k,
-                                             exclude=[set(known[n]) for n in rows], mode=mode)
+                                             exclude=[set(known[n]) for n in rows], mode=mode, users=True)
                 for n, found in zip(rows, hits, strict=True):
                     out[n] = [Recommendation(i, s) for i, s in found]
             for n in (n for n, h in enumerate(known) if not h):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from lmrec import BundleWriter, DataInfo, Manifest, TextEncoder, UserModelInfo, build_index
+from lmrec import BundleWriter, DataInfo, Manifest, NewItemsInfo, ResidualTable, TextEncoder, UserModelInfo, build_index
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
@@ -108,11 +108,20 @@ def add_tiny_encoder(writer: BundleWriter, dim: int = DIM, seed: int = 0) -> Tex
 
 
 def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: bool = False,
-                     max_history: int = 8, recent: int | None = None) -> Path:
+                     max_history: int = 8, recent: int | None = None, new_items: NewItemsInfo | None = None,
+                     trained: int = 80) -> Path:
+    """With `new_items`, the first `trained` items get random residuals (a residual table) and the
+    others borrow theirs, as a trained bundle's catalogue does."""
     rng = np.random.default_rng(seed)
     ids, texts, metas = tiny_items(n_items, seed)
     with BundleWriter(out) as writer:
         vectors = add_tiny_encoder(writer, DIM, seed).embed(texts)
+        if new_items is not None:
+            table = ResidualTable(ids[:trained], vectors[:trained],
+                                  0.5 * rng.normal(size=(trained, DIM)).astype(np.float32),
+                                  new_items)
+            table.save(writer.path(Manifest.RESIDUALS))
+            vectors = table.apply(ids, vectors)
         writer.add_items(ids, texts, metas)
         writer.add_array("item_vectors.npy", vectors)
         writer.add_array("popularity.npy", rng.integers(0, 1000, size=n_items))
@@ -121,6 +130,8 @@ def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: b
         manifest = Manifest(dim=DIM, max_length=32, template="tiny", index=index.params, data=DataInfo(items=n_items))
         if recent is not None:
             manifest = manifest.replace(recent=recent)
+        if new_items is not None:
+            manifest = manifest.replace(new_items=new_items)
         if user_model:
             _user_model(writer.path(Manifest.USER_ENCODER), max_history)
             manifest = manifest.replace(user_model=UserModelInfo(max_history=max_history))

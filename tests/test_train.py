@@ -24,7 +24,8 @@ from lmrec.evaluation import evaluate, make_split  # noqa: E402
 from lmrec.trainer import TrainConfig, load_config, parse_objectives, train  # noqa: E402
 from lmrec.trainer.objectives import MASK, PAD, augment, full_softmax_ce, gather, left_pad, windows  # noqa: E402
 
-FAST = {"epochs": 3, "patience": 3, "max_length": 64, "hidden": 16, "max_history": 12, "batch_size": 32}
+FAST = {"epochs": 3, "patience": 3, "max_length": 64, "hidden": 16, "max_history": 12, "batch_size": 32,
+        "objectives": ("cl",)}
 
 
 @pytest.fixture(scope="module", autouse=True)

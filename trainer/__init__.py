@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._checkpoint import checkpoint_dir
     from ._demo import demo
     from ._encoder import TorchEncoder, cached_item_vectors
+    from ._text_finetune import TextFinetuneResult, finetune_text
     from ._train import TrainResult, train
     from ._trainer import Trainer
 
@@ -30,6 +31,8 @@ _LAZY = {
     "demo": ("_demo", "demo"),
     "TorchEncoder": ("_encoder", "TorchEncoder"),
     "cached_item_vectors": ("_encoder", "cached_item_vectors"),
+    "finetune_text": ("_text_finetune", "finetune_text"),
+    "TextFinetuneResult": ("_text_finetune", "TextFinetuneResult"),
     "bench_embed": ("_bench_embed", "bench_embed"),
     "format_bench_table": ("_bench_embed", "format_table"),
     "write_bench_report": ("_bench_embed", "write_report"),
@@ -55,6 +58,8 @@ __all__ = [
     "demo",
     "TorchEncoder",
     "cached_item_vectors",
+    "finetune_text",
+    "TextFinetuneResult",
     "bench_embed",
     "format_bench_table",
     "write_bench_report",

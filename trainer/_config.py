@@ -1,9 +1,9 @@
 """Training configuration: one flat dataclass, loadable from JSON, recorded whole in the manifest.
 
-The defaults are a sound start on any data; the settings chosen on validation for each shared
-dataset and split are in bench/configs/ (bench/RESULTS.md, "Quality"). A config file or a
-command-line flag overrides single fields. Unknown keys and out-of-range values are errors
-that name the field and the limit.
+The defaults are where `lmrec train` starts its search over the settings that matter
+(trainer/_autotune.py); bench/configs/ records what it chose on the shared datasets. A
+command-line flag fixes a single field; a config file fixes them all (no search). Unknown keys
+and out-of-range values are errors that name the field and the limit.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ OBJECTIVES = {
     # 4. sequence augmentation contrastive (CL4SRec, Xie et al. 2022): crop / mask / reorder two views
     #    of a history, their user vectors are positives.
     "cl": "two augmented views (crop/mask/reorder) of a history agree: NT-Xent on user vectors",
+    # 5. item text -> co-occurring items over a memory bank of the catalogue, text-only item tower
+    #    (BLaIR, Hou et al. 2024; Recformer, Li et al. 2023): a stage before the user model whose
+    #    gains reach items without interactions (trainer/_text_finetune.py).
+    "text": "fine-tune the encoder's top layers: an item's text predicts its neighbours in sequences",
 }
 
 
@@ -39,13 +43,21 @@ OBJECTIVES = {
 class TrainConfig:
     """What `lmrec train` does; `asdict(config)` is stored in the manifest under training.config."""
 
-    objectives: tuple[str, ...] = ("cl",)
+    objectives: tuple[str, ...] = ("text", "cl", "cooc")
     base_model: str | None = None  # None: the packaged all-MiniLM-L6-v2
     max_length: int = 128
     # item tower: vector = normalise(adapter(text embedding) + residual); residual only for training items
     adapter: bool = True
     residual: bool = True
-    residual_dropout: float = 0.0  # share of items whose residual is zeroed per step (trains the cold path)
+    residual_dropout: float = 0.3  # share of items whose residual is dropped per step (trains the cold path)
+    # an item without a residual borrows those of its borrow_k nearest trained items in text space
+    # (softmax(cos / borrow_temperature) x borrow_shrink); 0: it has none
+    borrow_k: int = 10
+    borrow_temperature: float = 0.05
+    borrow_shrink: float = 1.0
+    # added to new items' scores under the user model; None: chosen on validation where the split
+    # has new items (the least that ranks them as well as the untrained encoder does), else 0
+    new_item_bonus: float | None = None
     # training-only logit offset popularity_prior * log(1 + training count): the user model learns what
     # a user wants beyond popularity, the one thing a new item cannot have (see bench/RESULTS.md, "Quality")
     popularity_prior: float = 0.0
@@ -69,8 +81,16 @@ class TrainConfig:
     # objective "cooc"
     cooc_weight: float = 0.1
     cooc_temperature: float = 0.05
-    # encoder fine-tuning (objective "next", and "cooc" while fine-tuning)
-    finetune_layers: int = 1
+    # encoder fine-tuning: the top layers over cached hidden states (objectives "text" and "next")
+    finetune_layers: int = 2
+    # objective "text"
+    text_epochs: int = 20
+    text_lr: float = 5e-5
+    text_temperature: float = 0.05
+    text_batch: int = 128
+    text_max_length: int = 64  # tokens of the cached states it trains on (the export keeps max_length)
+    token_dropout: float = 0.3
+    # objective "next" (and "cooc" while it runs)
     encoder_lr: float = 3e-5
     encoder_steps: int = 200
     encoder_batch: int = 64
@@ -127,9 +147,19 @@ _RANGES: dict[str, tuple[float, float]] = {
     "mlm_probability": (0.01, 0.9),
     "residual_dropout": (0.0, 1.0),
     "popularity_prior": (0.0, 10.0),
+    "borrow_k": (0, 1000),
+    "borrow_temperature": (1e-3, 100.0),
+    "borrow_shrink": (0.0, 10.0),
+    "text_epochs": (0, 10000),
+    "text_lr": (0.0, 1.0),
+    "text_temperature": (1e-3, 100.0),
+    "text_batch": (2, 65536),
+    "text_max_length": (8, 512),
+    "token_dropout": (0.0, 0.9),
 }
 _INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "epochs", "patience",
-         "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs"}
+         "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs", "borrow_k", "text_epochs",
+         "text_batch", "text_max_length"}
 
 
 def check(cfg: TrainConfig) -> None:
@@ -151,8 +181,13 @@ def check(cfg: TrainConfig) -> None:
         raise LmrecError("objectives: an objective is named twice")
     if cfg.base_model is not None and not isinstance(cfg.base_model, str):
         raise LmrecError(f"config base_model={cfg.base_model!r}: must be a model folder or Hugging Face id")
-    if "next" in cfg.objectives and cfg.finetune_layers < 1:
-        raise LmrecError("objectives: 'next' fine-tunes the encoder and needs finetune_layers >= 1")
+    for name in ("next", "text"):
+        if name in cfg.objectives and cfg.finetune_layers < 1:
+            raise LmrecError(f"objectives: {name!r} fine-tunes the encoder and needs finetune_layers >= 1")
+    bonus = cfg.new_item_bonus
+    if bonus is not None and (isinstance(bonus, bool) or not isinstance(bonus, (int, float)) or not 0 <= bonus <= 10):
+        raise LmrecError(f"config new_item_bonus={bonus!r}: must be a number from 0 to 10, "
+                         "or null (chosen on validation)")
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:

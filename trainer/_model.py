@@ -1,10 +1,12 @@
 """The two trainable towers: item vectors from text, and the user model over a history of them.
 
-Item vector = normalise(adapter(text embedding) + residual). The adapter is affine, so the
-export bakes it into the item encoder graph (as `append_projection` does for PCA) and a new item
-embedded by the SDK lands in the trained space. The residual exists only for items seen in
-training: it carries collaborative signal text lacks, and is zero for every other item, so a
-new item is scored from its text alone.
+Item vector = normalise(t + residual), t = normalise(adapter(text embedding)). The adapter is
+affine, so the export bakes it into the item encoder graph (as `append_projection` does for PCA)
+and a new item embedded by the SDK lands in the trained space (t is what that graph outputs). The
+residual exists only for items seen in training: it carries collaborative signal text lacks. An
+item without one borrows the residuals of its nearest trained items in text space
+(lmrec.ResidualTable); training simulates that on the items whose residual it drops, so the user
+model learns to rank items by their text and borrowed residual (`borrow`).
 
 The user model is a small causal transformer (pre-LN, SASRec-like) over the history's item
 vectors with learned recency positions (histories are left-padded, so the last position is
@@ -29,8 +31,10 @@ class ItemTower(nn.Module):
     """Item vectors from fixed text embeddings `base` (n, d): optional affine adapter (identity at
     start) and per-item residuals for the items in `seen` (zero elsewhere, and never trained)."""
 
-    def __init__(self, base: torch.Tensor, seen: torch.Tensor, adapter: bool = True, residual: bool = True) -> None:
+    def __init__(self, base: torch.Tensor, seen: torch.Tensor, adapter: bool = True, residual: bool = True,
+                 borrow: torch.Tensor | None = None) -> None:
         super().__init__()
+        self.borrow = borrow  # sparse (n, n): row i, the weights trained item i borrows with when dropped
         n, dim = base.shape
         self.register_buffer("base", base.float().clone())
         self.register_buffer("seen", seen.float().reshape(n, 1).clone())
@@ -47,14 +51,22 @@ class ItemTower(nn.Module):
 
     def transform(self, text: torch.Tensor, items: torch.Tensor | None = None,
                   keep: torch.Tensor | None = None) -> torch.Tensor:
-        """normalise(adapter(text) + residual[items]); `keep` (n,) zeroes residuals where 0."""
-        z = self.adapter(text) if self.adapter is not None else text
+        """normalise(t + residual[items]); `keep` (n,) drops residuals where 0 (with `borrow`,
+        dropped items take their borrowed residual instead: a simulated new item)."""
+        z = F.normalize(self.adapter(text) if self.adapter is not None else text, dim=-1)
         if self.residual is not None:
             r = self.residual * self.seen if items is None else self.residual[items] * self.seen[items]
             if keep is not None:
-                r = r * keep.reshape(-1, 1)
+                drop = 1.0 - keep.reshape(-1, 1)
+                r = r * (1.0 - drop)
+                if self.borrow is not None and items is None:
+                    r = r + drop * self.seen * torch.sparse.mm(self.borrow, self.residual * self.seen)
             z = z + r
         return F.normalize(z, dim=-1)
+
+    def text(self) -> torch.Tensor:
+        """t for every item: what the exported encoder graph outputs (normalised, adapter applied)."""
+        return F.normalize(self.adapter(self.base) if self.adapter is not None else self.base, dim=-1)
 
     def forward(self, keep: torch.Tensor | None = None) -> torch.Tensor:
         """All item vectors (n, d), L2-normalised."""

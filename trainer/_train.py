@@ -1,15 +1,19 @@
 """`lmrec.trainer.train`: self-supervised training on a split's training part, exported as a bundle.
 
-Phases, each optional except the user model:
-1. `mlm` — masked-LM warm-up of the encoder on the item texts;
-2. `user` — frozen text vectors (computed once, cached); the item tower (adapter + residuals) and
-   the user model train with full-softmax cross-entropy over the catalogue (+ `cl`, `cooc`);
-3. `encoder` — objective `next`: the encoder's top layers fine-tune with sampled InfoNCE (+ `cooc`),
-   then the catalogue is re-encoded and `user2` trains the user model on the new vectors.
-Everything is chosen on validation NDCG@10 (each phase early-stops on its own curve; the best
-model of any phase, or the untrained one, is kept); the test cases are never looked at. A
-checkpoint after every epoch makes `resume` continue exactly where an interrupted run stopped:
-same numbers as an uninterrupted run.
+Stages, each chosen on validation NDCG@10 (the test cases are never looked at):
+1. `mlm` (optional) — masked-LM warm-up of the encoder on the item texts;
+2. `text` — the encoder's top layers learn item co-occurrence through text alone
+   (_text_finetune.py); kept only if it beats the base encoder on validation;
+3. `user` — over the (fine-tuned) text vectors, the item tower (adapter + residuals, borrowed by
+   items without one) and the user model train with full-softmax cross-entropy (+ `cl`, `cooc`).
+   Without a config file, a few settings are searched by successive halving (_autotune.py);
+4. `next` (optional) — the encoder's top layers fine-tune with sampled InfoNCE, then `user2`.
+Each phase early-stops on its own curve and the best model of any phase, or the untrained one, is
+kept. On a split with new items (cold, mixed) validation is every user's next item, and the
+new-item bonus is then chosen on it (Trainer.calibrate_bonus: new items may cost warm targets at
+most 3 %, and should rank as well as under the untrained encoder). `--budget` bounds the time;
+checkpoints make `resume` continue an interrupted run (a search is replayed: it is deterministic),
+and a failed export keeps the trained model.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import datetime
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +29,15 @@ from typing import Any
 import numpy as np
 from lmrec import BundleWriter, DataError, LmrecError, Manifest, __version__, require
 
-from ._checkpoint import CHECKPOINT, checkpoint_dir, load_checkpoint, save_checkpoint
+from ._checkpoint import CHECKPOINT, checkpoint_dir, load_checkpoint, load_stage, save_checkpoint, save_stage
 from ._config import TrainConfig
 from ._trainer import Trainer, log_line
 
 MIN_TRAIN_USERS = 2
+DEFAULT_BUDGET = 30.0  # minutes: a whole default run on Office-size data on a 2-core CPU
+TEXT_SHARE = 0.3  # of the budget, at most, for objective `text`
+TRAIN_SHARE = 0.85  # of the budget, at most, until the user phases stop (export takes the rest)
+TRAIN_SPLITS = ("warm", "cold", "mixed")
 
 
 @dataclass
@@ -55,54 +63,73 @@ def resolve_device(device: str) -> str:
 
 
 def _phases(cfg: TrainConfig) -> list[str]:
-    return (
-        (["mlm"] if "mlm" in cfg.objectives else [])
-        + ["user"]
-        + (["encoder", "user2"] if "next" in cfg.objectives else [])
-    )
+    return ["user"] + (["encoder", "user2"] if "next" in cfg.objectives else [])
+
+
+def _last_item_ndcg(vectors: np.ndarray, cases: Any, n_items: int, mask: np.ndarray | None = None) -> float:
+    """Validation NDCG@10 of the untrained user (the most recent item's vector) over `vectors`."""
+    from lmrec.evaluation import evaluate
+
+    v = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    values = evaluate(lambda hs: v[[h[-1] for h in hs]] @ v.T, cases, n_items).values["ndcg@10"]
+    return float(values.mean() if mask is None else values[mask].mean())
+
+
+def _check_args(split: str, seed: Any, threads: Any, budget: Any) -> None:
+    if split not in TRAIN_SPLITS:
+        raise LmrecError(f"--split {split!r}: expected {', '.join(TRAIN_SPLITS)}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise LmrecError(f"--seed {seed!r}: must be a non-negative integer")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise LmrecError(f"--threads {threads!r}: must be a positive integer")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise LmrecError(f"--budget {budget!r}: must be a positive number of minutes")
 
 
 def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config: TrainConfig | None = None,
           device: str = "cpu", resume: bool = False, overwrite: bool = False, plot: str | Path | None = None,
           progress: bool = True, cold_share: float = 0.2, keep_checkpoints: bool = False,
           threads: int | None = None, force: bool = False, strict_parity: bool = False,
+          search: bool | None = None, fixed: Collection[str] = (), budget: float | None = DEFAULT_BUDGET,
           log: Callable[[str], None] = log_line) -> TrainResult:
     """Train on the training part of `split` of `data` (a data spec) and write a bundle to `out`.
 
-    `threads` sets torch's CPU threads (default: torch's choice); on a busy machine 1 can be much
-    faster than an oversubscribed 2. A quantised encoder that misses its parity gate is recorded
-    and never chosen by precision="auto"; `strict_parity` makes that an error, and `force` writes
-    even an fp32 graph that fails. A failed export keeps the checkpoint, so `resume` exports
-    without training again."""
+    `search` (default: when no `config` is given) chooses the user-model settings on validation,
+    leaving the fields named in `fixed` as `config` has them. `budget` (minutes) bounds the
+    training: objective `text` stops at 30 % of it and the user phases at 85 % (each keeping its
+    best so far); the export runs after. `threads` sets torch's CPU threads (on a busy machine 1
+    can be much faster than an oversubscribed 2). A quantised encoder that misses its parity
+    gate is recorded and never chosen by precision="auto"; `strict_parity` makes that an error,
+    and `force` writes even an fp32 graph that fails. A failed export keeps the checkpoint, so
+    `resume` exports without training again."""
     require("torch", "train", "lmrec train")
     import torch
     from lmrec import load_dataset
-    from lmrec.evaluation import make_split
+    from lmrec.evaluation import HELD_OUT, make_split
 
     from ._encoder import TorchEncoder, cached_item_vectors, resolve_model
     from ._finetune import mlm_warmup
 
+    search = config is None if search is None else search
     cfg = config or TrainConfig()
-    if split not in ("warm", "cold"):
-        raise LmrecError(f"--split {split!r}: expected warm or cold")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise LmrecError(f"--seed {seed!r}: must be a non-negative integer")
+    _check_args(split, seed, threads, budget)
     BundleWriter.check_target(out, overwrite)  # before any work
     if plot is not None:
         require("matplotlib", "train", "--plot")
     device = resolve_device(device)
     if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise LmrecError(f"--threads {threads!r}: must be a positive integer")
         torch.set_num_threads(threads)
     resolve_model(cfg.base_model)  # a missing folder fails now, not after loading the data
     started = time.perf_counter()
+    clock = time.monotonic()
+    deadline = (lambda share: None) if budget is None else (lambda share: clock + share * budget * 60)
     dataset = load_dataset(data)
     for line in dataset.report.lines():
         log(f"data: {line}")
     if dataset.n_items < 2:
         raise DataError(f"--data {data}: {dataset.n_items} item(s); training needs at least 2")
-    parts = make_split(dataset, split, seed, cold_share=cold_share)
+    # cold and mixed train alike: the cold split's training part, validated on every user's next item
+    parts = make_split(dataset, "mixed" if split in HELD_OUT else split, seed, cold_share=cold_share)
     if len(parts.train) < MIN_TRAIN_USERS or sum(len(s) >= 2 for s in parts.train) < 1:
         raise DataError(
             f"--data {data}: {len(parts.train)} training sequence(s) with a next item in the {split} split; "
@@ -111,59 +138,100 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     if len(parts.valid) == 0:
         raise DataError(f"--data {data}: no validation cases in the {split} split (nothing to early-stop on)")
     fingerprint = dataset.fingerprint()
-    meta = {"fingerprint": fingerprint, "split": split, "seed": seed, "cold_share": cold_share, "config": cfg.to_dict()}
+    meta = {"fingerprint": fingerprint, "split": split, "seed": seed, "cold_share": cold_share,
+            "config": cfg.to_dict(), "search": search, "fixed": sorted(fixed) if search else []}
     log(
         f"{dataset.name}: {dataset.n_items} items, {len(parts.train)} training sequences, "
-        f"{len(parts.valid)} validation "
-        f"cases, split {split}, seed {seed}, device {device}, objectives {','.join(cfg.objectives) or 'none'}"
+        f"{len(parts.valid)} validation cases, split {split}, seed {seed}, device {device}, "
+        f"objectives {','.join(cfg.objectives) or 'none'}, budget {f'{budget:g} min' if budget else 'none'}"
     )
 
     torch.manual_seed(seed)
     ckpt = checkpoint_dir(out)
-    saved_state = load_checkpoint(ckpt, meta) if resume else None
-    if not resume and (ckpt / CHECKPOINT).is_file():
-        log(f"a checkpoint exists in {ckpt}: starting over (pass --resume to continue it)")
+    saved = load_checkpoint(ckpt, meta) if resume else None
+    if not resume and ckpt.is_dir():
+        if (ckpt / CHECKPOINT).is_file():
+            log(f"a checkpoint exists in {ckpt}: starting over (pass --resume to continue it)")
+        import shutil
+
+        shutil.rmtree(ckpt, ignore_errors=True)
 
     encoder = TorchEncoder(cfg.base_model, device=device, max_length=cfg.max_length)
-    phases = _phases(cfg)
-    mlm_done = saved_state is not None and ("mlm" in saved_state["encoder_states"])
-    if "mlm" in phases and not mlm_done:
-        mlm_warmup(encoder, dataset.item_texts, cfg.mlm_epochs, cfg.mlm_lr, cfg.mlm_probability, 32,
-                   np.random.default_rng(seed), progress, log)
-    elif mlm_done:
-        encoder.model.load_state_dict(saved_state["encoder_states"]["mlm"])
-    if "mlm" in phases:
+    base = cached_item_vectors(dataset.item_texts, cfg.base_model, cfg.max_length, device=device, progress=progress)
+    new_items = parts.new_targets(parts.valid)
+    floor = _last_item_ndcg(base, parts.valid, parts.n_items, new_items) if new_items.any() else None
+    encoder_states: dict[str, Any] = {}
+    reports: dict[str, Any] = {}
+    if "mlm" in cfg.objectives:
+        stage = load_stage(ckpt, "mlm", meta) if resume else None
+        if stage is None:
+            mlm_warmup(encoder, dataset.item_texts, cfg.mlm_epochs, cfg.mlm_lr, cfg.mlm_probability, 32,
+                       np.random.default_rng(seed), progress, log)
+            stage = {"state": {k: v.detach().clone() for k, v in encoder.model.state_dict().items()}}
+            save_stage(ckpt, "mlm", meta, stage)
+        encoder.model.load_state_dict(stage["state"])
+        encoder_states["mlm"] = stage["state"]
         base = encoder.encode(dataset.item_texts, progress=progress)
-    else:
-        base = cached_item_vectors(dataset.item_texts, cfg.base_model, cfg.max_length, device=device, progress=progress)
+    vectors, version = base, "mlm" if "mlm" in cfg.objectives else "base"
+    if "text" in cfg.objectives and cfg.text_epochs > 0:
+        stage = load_stage(ckpt, "text", meta) if resume else None
+        if stage is None:
+            from ._text_finetune import finetune_text
 
-    trainer = Trainer(dataset, parts, cfg, seed, device, progress, base, log)
-    if "mlm" in phases and not mlm_done:
-        trainer.encoder_states["mlm"] = {k: v.detach().clone() for k, v in encoder.model.state_dict().items()}
-        trainer.encoder_version = "mlm"
-        trainer.phase = 1
-    if saved_state is not None:
-        trainer.load_state_dict(saved_state)
-        if trainer.encoder_version == "finetuned":
-            encoder.model.load_state_dict(trainer.encoder_states["finetuned"])
-        where = (
-            f"phase {phases[trainer.phase]}, {trainer.epoch} done" if trainer.phase < len(phases) else "training done"
-        )
+            result = finetune_text(encoder, dataset.item_texts, parts.train, _seen(parts), cfg,
+                                   lambda v: _last_item_ndcg(v, parts.valid, parts.n_items), seed, progress, log,
+                                   deadline(TEXT_SHARE))
+            # the user model trains on what the exported encoder will output: whole texts, every layer
+            full = encoder.encode(dataset.item_texts, progress=progress) if result.state is not None else None
+            stage = {"state": result.state, "vectors": full, "report": result.report}
+            save_stage(ckpt, "text", meta, stage)
+        reports["text"] = stage["report"]
+        if stage["state"] is not None:
+            encoder.model.load_state_dict(stage["state"])
+            encoder_states["text"] = stage["state"]
+            vectors, version = stage["vectors"], "text"
+
+    def make(c: TrainConfig) -> Trainer:
+        t = Trainer(dataset, parts, c, seed, device, progress, vectors, log)
+        t.encoder_version = version
+        return t
+
+    phases = _phases(cfg)
+    if saved is not None:
+        trainer = make(TrainConfig(**saved["config"]))
+        trainer.load_state_dict(saved["state"])
+        reports.update(saved["reports"])
+        where = f"phase {phases[trainer.phase]}, {trainer.epoch} done" if trainer.phase < len(phases) else "done"
         log(f"resumed from {ckpt}: {where}")
+    elif search:
+        from ._autotune import candidates, choose, rungs_cost
+
+        configs = candidates(cfg, parts.train, fixed, bool(new_items.any()))
+        log(f"search: {len(configs)} candidate(s), about {rungs_cost(len(configs))} epochs before the winner's own")
+        trainers = [make(c) for c in configs]
+        untrained = trainers[0].validate_start()
+        for t in trainers[1:]:
+            t.validate_start(untrained)
+        trainer, reports["search"] = choose(trainers, deadline(TRAIN_SHARE), log, lambda: None)
+        trainer.phase = 1  # the search ran the winner's user phase to its end (or to the budget)
+        del trainers
+    else:
+        trainer = make(cfg)
+        trainer.validate_start()
+    cfg = trainer.cfg
 
     before = trainer.elapsed  # a resumed run counts the time of the runs it continues
 
     def save() -> None:
         trainer.elapsed = before + time.perf_counter() - started
-        save_checkpoint(ckpt, trainer, meta)
+        save_checkpoint(ckpt, trainer, meta, {"config": cfg.to_dict(), "reports": reports})
 
-    if not trainer.history:
-        trainer.validate_start()
     save()
+    stop = deadline(TRAIN_SHARE)
     while trainer.phase < len(phases):
         name = phases[trainer.phase]
         if name in ("user", "user2"):
-            trainer.run_user_phase(name, save)
+            trainer.run_user_phase(name, save, stop)
         elif name == "encoder":
             trainer.run_encoder_phase(encoder, save)
         trainer.phase += 1
@@ -172,15 +240,17 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         save()
     trainer.restore_best()  # the tower's state holds the text vectors of the encoder it was trained on
     chosen = trainer.best["encoder_version"]
-    if chosen != trainer.encoder_version:  # e.g. fine-tuning did not beat the frozen encoder on validation
-        weights = (TorchEncoder(cfg.base_model, max_length=cfg.max_length).model.state_dict() if chosen == "base"
-                   else trainer.encoder_states[chosen])
-        encoder.model.load_state_dict(weights)
+    weights = (TorchEncoder(cfg.base_model, max_length=cfg.max_length).model.state_dict() if chosen == "base"
+               else trainer.encoder_states.get(chosen) or encoder_states[chosen])
+    encoder.model.load_state_dict(weights)
     encoder.model.to("cpu").eval()
     encoder.device = torch.device("cpu")
     trainer.tower.to("cpu")
     trainer.user.to("cpu")
     trainer.device = torch.device("cpu")
+    if trainer.tower.borrow is not None:
+        trainer.tower.borrow = trainer.tower.borrow.cpu()
+    reports["new_items"] = trainer.calibrate_bonus(floor) if floor is not None else {"bonus": trainer.bonus}
     valid = trainer.validate()
     seconds = before + time.perf_counter() - started
     log(f"best: phase {trainer.best['phase']} epoch {trainer.best['epoch']}, valid ndcg@10 {valid['ndcg@10']:.4f} "
@@ -189,7 +259,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         plot_history(trainer.history, plot, f"{dataset.name} · {split} · seed {seed}")
 
     bundle = _export(trainer, encoder, data, out, overwrite, (force, strict_parity), cfg, meta, valid, chosen,
-                     seconds, device)
+                     seconds, device, reports)
     if not keep_checkpoints:
         import shutil
 
@@ -197,9 +267,22 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     return TrainResult(bundle, trainer.history, valid, seconds)
 
 
+def _seen(parts: Any) -> np.ndarray:
+    from lmrec.evaluation import training_items
+
+    return training_items(parts)
+
+
+ENCODER_KINDS = {"base": "base model, frozen", "mlm": "MLM warm-up",
+                 "text": "top {layers} layer(s) fine-tuned on item co-occurrence through text (objective text)",
+                 "finetuned": "top {layers} layer(s) fine-tuned on next items (objective next)"}
+
+
 def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrite: bool, gate: tuple[bool, bool],
-            cfg: TrainConfig,
-            meta: dict[str, Any], valid: dict[str, Any], chosen: str, seconds: float, device: str) -> Path:
+            cfg: TrainConfig, meta: dict[str, Any], valid: dict[str, Any], chosen: str, seconds: float, device: str,
+            reports: dict[str, Any]) -> Path:
+    from dataclasses import replace
+
     from lmrec import UserModelInfo
 
     from ._model import export_user_encoder
@@ -214,10 +297,12 @@ def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrit
         "seed": meta["seed"],
         "cold_share": meta["cold_share"],
         "split_info": trainer.split.describe(),
-        "config": meta["config"],
+        "config": cfg.to_dict(),
+        "searched": bool(meta["search"]),
         "objectives": list(cfg.objectives),
-        "encoder": {"base": "base model, frozen", "mlm": "MLM warm-up", "finetuned":
-                    f"top {cfg.finetune_layers} layer(s) fine-tuned"}[chosen],
+        "encoder": ENCODER_KINDS[chosen].format(layers=cfg.finetune_layers),
+        "encoder_fine_tuned": chosen in ("text", "finetuned"),
+        **reports,
         "best": {"phase": trainer.best["phase"], "epoch": trainer.best["epoch"], "valid_ndcg@10": valid["ndcg@10"]},
         "history": trainer.history,
         "seconds": round(seconds, 1),
@@ -243,6 +328,8 @@ def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrit
             training=training,
             metrics={"valid": valid},
             popularity=trainer.counts,
+            seen=trainer.seen,
+            new_items=None if trainer.new_items is None else replace(trainer.new_items, bonus=trainer.bonus),
         )
         try:
             return build_zero_shot_bundle(data, out, base_model=cfg.base_model, overwrite=overwrite, force=gate[0],

@@ -20,6 +20,8 @@ from lmrec import progress_bar
 from ._config import TrainConfig
 
 ENCODER_CHECKPOINT_EVERY = 25  # steps of the encoder phase between checkpoints
+BONUS_GRID = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)
+WARM_COST = 0.03  # the most of warm targets' validation NDCG@10 the new-item bonus may cost
 
 
 def log_line(message: str) -> None:
@@ -49,8 +51,11 @@ class Trainer:
         # vectors, where it would outrank every new item (which has no count) on the cold split
         self.prior = (torch.from_numpy(cfg.popularity_prior * np.log1p(self.counts)).float().to(self.device)
                       if cfg.popularity_prior > 0 else None)
+        self.new_items = self._new_items_rule(cfg)
         self.tower = ItemTower(torch.from_numpy(base_vectors), torch.from_numpy(self.seen), cfg.adapter,
-                               cfg.residual).to(self.device)
+                               cfg.residual, self._borrow_matrix(base_vectors)).to(self.device)
+        self.bonus = 0.0  # added to new items' scores (calibrate_bonus sets it after training)
+        self.valid_new = split.new_targets(split.valid)  # validation cases whose target is a new item
         self.user = UserModel(base_vectors.shape[1], cfg.max_history, cfg.hidden, cfg.layers, cfg.heads,
                               cfg.dropout).to(self.device)
         self.opt = self._optimizer()
@@ -65,6 +70,70 @@ class Trainer:
         self.best: dict[str, Any] = {"valid": -1.0}
         self.partial_state: dict[str, Any] | None = None
         self.label = ""  # prefixes the log lines (a search names its candidates)
+
+    # -- new items ------------------------------------------------------------------------------
+    def _new_items_rule(self, cfg: TrainConfig) -> Any:
+        from lmrec import NewItemsInfo
+
+        if cfg.borrow_k < 1 or not cfg.residual:
+            return None
+        return NewItemsInfo(cfg.borrow_k, cfg.borrow_temperature, cfg.borrow_shrink, 0.0)
+
+    def _table(self, text: np.ndarray, residual: np.ndarray) -> Any:
+        """The SDK's residual table over the trained items (ids: their indices as strings)."""
+        from lmrec import ResidualTable
+
+        rows = np.flatnonzero(self.seen)
+        return ResidualTable([str(i) for i in rows], text[rows], residual[rows], self.new_items)
+
+    def _borrow_matrix(self, base_vectors: np.ndarray) -> Any:
+        """Sparse (n, n): each trained item's neighbours among the other trained items, as the SDK
+        picks them for a new item; the user phase lends dropped items these residuals."""
+        import torch
+
+        if self.new_items is None or self.cfg.residual_dropout <= 0 or self.seen.sum() < 2:
+            return None
+        rows = np.flatnonzero(self.seen)
+        text = base_vectors / np.maximum(np.linalg.norm(base_vectors, axis=1, keepdims=True), 1e-12)
+        table = self._table(text, np.zeros_like(text))
+        neighbours, weights = table.neighbours(text[rows], exclude=np.arange(len(rows)))
+        i = np.repeat(rows, neighbours.shape[1])
+        j = rows[neighbours].ravel()
+        n = len(base_vectors)
+        return torch.sparse_coo_tensor(np.stack([i, j]), weights.ravel(), (n, n),
+                                       check_invariants=True).coalesce().to(self.device)
+
+    def calibrate_bonus(self, floor: float, grid: Sequence[float] = BONUS_GRID) -> dict[str, Any]:
+        """The new-item bonus, on validation of every user: new items must not cost the warm targets
+        (items with a residual) more than WARM_COST of their NDCG@10 without a bonus; within that,
+        the least bonus that ranks new targets at least at `floor` (the untrained encoder's NDCG@10
+        on them), else the one that ranks them best. Only where validation has new targets;
+        `cfg.new_item_bonus` fixes it instead."""
+        from lmrec.evaluation import evaluate
+
+        if self.cfg.new_item_bonus is not None or not self.valid_new.any() or self.new_items is None:
+            self.bonus = float(self.cfg.new_item_bonus or 0.0)
+            return {"bonus": self.bonus, "chosen_on": "config" if self.cfg.new_item_bonus is not None else "nothing"}
+        plain = self.score_fn(bonus=0.0)
+        cases = self.split.valid
+        scores = [plain(cases.histories[s:s + 512]) for s in range(0, len(cases), 512)]
+        unseen = (~self.seen).astype(np.float32)
+        rows = []
+        for bonus in grid:
+            pos = iter(scores)
+            values = evaluate(lambda h, b=bonus, it=pos: next(it) + b * unseen, cases, self.split.n_items,
+                              batch_size=512).values["ndcg@10"]
+            rows.append({"bonus": bonus, "ndcg@10": float(values.mean()), "new": float(values[self.valid_new].mean()),
+                         "warm": float(values[~self.valid_new].mean()) if (~self.valid_new).any() else 0.0})
+        allowed = [r for r in rows if r["warm"] >= (1 - WARM_COST) * rows[0]["warm"]]  # bonus 0 always is
+        reaching = [r for r in allowed if r["new"] >= floor]
+        chosen = reaching[0] if reaching else max(allowed, key=lambda r: r["new"])
+        self.bonus = float(chosen["bonus"])
+        self.log(f"new-item bonus {self.bonus:g}: valid ndcg@10 {chosen['ndcg@10']:.4f}; new targets "
+                 f"{chosen['new']:.4f} (untrained encoder {floor:.4f}{'' if reaching else ', not reached'}), "
+                 f"warm targets {chosen['warm']:.4f} ({rows[0]['warm']:.4f} without)")
+        return {"bonus": self.bonus, "chosen_on": "validation", "floor": floor, "warm_cost": WARM_COST,
+                "grid": rows, "reached_floor": bool(reaching)}
 
     # -- state ----------------------------------------------------------------------------------
     def _optimizer(self) -> Any:
@@ -121,47 +190,70 @@ class Trainer:
 
     # -- scoring --------------------------------------------------------------------------------
     def item_vectors(self) -> Any:
+        """What the bundle's catalogue will hold: trained items their own residual, the others
+        the residual they borrow (computed by the SDK's own ResidualTable)."""
         import torch
 
         self.tower.eval()
         with torch.no_grad():
-            return self.tower()
+            vectors = self.tower()
+            unseen = np.flatnonzero(~self.seen)
+            if self.new_items is None or self.tower.residual is None or not len(unseen) or not self.seen.any():
+                return vectors
+            text = self.tower.text().float().cpu().numpy()
+            table = self._table(text, self.tower.residuals().float().cpu().numpy())
+            borrowed = table.apply([f"new:{i}" for i in unseen], text[unseen])
+            vectors[torch.from_numpy(unseen).to(self.device)] = torch.from_numpy(borrowed).to(vectors)
+            return vectors
 
-    def score_fn(self) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
-        """Scores over the catalogue exactly as the SDK computes them from the exported bundle."""
+    def score_fn(self, bonus: float | None = None) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+        """Scores over the catalogue exactly as the SDK computes them from the exported bundle
+        (with the new-item bonus, `self.bonus` unless given)."""
         import torch
 
         from .objectives import gather, left_pad
 
         vectors = self.item_vectors()
         self.user.eval()
+        add = self.bonus if bonus is None else bonus
+        offset = torch.from_numpy((~self.seen).astype(np.float32) * add).to(self.device) if add else None
 
         def score(histories: Sequence[np.ndarray]) -> np.ndarray:
             with torch.no_grad():
                 idx = torch.from_numpy(left_pad(histories, self.cfg.max_history)).to(self.device)
                 x, m = gather(vectors, idx)
-                return (self.user.last(x, m) @ vectors.T).float().cpu().numpy()
+                out = self.user.last(x, m) @ vectors.T
+                return (out if offset is None else out + offset).float().cpu().numpy()
 
         return score
 
     def validate(self) -> dict[str, Any]:
+        """Validation metrics; where some targets are new items, also NDCG@10 on them and on the rest."""
         from lmrec.evaluation import evaluate
 
         result = evaluate(self.score_fn(), self.split.valid, self.split.n_items)
-        return {m: float(v.mean()) for m, v in result.values.items()}
+        out = {m: float(v.mean()) for m, v in result.values.items()}
+        if self.valid_new.any() and not self.valid_new.all():
+            values = result.values["ndcg@10"]
+            out["ndcg@10_new"] = float(values[self.valid_new].mean())
+            out["ndcg@10_warm"] = float(values[~self.valid_new].mean())
+        return out
 
-    def validate_start(self) -> None:
+    def validate_start(self, known: dict[str, Any] | None = None) -> dict[str, Any]:
         """The untrained model (user = most recent item, identity adapter, no residuals) is the
         first candidate: a run never ships a model that is worse on validation than no training
-        (on the cold split, training can cost new items more than it teaches)."""
+        (on the cold split, training can cost new items more than it teaches). `known`: its
+        metrics as another candidate measured them (the untrained model is the same for all)."""
         start = time.perf_counter()
-        metrics = self.validate()
+        metrics = known or self.validate()
         ndcg = metrics["ndcg@10"]
         self.history.append({"phase": "start", "epoch": 0, "loss": None, "valid_ndcg@10": ndcg,
                              "valid_recall@10": metrics["recall@10"], "seconds": 0.0,
                              "valid_seconds": round(time.perf_counter() - start, 3)})
-        self.log(f"untrained: valid ndcg@10 {ndcg:.4f}")
+        if known is None:
+            self.log(f"untrained: valid ndcg@10 {ndcg:.4f}")
         self._snapshot(ndcg, "start")
+        return metrics
 
     # -- the user phase -------------------------------------------------------------------------
     def user_epoch(self) -> float:
@@ -244,8 +336,12 @@ class Trainer:
             if save is not None:
                 save()
 
-    def run_user_phase(self, name: str, save: Callable[[], None]) -> None:
-        self.advance_user(self.cfg.epochs, name, save)
+    def run_user_phase(self, name: str, save: Callable[[], None], deadline: float | None = None) -> None:
+        """The user phase `name` to its early stop, or until `deadline` (time.monotonic())."""
+        while not self.phase_done and (deadline is None or time.monotonic() < deadline):
+            self.advance_user(1, name, save)
+        if not self.phase_done:
+            self.log(f"{name}: the --budget ran out after epoch {self.epoch}; keeping the best model so far")
 
     # -- the encoder phase ----------------------------------------------------------------------
     def run_encoder_phase(self, encoder: Any, save: Callable[[], None]) -> None:
@@ -323,4 +419,4 @@ class Trainer:
         self.partial_state = None
 
 
-__all__ = ["Trainer", "log_line", "ENCODER_CHECKPOINT_EVERY"]
+__all__ = ["Trainer", "log_line", "ENCODER_CHECKPOINT_EVERY", "BONUS_GRID", "WARM_COST"]

@@ -11,7 +11,7 @@ from ._args import positive_int
 from ._checks import bundle_dir, output_file
 
 BASELINES = ("pop", "itemknn", "zeroshot", "sasrec")
-BUNDLE_METHODS = {"lmrec": "auto", "lmrec-fp32": "fp32"}
+BUNDLE_METHODS = {"lmrec": "auto", "lmrec-fp32": "fp32", "lmrec-plain": "fp32"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data", default=DEFAULT_SPEC, help="data spec KIND:PATH (default: %(default)s, the synthetic default)"
     )
     p.add_argument("--methods", default="pop,itemknn,zeroshot",
-                   help=f"comma-separated methods: {', '.join(BASELINES)}, lmrec, lmrec-fp32 (default: %(default)s)")
+                   help=f"comma-separated methods: {', '.join(BASELINES)}, lmrec, lmrec-fp32, lmrec-plain (the fp32 "
+                        "bundle with its new-item rules off: items without a residual get neither a borrowed one "
+                        "nor the bonus) (default: %(default)s)")
     p.add_argument(
         "--split", default="warm", choices=("warm", "cold", "mixed", "temporal"),
         help="evaluation split (default: warm); cold: only users whose target is a held-out item; mixed: every user, "
@@ -85,7 +87,8 @@ def make_scorers(methods: list[str], args: argparse.Namespace) -> list:
             from ..evaluation import BundleScorer
 
             bundle_dir(args.bundle)
-            scorers.append(BundleScorer(args.bundle, BUNDLE_METHODS[m], name=m, ann=args.ann))
+            scorers.append(BundleScorer(args.bundle, BUNDLE_METHODS[m], name=m, ann=args.ann,
+                                        new_items=m != "lmrec-plain"))
         elif m in BASELINES:
             require("scipy" if m == "itemknn" else "numpy", "train", f"the {m} baseline")
             if m in ("zeroshot", "sasrec"):

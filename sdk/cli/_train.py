@@ -14,30 +14,41 @@ from ._args import add_parity_flags, non_negative_int
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="fine-tune on interaction logs and write a trained bundle (needs the train extra)",
-        description="Trains the item tower (text embedding + adapter + per-item residuals) and a causal "
-                    "transformer user model on the training part of the split, early-stopped on validation "
-                    "NDCG@10 (the test cases are never used), then exports encoder, item vectors, index and "
-                    "user_encoder.onnx as a bundle. The manifest records the data hash, split, seed and the "
-                    "full config, so `lmrec eval --bundle` refuses any other split or seed.")
+        description="Fine-tunes the text encoder on item co-occurrence (kept if it wins on validation), then "
+                    "trains the item tower (text embedding + adapter + per-item residuals, borrowed by items "
+                    "without interactions) and a causal transformer user model on the training part of the "
+                    "split, everything chosen on validation NDCG@10 (the test cases are never used): without "
+                    "--config, a few settings are searched within --budget. Exports encoder, item vectors, "
+                    "index and user_encoder.onnx as a bundle. The manifest records the data hash, split, seed, "
+                    "the chosen settings and how the encoder was fine-tuned, so `lmrec eval --bundle` refuses "
+                    "any other split or seed.")
     p.add_argument("--data", default=DEFAULT_SPEC, help="data spec KIND:PATH (default: %(default)s)")
     p.add_argument("--out", required=True, help="bundle directory to create (refused if it exists, unless --overwrite)")
-    p.add_argument("--split", default="warm", choices=("warm", "cold"),
-                   help="which split's training part to train on; evaluate with the same --split (default: warm)")
+    p.add_argument("--split", default="warm", choices=("warm", "cold", "mixed"),
+                   help="which split's training part to train on; evaluate with the same --split (cold and mixed "
+                        "train alike, and either evaluates the other's bundle; default: warm)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the split and of training; evaluate with the same --seed (default: 0)")
     p.add_argument(
         "--cold-share", type=float, default=0.2, help="share of items the cold split holds out (default: 0.2)"
     )
     p.add_argument(
-        "--config", default=None, help="JSON file of training settings (fields of lmrec.trainer.TrainConfig)"
+        "--config", default=None, help="JSON file of training settings (fields of lmrec.trainer.TrainConfig); "
+                                       "fixes them all: no search"
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set hidden=128 (repeatable; after --config)")
+                   help="fix one setting, e.g. --set hidden=128 (repeatable; after --config; the search leaves it)")
+    p.add_argument("--no-search", action="store_true",
+                   help="train with the defaults as they are instead of searching a few settings on validation")
+    p.add_argument("--budget", type=float, default=30.0, metavar="MINUTES",
+                   help="time bound of training: encoder fine-tuning stops at 30%% of it, the search and user "
+                        "model at 85%%, each keeping its best so far; export follows (default: %(default)g, a whole "
+                        "run on Office-size data on a 2-core CPU; 0: no bound)")
     p.add_argument(
         "--base-model", default=None, help="Hugging Face model folder or Hub id (default: packaged all-MiniLM-L6-v2)"
     )
     p.add_argument("--objectives", default=None,
-                   help="comma-separated self-supervised objectives: next, cooc, mlm, cl, or none "
+                   help="comma-separated self-supervised objectives: text, cl, cooc, next, mlm, or none "
                         "(default: the config's; see README)")
     p.add_argument(
         "--epochs",
@@ -92,9 +103,13 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, **extra)
     if not 0.0 < args.cold_share < 1.0:
         raise LmrecError(f"--cold-share {args.cold_share}: must be between 0 and 1")
+    if not args.budget >= 0:
+        raise LmrecError(f"--budget {args.budget}: must be a number of minutes >= 0 (0: no bound)")
     result = train(args.data, args.out, split=args.split, seed=args.seed, config=config, device=args.device,
                    resume=args.resume, overwrite=args.overwrite, plot=args.plot, progress=not args.quiet,
                    cold_share=args.cold_share, keep_checkpoints=args.keep_checkpoints,
-                   threads=args.threads or None, force=args.force, strict_parity=args.strict_parity)
+                   threads=args.threads or None, force=args.force, strict_parity=args.strict_parity,
+                   search=args.config is None and not args.no_search, fixed=set(extra),
+                   budget=args.budget or None)
     print(result.bundle)
     return 0

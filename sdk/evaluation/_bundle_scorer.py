@@ -18,12 +18,19 @@ ANN_FLOOR = -1e9  # items the index did not return: finite, below every real cos
 
 class BundleScorer:
     """`lmrec` (bundle at its default CPU precision, int8) or `lmrec-fp32`; exact scores over the
-    whole catalogue, or through the HNSW index with `ann=True` (items it misses rank last)."""
+    whole catalogue, or through the HNSW index with `ann=True` (items it misses rank last).
+    `new_items=False` (`lmrec-plain`) turns the bundle's new-item rules off: items without a
+    residual get their text vector and no bonus (the same model without what it does for them)."""
 
     def __init__(self, bundle: str, precision: str = "auto", name: str = "lmrec", ann: bool = False,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", new_items: bool = True) -> None:
         self.bundle, self.precision, self.name, self.ann, self.device = bundle, precision, name, ann, device
+        self.new_items = new_items
         self.params: dict[str, Any] = {"bundle": bundle, "precision": precision, "ann": ann}
+        if not new_items:
+            self.params["new_items"] = False
+            if ann:
+                raise BundleError(f"{name}: scores exactly (drop --ann)")
         self.manifest = read_manifest(bundle)[0]  # a wrong path fails now, not after other methods trained
 
     def fit(self, ctx: FitContext) -> None:
@@ -40,11 +47,23 @@ class BundleScorer:
         self.to_bundle = np.array([pos[item] for item in ctx.data.item_ids])
         self.item_ids = ctx.data.item_ids
         self.params["precision"] = self.rec.precision
+        self.bonus = None
+        table = self.rec.catalogue.residuals
+        if not self.new_items and table is not None:
+            plain = [self.rec.catalogue.get(i) for i in ids if i not in table]
+            if plain:  # a vector upsert is stored as given: it borrows nothing
+                texts = [item.text or item.item_id for item in plain]
+                self.rec.add_items([item.item_id for item in plain], texts, vectors=self.rec.embed_texts(texts),
+                                   metadata=[item.metadata for item in plain])
+            self.bonus = self.rec.catalogue.bonus_of(ids)
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         hist_ids = [[self.item_ids[i] for i in h] for h in histories]
         if not self.ann:
-            return self.rec.score_all(hist_ids)[:, self.to_bundle]
+            scores = self.rec.score_all(hist_ids)
+            if self.bonus is not None:
+                scores -= self.bonus
+            return scores[:, self.to_bundle]
         out = np.full((len(histories), len(self.item_ids)), ANN_FLOOR, dtype=np.float32)
         index_of = {item: i for i, item in enumerate(self.item_ids)}
         for row, hist in enumerate(hist_ids):

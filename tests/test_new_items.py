@@ -1,0 +1,101 @@
+"""Items without a residual: what they borrow, the bonus they get under the user model, and that
+the SDK, the index's two search paths and a derived bundle all agree on both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _tiny_bundle import make_tiny_bundle
+from lmrec import BundleError, NewItemsInfo, Recommender, ResidualTable
+
+RULE = NewItemsInfo(k=3, temperature=0.1, shrink=0.8, bonus=0.25)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_a_new_item_borrows_the_softmax_weighted_residuals_of_its_nearest_trained_items() -> None:
+    rng = np.random.default_rng(0)
+    text, residual = _unit(rng.normal(size=(30, 8))).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
+    table = ResidualTable([f"t{i}" for i in range(30)], text, residual, RULE)
+    query = _unit(rng.normal(size=(5, 8))).astype(np.float32)
+    text, residual = table.text, table.residual  # float16 precision: what a bundle stores
+    expected = np.zeros_like(query)
+    for n, q in enumerate(query):
+        sims = text @ q
+        top = np.argsort(-sims)[:3]
+        w = np.exp((sims[top] - sims[top].max()) / 0.1)
+        expected[n] = 0.8 * (w / w.sum()) @ residual[top]
+    assert np.allclose(table.borrowed(query), expected, atol=1e-5)
+    vectors = table.apply(["new-a", "t4", "new-b", "t7", "new-c"], query)
+    assert np.allclose(vectors[1], _unit(query[1] + residual[4]), atol=1e-6)  # a trained item: its own residual
+    assert np.allclose(vectors[0], _unit(query[0] + expected[0]), atol=1e-5)
+    rows, _ = table.neighbours(text[:4], exclude=np.arange(4))
+    assert all(i not in r for i, r in enumerate(rows.tolist()))  # a dropped trained item never borrows from itself
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    return make_tiny_bundle(tmp_path / "b", user_model=True, new_items=RULE, trained=80)
+
+
+def test_texts_embedded_by_the_sdk_get_the_residual_the_export_gave(bundle: Path) -> None:
+    rec = Recommender.load(bundle, precision="fp32")
+    table = rec.catalogue.residuals
+    assert table is not None and len(table.ids) == 80
+    ids, matrix = rec.catalogue.matrix()
+    texts = {i: rec.catalogue.get(i).text for i in ids}
+    # re-embedding a trained and a never-trained item gives back the bundle's vectors
+    for item in (ids[3], ids[100]):
+        before = matrix[ids.index(item)].copy()
+        rec.add_items([item], [texts[item]])
+        assert np.allclose(rec.catalogue.vectors([item])[0], before, atol=1e-5)
+    rec.add_items(["brand-new"], ["item stapler ink"])
+    raw = rec.embed_texts(["item stapler ink"])
+    assert np.allclose(rec.catalogue.vectors(["brand-new"]), table.apply(["brand-new"], raw), atol=1e-6)
+
+
+def test_the_bonus_lifts_new_items_under_the_user_model_only(bundle: Path) -> None:
+    rec = Recommender.load(bundle, precision="fp32")
+    ids = rec.item_ids()
+    new = np.array([i not in rec.catalogue.residuals for i in ids])  # type: ignore[operator]
+    history = [ids[0], ids[5], ids[9]]
+    scores = rec.score_all([history])[0]
+    user = rec.users.vectors([history])[0]
+    _, matrix = rec.catalogue.matrix()
+    assert np.allclose(scores, matrix @ user + 0.25 * new, atol=1e-5)
+    exact = rec.recommend(history, k=10, mode="exact")
+    ann = rec.recommend(history, k=10, mode="ann")
+    assert [r.item_id for r in exact] == [r.item_id for r in ann]
+    assert np.allclose([r.score for r in exact], [r.score for r in ann], atol=1e-5)
+    order = [ids[j] for j in np.argsort(-scores) if ids[j] not in history][:10]
+    assert [r.item_id for r in exact] == order
+    assert any(new[ids.index(r.item_id)] for r in exact)
+    batch = rec.recommend_batch([history], k=10)[0]
+    assert [r.item_id for r in batch] == order
+    # queries that are not a user model's: plain cosines
+    similar = rec.similar_items(ids[0], k=5)
+    assert np.allclose([r.score for r in similar], np.sort(matrix[1:] @ matrix[0])[::-1][:5], atol=1e-5)
+    # a filter applies to the boosted items on both paths
+    only = {"topic": "garden"}
+    for mode in ("exact", "ann"):
+        found = rec.recommend(history, k=5, filter=only, mode=mode)
+        assert found and all(rec.catalogue.metadata(r.item_id)["topic"] == "garden" for r in found)
+
+
+def test_a_derived_bundle_keeps_the_rule_and_a_broken_one_is_refused(bundle: Path, tmp_path: Path) -> None:
+    rec = Recommender.load(bundle, precision="fp32")
+    rec.add_items(["brand-new"], ["item pan knife"])
+    saved = rec.save(tmp_path / "saved")
+    again = Recommender.load(saved, precision="fp32")
+    assert again.manifest.new_items == RULE and again.catalogue.residuals is not None
+    assert np.allclose(again.catalogue.vectors(["brand-new"]), rec.catalogue.vectors(["brand-new"]))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["new_items"]["temperature"] = 0
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="new_items.temperature"):
+        Recommender.load(bundle)

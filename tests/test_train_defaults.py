@@ -1,0 +1,146 @@
+"""What `lmrec train` does with no config: the encoder's own fine-tuning stage, the search over a
+few settings, and on a split with new items the borrowed residuals and the new-item bonus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+import lmrec  # noqa: E402
+import lmrec.trainer as _train  # noqa: E402
+from conftest import TINY_DATA  # noqa: E402
+from lmrec import LmrecError  # noqa: E402
+from lmrec.cli import main  # noqa: E402
+from lmrec.evaluation import BundleScorer, FitContext, evaluate, make_split, training_items  # noqa: E402
+from lmrec.trainer import TrainConfig, train  # noqa: E402
+
+FAST = {"epochs": 3, "patience": 3, "max_length": 64, "hidden": 16, "max_history": 12, "batch_size": 32,
+        "text_epochs": 4, "text_batch": 32}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _config(tiny_bert_dir: Path, **changes: object) -> TrainConfig:
+    return TrainConfig(**{**FAST, "base_model": str(tiny_bert_dir), **changes})
+
+
+@pytest.mark.parametrize("gains", [True, False])
+def test_the_text_stage_keeps_the_encoder_only_when_validation_improves(tiny_bert_dir: Path, gains: bool) -> None:
+    from lmrec.trainer import TorchEncoder, finetune_text
+
+    data = lmrec.load_dataset(TINY_DATA)
+    split = make_split(data, "warm", 0)
+    encoder = TorchEncoder(str(tiny_bert_dir), max_length=64)
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    calls = iter(range(100))  # 0 for the base encoder, then rising: each validation beats the last
+    result = finetune_text(encoder, data.item_texts, split.train, training_items(split), _config(tiny_bert_dir),
+                           (lambda v: float(next(calls))) if gains else (lambda v: 0.0), seed=0, progress=False,
+                           log=lambda m: None)
+    after = encoder.model.state_dict()
+    changed = any(not torch.equal(before[k], after[k]) for k in before)
+    assert result.report["fine_tuned"] is gains and changed is gains and (result.state is not None) is gains
+    assert result.report["steps"] > 0 and result.report["seconds_per_step"] > 0
+    if gains:  # the encoder ends with the weights of its best epoch, and the vectors are that encoder's
+        assert result.report["best_epoch"] == result.report["epochs"]
+        fresh = encoder.encode(data.item_texts[:8])
+        assert np.allclose(fresh, result.vectors[:8], atol=2e-2)  # cached fp16 states vs a full pass
+
+
+def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    result = train(TINY_DATA, tmp_path / "searched", seed=2, config=_config(tiny_bert_dir), search=True,
+                   fixed=set(FAST) | {"base_model"}, progress=False)
+    training = json.loads((result.bundle / "manifest.json").read_text())["training"]
+    search = training["search"]
+    assert len(search["candidates"]) == 4 and training["searched"]  # cl+cooc on/off x residual dropout
+    best = max(search["candidates"], key=lambda c: c["best_valid_ndcg@10"])
+    assert search["chosen"] == best["settings"]
+    assert "text" in training and training["encoder_fine_tuned"] == training["text"]["fine_tuned"]
+    chosen = training["config"]
+    assert f"residual_dropout {chosen['residual_dropout']}" in search["chosen"]
+    assert chosen["max_length"] == FAST["max_length"]  # fixed settings stay as given
+
+
+def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bonus(tiny_bert_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    cfg = _config(tiny_bert_dir, objectives=("cl",), residual_dropout=0.5)
+    result = train(TINY_DATA, tmp_path / "mixed", split="mixed", seed=1, config=cfg, progress=False)
+    bundle = result.bundle
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    calibration = manifest["training"]["new_items"]
+    assert calibration["chosen_on"] == "validation"
+    grid = calibration["grid"]
+    allowed = [r for r in grid if r["warm"] >= 0.97 * grid[0]["warm"]]
+    reaching = [r for r in allowed if r["new"] >= calibration["floor"]]
+    expected = reaching[0]["bonus"] if reaching else max(allowed, key=lambda r: r["new"])["bonus"]
+    assert allowed[0] is grid[0] and calibration["reached_floor"] == bool(reaching)
+    assert manifest["new_items"]["bonus"] == calibration["bonus"] == expected
+    assert (bundle / "residuals.npz").is_file()
+    data = lmrec.load_dataset(TINY_DATA)
+    split = make_split(data, "mixed", 1)
+    rec = lmrec.Recommender.load(bundle, precision="fp32")
+    trained_ids = {data.item_ids[i] for i in np.flatnonzero(training_items(split))}
+    assert set(rec.catalogue.residuals.ids) == trained_ids  # type: ignore[union-attr]
+    # the SDK ranks validation as training measured it, bonus and borrowed residuals included
+    scorer = BundleScorer(str(bundle), "fp32")
+    scorer.fit(FitContext(data, split))
+    ndcg = float(evaluate(scorer.score, split.valid, split.n_items).values["ndcg@10"].mean())
+    assert ndcg == pytest.approx(manifest["metrics"]["valid"]["ndcg@10"], abs=0.05)
+    # a bundle trained for mixed is evaluated on cold, and the report splits metrics by target
+    report = tmp_path / "cold.json"
+    assert main(["eval", "--data", TINY_DATA, "--split", "cold", "--seed", "1", "--methods", "lmrec-fp32",
+                 "--bundle", str(bundle), "--quiet", "--json", str(report)]) == 0
+    mixed = tmp_path / "mixed.json"
+    assert main(["eval", "--data", TINY_DATA, "--split", "mixed", "--seed", "1", "--methods",
+                 "lmrec-fp32,lmrec-plain", "--bundle", str(bundle), "--quiet", "--json", str(mixed)]) == 0
+    results = json.loads(mixed.read_text())["results"]
+    by_target = results["lmrec-fp32"]["by_target"]
+    assert by_target["new"]["users"] + by_target["warm"]["users"] == len(split.valid)
+    assert results["lmrec-plain"]["by_target"]["new"]["users"] == by_target["new"]["users"]
+    # lmrec-plain: the same bundle with new items as their text alone, and no bonus
+    plain = BundleScorer(str(bundle), "fp32", new_items=False)
+    plain.fit(FitContext(data, split))
+    new_id = data.item_ids[int(split.cold_items[0])]
+    text = plain.rec.embed_texts([plain.rec.catalogue.get(new_id).text])[0]
+    assert np.allclose(plain.rec.catalogue.vectors([new_id])[0], text, atol=1e-6)
+    history = split.valid.histories[:4]
+    users = plain.rec.users.vectors([[data.item_ids[i] for i in h] for h in history])
+    _, matrix = plain.rec.catalogue.matrix()
+    assert np.allclose(plain.score(history), (users @ matrix.T)[:, plain.to_bundle], atol=1e-5)
+
+
+def test_resume_skips_a_finished_text_stage(tiny_bert_dir: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(tiny_bert_dir, objectives=("text",))
+    out = tmp_path / "b"
+    monkeypatch.setattr(_train.Trainer, "validate_start", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY_DATA, out, seed=0, config=cfg, progress=False)
+    assert (_train.checkpoint_dir(out) / "stage-text.pt").is_file()
+    monkeypatch.undo()
+    lines: list[str] = []
+    result = train(TINY_DATA, out, seed=0, config=cfg, resume=True, progress=False, log=lines.append)
+    assert not [line for line in lines if line.startswith("text")], "fine-tuned again"
+    assert "text" in json.loads((result.bundle / "manifest.json").read_text())["training"]
+
+
+def test_budget_and_split_flags_are_checked_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--out", str(tmp_path / "x"), "--budget", "-1"]) == 2
+    assert "--budget -1.0: must be a number of minutes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--out", str(tmp_path / "x"), "--split", "temporal"])
+    assert exit_.value.code == 2 and "invalid choice: 'temporal'" in capsys.readouterr().err
+    with pytest.raises(LmrecError, match="--split 'temporal'"):
+        train(TINY_DATA, tmp_path / "x", split="temporal")
+    assert not (tmp_path / "x").exists()
