@@ -28,13 +28,7 @@ FAST = {"epochs": 3, "patience": 3, "max_length": 64, "hidden": 16, "max_history
         "objectives": ("cl",)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one torch thread is fastest, and far faster than two on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(tiny_bert_dir: Path, **changes: object) -> TrainConfig:

@@ -24,12 +24,7 @@ FAST = {"epochs": 3, "patience": 3, "max_length": 64, "hidden": 16, "max_history
         "text_epochs": 4, "text_batch": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(tiny_bert_dir: Path, **changes: object) -> TrainConfig:
@@ -144,3 +139,43 @@ def test_budget_and_split_flags_are_checked_before_any_work(tmp_path: Path, caps
     with pytest.raises(LmrecError, match="--split 'temporal'"):
         train(TINY_DATA, tmp_path / "x", split="temporal")
     assert not (tmp_path / "x").exists()
+
+
+def _recbole_shop(folder: Path, rng: np.random.Generator) -> str:
+    """RecBole atomic files as exported from a shop: typed extra columns and side files lmrec ignores."""
+    nouns, colours = ["pen", "notebook", "stapler", "folder", "marker", "binder"], ["red", "blue", "black", "green"]
+    items = [f"i{n}\t{colours[n % 4]} {nouns[n % 6]} {n}\t{1 + n % 7}.5\tbrand{n % 3}\t{nouns[n % 6]}s office"
+             for n in range(48)]
+    (folder / "shop.item").write_text("item_id:token\ttitle:token_seq\tprice:float\tbrand:token\tcategories:token_seq\n"
+                                      + "\n".join(items) + "\n")
+    rows = [f"u{u}\ti{(u + 6 * k + int(rng.integers(3))) % 48}\t{1 + k % 5}.0\t{100 * u + k}\tok"
+            for u in range(40) for k in range(6)]
+    (folder / "shop.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\treview:token_seq\n"
+                                       + "\n".join(rows) + "\n")
+    (folder / "shop.user").write_text("user_id:token\tage:float\nu1\t30\n")
+    return f"recbole:{folder}"
+
+
+def _titles_with_mixed_ids(folder: Path, rng: np.random.Generator) -> str:
+    """A catalogue of titles only, ids numbers in one file and strings in the other."""
+    words = ["Alien", "Heat", "Fargo", "Brazil", "Ran", "Vertigo", "Psycho", "Jaws"]
+    items = [{"id": n, "title": f"{words[n % 8]} {n} ({1950 + n})"} for n in range(48)]
+    inter = [{"user": u, "item": str((u + 5 * k + int(rng.integers(3))) % 48)} for u in range(40) for k in range(6)]
+    for name, rows in (("items.jsonl", items), ("interactions.jsonl", inter)):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"jsonl:{folder}"
+
+
+@pytest.mark.parametrize("make", [_recbole_shop, _titles_with_mixed_ids])
+def test_data_as_users_bring_it_trains_and_serves_with_the_defaults(make, tiny_bert_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """No config, no --set: text stage, search, export and recommend on files as users have them."""
+    (tmp_path / "data").mkdir()
+    spec = make(tmp_path / "data", np.random.default_rng(0))
+    out = tmp_path / "bundle"
+    assert main(["train", "--data", spec, "--out", str(out), "--base-model", str(tiny_bert_dir), "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["searched"] and "text" in manifest["training"]
+    rec = lmrec.Recommender.load(out, device="cpu")
+    first = rec.item_ids()[0]
+    assert rec.recommend(history=[first], k=5) and rec.precision in ("int8", "fp32")
