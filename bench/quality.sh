@@ -15,6 +15,9 @@
 #   SPLITS=...  default "warm cold mixed" (mixed needs the cold bundle: it trains it when missing)
 #   THREADS=N   torch threads of `lmrec train` and `lmrec eval` (1 lets two datasets run side by side)
 #   LMREC=...   the lmrec command (default: lmrec)
+#   EVAL_ARGS=... extra `lmrec eval` arguments; the MovieLens rows of bench/RESULTS.md fixed SASRec with
+#               EVAL_ARGS="--set sasrec.max_len=200 --set sasrec.lr=0.002 --set sasrec.dropout=0.2
+#               --set sasrec.patience=5 --set sasrec.max_epochs=40" (its own search there takes over an hour)
 # Bundles go to out/quality/ (not committed). Each step is skipped when its output exists, so an
 # interrupted run continues where it stopped (a training resumes from its checkpoint).
 set -euo pipefail
@@ -24,6 +27,7 @@ seeds=${SEEDS:-"0 1 2"}
 splits=${SPLITS:-"warm cold mixed"}
 threads=(); [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 lmrec=${LMREC:-lmrec}
+read -r -a eval_args <<< "${EVAL_ARGS:-}"
 mkdir -p bench/results/quality bench/configs out/quality
 for ds in $datasets; do
   case $ds in
@@ -50,7 +54,7 @@ for ds in $datasets; do
           *) methods=zeroshot,itemknn,sasrec,lmrec; reference=(--reference sasrec) ;;
         esac
         $lmrec eval --data "$spec" --split "$split" --seed "$seed" --bundle "$bundle" --methods "$methods" "${threads[@]}" \
-          "${reference[@]}" --json "$report" --quiet 2> "out/quality/eval-$ds-$split-s$seed.log"
+          "${reference[@]}" "${eval_args[@]}" --json "$report" --quiet 2> "out/quality/eval-$ds-$split-s$seed.log"
       fi
     done
   done

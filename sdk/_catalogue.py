@@ -149,10 +149,10 @@ class Catalogue:
     def new_item_bonus(self) -> float:
         return 0.0 if self.residuals is None else float(self.residuals.info.bonus)
 
-    def bonus_of(self, ids: Sequence[str]) -> np.ndarray | None:
-        """The bonus each of `ids` gets under the user model (None: the bundle has none)."""
+    def bonus_of(self, ids: Sequence[str]) -> np.ndarray | float:
+        """The bonus each of `ids` gets under the user model (0.0 when the bundle has none)."""
         if not self.new_item_bonus:
-            return None
+            return 0.0
         trained = self.residuals.row  # type: ignore[union-attr]
         return np.array([0.0 if i in trained else self.new_item_bonus for i in ids], dtype=np.float32)
 

@@ -2,8 +2,7 @@
 
 Items, vectors, the index and durable changes belong to the `Catalogue`; this class turns users
 (histories, vectors, examples) into queries against it, with the bundle's user model when it has
-one. Thread-safe: each query reads one consistent catalogue, even while items change.
-"""
+one. Thread-safe: each query reads one consistent catalogue, even while items change."""
 
 from __future__ import annotations
 
@@ -167,8 +166,8 @@ class Recommender:
                 basis = [e for e in positive if isinstance(e, str)]  # type: ignore[union-attr]
             if not np.any(query):
                 raise ValueError("recommend: the examples cancel out (the query vector is zero)")
-            hits = self.catalogue.search(query, k, filter=filter, exclude=[skip], mode=mode,
-                                         users=history is not None)[0]
+            users = history is not None  # the new-item bonus applies to user-model queries
+            hits = self.catalogue.search(query, k, filter=filter, exclude=[skip], mode=mode, users=users)[0]
             return self._results(hits, basis, explain, unknown)
 
     def similar_items(self, item_id: str, k: int = 10, filter: Filter | None = None,
@@ -199,10 +198,7 @@ class Recommender:
             out = np.empty((len(known), len(ids)), dtype=np.float32)
             rows = [n for n, h in enumerate(known) if h]
             if rows:
-                out[rows] = self.users.vectors([known[n] for n in rows]) @ matrix.T
-                bonus = self.catalogue.bonus_of(ids)
-                if bonus is not None:
-                    out[rows] += bonus
+                out[rows] = self.users.vectors([known[n] for n in rows]) @ matrix.T + self.catalogue.bonus_of(ids)
             empty = [n for n, h in enumerate(known) if not h]
             if empty:
                 if not self.catalogue.has_popularity:

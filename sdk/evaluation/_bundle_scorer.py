@@ -60,9 +60,7 @@ class BundleScorer:
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         hist_ids = [[self.item_ids[i] for i in h] for h in histories]
         if not self.ann:
-            scores = self.rec.score_all(hist_ids)
-            if self.bonus is not None:
-                scores -= self.bonus
+            scores = self.rec.score_all(hist_ids) - (0.0 if self.bonus is None else self.bonus)
             return scores[:, self.to_bundle]
         out = np.full((len(histories), len(self.item_ids)), ANN_FLOOR, dtype=np.float32)
         index_of = {item: i for i, item in enumerate(self.item_ids)}
