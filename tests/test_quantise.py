@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("onnx")
+pytest.importorskip("torch", reason="int8 quantisation tests need the train extra (torch)")
+pytest.importorskip("onnx", reason="int8 quantisation tests need the train extra (onnx)")
 
 import lmrec  # noqa: E402
 import onnx  # noqa: E402

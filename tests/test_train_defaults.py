@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnx")
+torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
+pytest.importorskip("onnx", reason="export needs the train extra (onnx)")
 
 import lmrec  # noqa: E402
 import lmrec.trainer as _train  # noqa: E402

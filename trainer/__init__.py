@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._bench_embed import write_report as write_bench_report
     from ._checkpoint import checkpoint_dir
     from ._demo import demo
-    from ._encoder import TorchEncoder, cached_item_vectors
+    from ._encoder import TorchEncoder, cached_item_vectors, set_torch_threads
     from ._text_finetune import TextFinetuneResult, finetune_text
     from ._train import TrainResult, train
     from ._trainer import Trainer
@@ -31,6 +31,7 @@ _LAZY = {
     "demo": ("_demo", "demo"),
     "TorchEncoder": ("_encoder", "TorchEncoder"),
     "cached_item_vectors": ("_encoder", "cached_item_vectors"),
+    "set_torch_threads": ("_encoder", "set_torch_threads"),
     "finetune_text": ("_text_finetune", "finetune_text"),
     "TextFinetuneResult": ("_text_finetune", "TextFinetuneResult"),
     "bench_embed": ("_bench_embed", "bench_embed"),
@@ -58,6 +59,7 @@ __all__ = [
     "demo",
     "TorchEncoder",
     "cached_item_vectors",
+    "set_torch_threads",
     "finetune_text",
     "TextFinetuneResult",
     "bench_embed",

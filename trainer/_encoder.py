@@ -84,6 +84,13 @@ class TorchEncoder:
         return out
 
 
+def set_torch_threads(threads: int) -> None:
+    """torch's CPU threads for training and the torch baselines (1 is fastest on a busy machine)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def cache_dir() -> Path:
     """Where computed item vectors are cached: $LMREC_CACHE_DIR or ~/.cache/lmrec."""
     import os

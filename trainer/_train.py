@@ -107,7 +107,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     from lmrec import load_dataset
     from lmrec.evaluation import HELD_OUT, make_split
 
-    from ._encoder import TorchEncoder, cached_item_vectors, resolve_model
+    from ._encoder import TorchEncoder, cached_item_vectors, resolve_model, set_torch_threads
     from ._finetune import mlm_warmup
 
     search = config is None if search is None else search
@@ -118,7 +118,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         require("matplotlib", "train", "--plot")
     device = resolve_device(device)
     if threads is not None:
-        torch.set_num_threads(threads)
+        set_torch_threads(threads)
     resolve_model(cfg.base_model)  # a missing folder fails now, not after loading the data
     started = time.perf_counter()
     clock = time.monotonic()

@@ -139,9 +139,9 @@ def run(args: argparse.Namespace) -> int:
         require("matplotlib", "train", "--plot")
     scorers = make_scorers(methods, args)
     if args.threads is not None and any(m in ("zeroshot", "sasrec") for m in methods):
-        import torch
+        from lmrec.trainer import set_torch_threads
 
-        torch.set_num_threads(args.threads)
+        set_torch_threads(args.threads)
     data = load_dataset(args.data)
     for line in data.report.lines():
         print(f"data: {line}")
