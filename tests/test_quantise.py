@@ -1,7 +1,8 @@
 """Calibrated int8 (outlier split, SmoothQuant, dynamic int8, greedy fp32 fallback) on tiny random BERTs.
 
-The exactness tests use an unreachable calibration target: the fallback then keeps every node
-fp32, so the written graph is the fp32 rewrite itself, compared here with the graph it came from.
+The exactness tests use an unreachable calibration target and keep the word embeddings fp32: the
+fallback then keeps every node fp32, so the written graph is the fp32 rewrite itself, compared here
+with the graph it came from.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from onnx import numpy_helper  # noqa: E402
 MAX_LENGTH = 64
 CALIBRATION = 128  # of TINY_DATA's 200 item texts; the other 72 are held out
 UNREACHABLE = {"top10_overlap": 1.01}
-SHIPPED = ("dynamic int8 per channel, 7-bit weights, SmoothQuant alpha {alpha:g}, "
+SHIPPED = ("dynamic int8 per channel, 7-bit weights, word embeddings in fp16, SmoothQuant alpha {alpha:g}, "
            "8 outlier FFN channels per layer in fp32")
 
 
@@ -114,7 +115,7 @@ def test_the_shipped_recipe_splits_smooths_and_quantises_close_to_fp32(fused: Pa
 
 
 def test_the_outlier_split_alone_is_exact_in_fp32(fused: Path, texts: list[str], tmp_path: Path) -> None:
-    report = _build(fused, tmp_path / "split.onnx", texts, alphas=(), target=UNREACHABLE)
+    report = _build(fused, tmp_path / "split.onnx", texts, alphas=(), half_embeddings=False, target=UNREACHABLE)
     assert report.split_ffns == 2 and report.alpha is None and set(report.fp32_error) == {"split"}
     assert len(report.kept_fp32) == 8 and not report.target_met  # the fallback ran to its end
     assert report.variant == ("dynamic int8 per channel, 7-bit weights, 8 outlier FFN channels per layer in fp32, "
@@ -132,7 +133,8 @@ def test_the_outlier_split_alone_is_exact_in_fp32(fused: Path, texts: list[str],
 
 
 def test_smoothing_alone_is_exact_in_fp32(fused: Path, texts: list[str], tmp_path: Path) -> None:
-    report = _build(fused, tmp_path / "smooth.onnx", texts, outlier_channels=0, alphas=(0.7,), target=UNREACHABLE)
+    report = _build(fused, tmp_path / "smooth.onnx", texts, outlier_channels=0, alphas=(0.7,), half_embeddings=False,
+                    target=UNREACHABLE)
     assert report.split_ffns == 0 and report.alpha == 0.7 and set(report.fp32_error) == {"smoothing"}
     assert len(report.kept_fp32) == 8 and "outlier" not in report.variant
     graph = onnx.load(str(tmp_path / "smooth.onnx")).graph
@@ -189,6 +191,28 @@ def test_an_unfused_graph_gets_plain_dynamic_int8(tiny_bert_dir: Path, texts: li
     assert "MatMulInteger" in _ops(tmp_path / "int8.onnx")
     cosine = np.sum(_vectors(tmp_path / "int8.onnx", raw, texts) * _vectors(raw, raw, texts), axis=1)
     assert cosine.mean() >= 0.999
+
+
+def test_the_word_embeddings_are_stored_in_fp16_and_folded_back_at_load(fused: Path, texts: list[str],
+                                                                        tmp_path: Path) -> None:
+    whole = _build(fused, tmp_path / "whole.onnx", texts, alphas=(0.7,), half_embeddings=False, target=None)
+    half = _build(fused, tmp_path / "half.onnx", texts, alphas=(0.7,), target=None)
+    assert "word embeddings" not in whole.variant and "word embeddings in fp16" in half.variant
+    tables = {}
+    for name in ("whole", "half"):
+        model = onnx.load(str(tmp_path / f"{name}.onnx"))
+        embed = next(n for n in model.graph.node if n.op_type == "EmbedLayerNormalization")
+        stored = {i.name: i for i in model.graph.initializer}
+        producer = next((n for n in model.graph.node if embed.input[2] in n.output), None)
+        tables[name] = stored[producer.input[0]] if producer is not None else stored[embed.input[2]]
+    assert tables["whole"].data_type == onnx.TensorProto.FLOAT
+    assert tables["half"].data_type == onnx.TensorProto.FLOAT16
+    np.testing.assert_array_equal(numpy_helper.to_array(tables["half"]),
+                                  numpy_helper.to_array(tables["whole"]).astype(np.float16))
+    assert (tmp_path / "half.onnx").stat().st_size < (tmp_path / "whole.onnx").stat().st_size
+    cosine = np.sum(_vectors(tmp_path / "half.onnx", fused, texts) * _vectors(tmp_path / "whole.onnx", fused, texts),
+                    axis=1)
+    assert cosine.min() >= 0.999
 
 
 def test_bad_arguments_are_refused(fused: Path, texts: list[str], tmp_path: Path) -> None:

@@ -78,15 +78,16 @@ def optimise(src: Path, dst: Path, config: Any) -> dict[str, int]:
 def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokenizer: Path, max_length: int,
                   log: Callable[[str], None] = lambda message: None, *, threads: int | None = None,
                   outlier_channels: int = OUTLIER_CHANNELS, alphas: Sequence[float] = ALPHAS,
-                  reduce_range: bool = True,
+                  reduce_range: bool = True, half_embeddings: bool = True,
                   target: Mapping[str, float] | None = CALIBRATION_TARGET) -> QuantReport:
     """Dynamic int8 calibrated on catalogue texts (outlier split, SmoothQuant, 7-bit weights, greedy
-    fp32 fallback): plain dynamic int8 moved short texts' neighbours too much. See `_quantise`."""
+    fp32 fallback, word embeddings in fp16): plain dynamic int8 moved short texts' neighbours too
+    much. See `_quantise`."""
     level = _quiet_ort_quantization()
     try:
         return _quantise.quantise_int8(src, dst, calibration_texts, tokenizer, max_length, log, threads=threads,
                                        outlier_channels=outlier_channels, alphas=alphas, reduce_range=reduce_range,
-                                       target=target)
+                                       half_embeddings=half_embeddings, target=target)
     finally:
         _restore_logging(level)
 
