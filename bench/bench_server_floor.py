@@ -36,6 +36,7 @@ from typing import Any
 
 SERVERS = ("noop-sync", "noop-aio", "compute-sync", "compute-aio", "lmrec")
 RATES = (200, 400, 800)
+CALL_TIMEOUT_S = 2.0  # as lmrec bench server
 _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 
@@ -48,7 +49,6 @@ def _reference_server(kind: str, bundle: str) -> None:
 
     threadpool_limits(1, user_api="blas")
     from lmrec import Recommender
-    from lmrec.server import _convert as cv
     from lmrec.server.v1 import recommender_pb2 as pb
     from lmrec.server.v1 import recommender_pb2_grpc as pb_grpc
 
@@ -58,7 +58,8 @@ def _reference_server(kind: str, bundle: str) -> None:
         if rec is None:
             return pb.RecommendResponse()
         found = rec.recommend(history=list(request.history), k=request.k)
-        return pb.RecommendResponse(items=cv.scored(found, False), unknown_ids=list(found.unknown_ids))
+        return pb.RecommendResponse(items=[pb.ScoredItem(id=item, score=float(score)) for item, score in found],
+                                    unknown_ids=list(found.unknown_ids))
 
     class Sync(pb_grpc.RecommenderServicer):
         def Recommend(self, request: Any, context: Any) -> Any:  # noqa: N802 - the proto's name
@@ -119,7 +120,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 async def _drive(port: int, requests: list[Any], seconds: float, pid: int) -> list[dict[str, Any]]:
     import grpc
-    from lmrec.server import _bench
+    from lmrec.server import Usage, closed_loop, open_loop, percentile_ms
     from lmrec.server.v1 import recommender_pb2_grpc as pb_grpc
 
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("lmrec.bench.channel", i)])
@@ -127,15 +128,15 @@ async def _drive(port: int, requests: list[Any], seconds: float, pid: int) -> li
     stubs = [pb_grpc.RecommenderStub(c) for c in channels]
 
     def call(n: int) -> Any:
-        return stubs[n % len(stubs)].Recommend(requests[n % len(requests)], timeout=_bench.CALL_TIMEOUT_S)
+        return stubs[n % len(stubs)].Recommend(requests[n % len(requests)], timeout=CALL_TIMEOUT_S)
 
     rows = []
     try:
-        await _bench._closed_loop(call, 4, 1.0)  # warm up
+        await closed_loop(call, 4, 1.0)  # warm up
         for rate in RATES:
-            usage = _bench._Usage(pid)
-            step, lags = await _bench._open_loop(call, rate, seconds)
-            row = {"offered_rps": rate, **step.summary(), **usage.done(), "send_lag_p99_ms": _bench._ms(lags, 99)}
+            usage = Usage(pid)
+            step, lags = await open_loop(call, rate, seconds)
+            row = {"offered_rps": rate, **step.summary(), **usage.done(), "send_lag_p99_ms": percentile_ms(lags, 99)}
             if row["server_cpu"] is not None and row["ok"]:
                 row["server_cpu_ms_per_call"] = round(row["server_cpu"] * row["seconds"] / row["ok"] * 1000, 3)
             rows.append(row)

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from lmrec import TextEncoder
-from lmrec.trainer._quantise import _half_word_embeddings
-from lmrec.trainer.export import neighbour_overlap
+from lmrec.trainer.export import half_word_embeddings, neighbour_overlap
 
 
 def _figures(got: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -36,7 +35,7 @@ def _measure(bundle: Path, work: Path) -> dict:
     texts = [t for t in (json.loads(line).get("text") for line in open(bundle / "items.jsonl")) if t][-512:]
     whole = bundle / "item_encoder.int8.onnx"
     model = onnx.load(str(whole))
-    if not _half_word_embeddings(model):
+    if not half_word_embeddings(model):
         raise SystemExit(f"{bundle}: no word-embedding table to halve")
     half = work / f"{bundle.name}.onnx"
     onnx.save(model, str(half))

@@ -25,9 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from lmrec.data import load_dataset
-from lmrec.evaluation import make_split
-from lmrec.evaluation._bundle_scorer import BundleScorer
-from lmrec.evaluation._harness import FitContext
+from lmrec.evaluation import BundleScorer, FitContext, make_split
 from lmrec.trainer.baselines import BASELINES
 
 GAMMAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from . import _client
 from ._admission import ComputeGate, TooBusy
 from ._batching import BatcherClosed, DeadlineExpired, MicroBatcher, QueueFull
-from ._bench import bench_server, format_server_bench
+from ._bench import Usage, bench_server, closed_loop, format_server_bench, open_loop, percentile_ms
 from ._client import *  # noqa: F403  (the client: RecommenderClient and its errors, also as lmrec.client)
 from ._dataplane import DataPlane, NotReady
 from ._handlers import write_methods
@@ -25,6 +25,6 @@ __all__ = [
     "RecommenderServer", "ServerConfig", "serve", "DataPlane", "NotReady", "TokenAuth", "TokenError", "Limits",
     "MicroBatcher", "QueueFull", "DeadlineExpired", "BatcherClosed", "write_methods", "bench_server",
     "format_server_bench", "ThreadBudget", "BlasLimit", "cores",
-    "ComputeGate", "TooBusy",
+    "ComputeGate", "TooBusy", "open_loop", "closed_loop", "Usage", "percentile_ms",
 ]
 __all__ += _client.__all__

@@ -87,7 +87,7 @@ def _run_delay(pid: int) -> float | None:
     return total / 1e9
 
 
-class _Usage:
+class Usage:
     """CPU used by this process and the server during one step, as shares of one core, and how
     long the server's threads waited for a CPU (per second of the step): on a host shared with
     other work, that wait, not the server's own work, is what a tail latency is made of."""
@@ -111,7 +111,8 @@ class _Usage:
                 "server_cpu": server, "server_wait_for_cpu": delay, "generator_wait_for_cpu": own}
 
 
-def _ms(values: Sequence[float], q: float) -> float | None:
+def percentile_ms(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile of latencies in seconds, in milliseconds (None for no values)."""
     return round(float(np.percentile(np.asarray(values) * 1000, q)), 2) if len(values) else None
 
 
@@ -127,11 +128,12 @@ class _Step:
     errors: Counter = field(default_factory=Counter)
 
     def summary(self) -> dict[str, Any]:
-        return {"ok": len(self.latencies), "p50_ms": _ms(self.latencies, 50), "p99_ms": _ms(self.latencies, 99),
+        return {"ok": len(self.latencies), "p50_ms": percentile_ms(self.latencies, 50),
+                "p99_ms": percentile_ms(self.latencies, 99),
                 "errors": dict(sorted(self.errors.items()))}
 
 
-async def _closed_loop(call: Callable[[int], Awaitable[Any]], clients: int, seconds: float) -> _Step:
+async def closed_loop(call: Callable[[int], Awaitable[Any]], clients: int, seconds: float) -> _Step:
     """`clients` callers, each sending its next call when the previous one is answered."""
     step, loop = _Step(), asyncio.get_running_loop()
     stop_at, numbers = loop.time() + seconds, itertools.count()
@@ -153,7 +155,7 @@ async def _closed_loop(call: Callable[[int], Awaitable[Any]], clients: int, seco
     return step
 
 
-async def _open_loop(call: Callable[[int], Awaitable[Any]], rate: float, seconds: float) -> tuple[_Step, list[float]]:
+async def open_loop(call: Callable[[int], Awaitable[Any]], rate: float, seconds: float) -> tuple[_Step, list[float]]:
     """Call number n is sent at start + n / rate; its latency counts from that scheduled time."""
     step, loop = _Step(), asyncio.get_running_loop()
     count = min(int(rate * seconds), MAX_CALLS)
@@ -286,7 +288,7 @@ class _Bench:
             return stubs[n % len(stubs)].Embed(pb.EmbedRequest(texts=[texts[n % len(texts)]]), timeout=CALL_TIMEOUT_S)
 
         # warm up: the first model runs, connections, the server's threads
-        await _closed_loop(embed, 8, min(2.0, seconds))
+        await closed_loop(embed, 8, min(2.0, seconds))
         embed_rows: list[dict[str, Any]] = []
         inproc: dict[str, dict[str, float]] = {}
         for clients in EMBED_CLIENTS:
@@ -294,8 +296,8 @@ class _Bench:
                 continue
             if clients == 32:
                 self.inprocess(seconds / 2, inproc)
-            usage = _Usage(self.server.proc.pid)
-            step = await _closed_loop(embed, clients, seconds)
+            usage = Usage(self.server.proc.pid)
+            step = await closed_loop(embed, clients, seconds)
             row = {"clients": clients, **step.summary(), **usage.done()}
             row["texts_per_s"] = round(row["ok"] / row["seconds"], 1)
             embed_rows.append(row)
@@ -310,15 +312,15 @@ class _Bench:
         def recommend(n: int) -> Awaitable[Any]:
             return stubs[n % len(stubs)].Recommend(requests[n % len(requests)], timeout=CALL_TIMEOUT_S)
 
-        await _closed_loop(recommend, 4, min(1.0, seconds))
+        await closed_loop(recommend, 4, min(1.0, seconds))
         rec_rows: list[dict[str, Any]] = []
         for rate in RECOMMEND_RATES:
             if not self.fits(f"recommend {rate}/s", seconds):
                 continue
-            usage = _Usage(self.server.proc.pid)
-            step, lags = await _open_loop(recommend, rate, seconds)
+            usage = Usage(self.server.proc.pid)
+            step, lags = await open_loop(recommend, rate, seconds)
             row = {"offered_rps": rate, "sent": len(lags), **step.summary(), **usage.done(),
-                   "send_lag_p99_ms": _ms(lags, 99)}
+                   "send_lag_p99_ms": percentile_ms(lags, 99)}
             row["achieved_rps"] = round(row["ok"] / row["seconds"], 1)
             row["held"] = not row["errors"] and row["p99_ms"] is not None and row["p99_ms"] <= HELD_P99_MS
             rec_rows.append(row)
@@ -332,8 +334,8 @@ class _Bench:
                 request = pb.SearchRequest(text=texts[n % len(texts)], k=K)
                 return stubs[n % len(stubs)].Search(request, timeout=CALL_TIMEOUT_S)
 
-            usage = _Usage(self.server.proc.pid)
-            step = await _closed_loop(search, SEARCH_CLIENTS, seconds)
+            usage = Usage(self.server.proc.pid)
+            step = await closed_loop(search, SEARCH_CLIENTS, seconds)
             other["search"] = {"clients": SEARCH_CLIENTS, **step.summary(), **usage.done()}
             other["search"]["queries_per_s"] = round(other["search"]["ok"] / other["search"]["seconds"], 1)
             self.say(f"search c{SEARCH_CLIENTS}: {other['search']['queries_per_s']} queries/s")
@@ -343,8 +345,8 @@ class _Bench:
                          for i in range(UPSERT_BATCH)]
                 return stubs[0].UpsertItems(pb.UpsertItemsRequest(items=items), timeout=UPSERT_TIMEOUT_S)
 
-            usage = _Usage(self.server.proc.pid)
-            step = await _closed_loop(upsert, 1, seconds)
+            usage = Usage(self.server.proc.pid)
+            step = await closed_loop(upsert, 1, seconds)
             other["upsert"] = {"clients": 1, "batch": UPSERT_BATCH, **step.summary(), **usage.done()}
             other["upsert"]["items_per_s"] = round(other["upsert"]["ok"] * UPSERT_BATCH / other["upsert"]["seconds"], 1)
             self.say(f"upsert: {other['upsert']['items_per_s']} items/s")
@@ -456,4 +458,4 @@ def format_server_bench(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["bench_server", "format_server_bench"]
+__all__ = ["bench_server", "format_server_bench", "closed_loop", "open_loop", "Usage", "percentile_ms"]

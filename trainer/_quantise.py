@@ -440,13 +440,13 @@ def _quantize(src: Path, dst: Path, reduce_range: bool, half_embeddings: bool, e
     if not half_embeddings:
         return False
     model = onnx.load(str(dst))
-    if not _half_word_embeddings(model):
+    if not half_word_embeddings(model):
         return False
     onnx.save(model, str(dst))
     return True
 
 
-def _half_word_embeddings(model: onnx.ModelProto) -> bool:
+def half_word_embeddings(model: onnx.ModelProto) -> bool:
     """Store the word-embedding table (EmbedLayerNormalization's, or the largest table a Gather
     reads) in fp16, cast back to fp32 in the graph; False when there is none to halve."""
     from onnx import TensorProto, helper, numpy_helper

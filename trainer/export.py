@@ -39,6 +39,7 @@ from lmrec import (
 
 from ._encoder import DEFAULT_MAX_LENGTH, TorchEncoder
 from ._onnx import OPSET, append_projection, convert_fp16, export_torch, optimise, quantise_int8
+from ._quantise import half_word_embeddings as half_word_embeddings  # for bench/half_embeddings.py
 
 # precision -> {figure: the least it may be}
 PARITY_GATE = {
