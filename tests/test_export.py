@@ -155,3 +155,28 @@ def test_bench_embed_report(tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.
                 "latency_speedup_vs_sentence_transformers_b1"):
         assert result[key] > 0 and key in result["met"]
     assert "| lmrec int8 |" in capsys.readouterr().out
+
+
+def test_cached_vectors_tell_models_in_folders_of_the_same_name_apart(tiny_bert_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import torch
+    from lmrec.trainer._encoder import cached_item_vectors
+    from transformers import BertModel
+
+    monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    shutil.copytree(tiny_bert_dir, first)
+    shutil.copytree(tiny_bert_dir, second)
+    model = BertModel.from_pretrained(second)
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.mul_(-1.0)  # another model, same folder name
+    model.save_pretrained(second)
+    texts = lmrec.load_dataset(TINY_DATA).item_texts[:16]
+    a = cached_item_vectors(texts, str(first), 32, progress=False)
+    b = cached_item_vectors(texts, str(second), 32, progress=False)
+    assert np.abs(a - b).max() > 0.1  # the second model's own vectors, not the first one's from the cache
+    np.testing.assert_allclose(b, TorchEncoder(str(second), max_length=32).encode(texts, progress=False), atol=1e-5)
+    np.testing.assert_array_equal(cached_item_vectors(texts, str(first), 32, progress=False), a)  # a cache hit
+    assert len(list((tmp_path / "cache" / "vectors").glob("*.npy"))) == 2

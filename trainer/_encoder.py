@@ -7,6 +7,7 @@ so nothing is downloaded; any Hugging Face id or local folder loads the same way
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -98,6 +99,31 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LMREC_CACHE_DIR", Path.home() / ".cache" / "lmrec"))
 
 
+def model_fingerprint(name: str) -> str:
+    """What identifies a model for the vector cache: a hash of the files of its folder (a Hub id
+    as it is). The folder's name alone let two different models in folders of the same name (two
+    fine-tunings saved as `model/`) share cached vectors, silently."""
+    root = Path(name)
+    if not root.is_dir():
+        return name
+    files = sorted(f for f in root.iterdir() if f.is_file())
+    return _files_digest(tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=16)
+def _files_digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    """The content hash of `files` ((path, size, mtime) keys the memo: a rewritten file is hashed anew)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path, _size, _mtime in files:
+        h.update(Path(path).name.encode() + b"\x00")
+        with open(path, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
+    return str(h.hexdigest())
+
+
 def cached_item_vectors(texts: Sequence[str], name_or_path: str | None = None,
                         max_length: int = DEFAULT_MAX_LENGTH, device: str = "cpu",
                         progress: bool = True) -> np.ndarray:
@@ -105,7 +131,7 @@ def cached_item_vectors(texts: Sequence[str], name_or_path: str | None = None,
     import hashlib
 
     name = resolve_model(name_or_path)
-    h = hashlib.sha256(f"{Path(name).name}|{max_length}|".encode())
+    h = hashlib.sha256(f"{model_fingerprint(name)}|{max_length}|".encode())
     for t in texts:
         h.update(t.encode() + b"\x00")
     path = cache_dir() / "vectors" / f"{h.hexdigest()[:32]}.npy"
