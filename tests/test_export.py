@@ -162,7 +162,7 @@ def test_cached_vectors_tell_models_in_folders_of_the_same_name_apart(tiny_bert_
     import shutil
 
     import torch
-    from lmrec.trainer._encoder import cached_item_vectors
+    from lmrec.trainer import cached_item_vectors
     from transformers import BertModel
 
     monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path / "cache"))
