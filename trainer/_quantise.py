@@ -134,8 +134,11 @@ def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokeni
         fp32 = work / "rewritten.onnx"
         if alphas and any(role in _SMOOTHED_ROLES for role in roles.values()):
             for a in alphas:  # each alpha's int8 graph, measured
-                onnx.save(_smooth(model, roles, absmax, a), str(fp32))
-                _quantize(fp32, dst, reduce_range, half_embeddings, exclude=side)
+                trial = _smooth(model, roles, absmax, a)
+                if half_embeddings:
+                    half_word_embeddings(trial)
+                onnx.save(trial, str(fp32))
+                _quantize(fp32, dst, reduce_range, exclude=side)
                 alpha_damage[a] = calibration.score(dst, STATISTICS_TEXTS)["damage"]
             best = min(alphas, key=lambda a: (round(alpha_damage[a], 6), a))  # ties: the smaller alpha
             log("SmoothQuant alpha: " + ", ".join(f"{a:g} damage {d:.5f}" for a, d in alpha_damage.items())
@@ -143,21 +146,23 @@ def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokeni
             rewritten = _smooth(model, roles, absmax, best)
             if _exact("smoothing", rewritten, calibration, fp32_error, log):
                 model, alpha = rewritten, best
+        # quantize_dynamic leaves the table as it finds it: halved once here, in every graph below
+        halved = half_embeddings and half_word_embeddings(model)
         onnx.save(model, str(fp32))
 
-        halved = _quantize(fp32, dst, reduce_range, half_embeddings, exclude=side)
+        _quantize(fp32, dst, reduce_range, exclude=side)
         figures = calibration.score(dst)
         kept: list[str] = []
         sensitivity: dict[str, float] = {}
         if target is not None and not _met(figures, target):
             log(f"calibration {_show(figures)} misses {_show(target)}: keeping nodes fp32, most damaging first")
             for name in roles:
-                _quantize(fp32, dst, reduce_range, half_embeddings, exclude=side, only=[name])
+                _quantize(fp32, dst, reduce_range, exclude=side, only=[name])
                 sensitivity[name] = calibration.score(dst, STATISTICS_TEXTS)["damage"]
             order = sorted(roles, key=lambda name: -sensitivity[name])  # ties: graph order
             while not _met(figures, target) and len(kept) < len(order):
                 kept.append(order[len(kept)])
-                halved = _quantize(fp32, dst, reduce_range, half_embeddings, exclude=side + kept)
+                _quantize(fp32, dst, reduce_range, exclude=side + kept)
                 figures = calibration.score(dst)
                 log(f"  {len(kept)} kept fp32 (last {kept[-1]}, {roles[kept[-1]]}): {_show(figures)}")
     met = None if target is None else _met(figures, target)
@@ -425,10 +430,9 @@ def _v_columns(attention: Any, width: int) -> slice:
     return slice(sizes[0] + sizes[1], sizes[0] + sizes[1] + sizes[2])
 
 
-def _quantize(src: Path, dst: Path, reduce_range: bool, half_embeddings: bool, exclude: Sequence[str],
-              only: Sequence[str] | None = None) -> bool:
-    """ONNX Runtime's dynamic int8 on MatMul and Attention: weights int8 per output channel; True
-    when the word embeddings were halved too."""
+def _quantize(src: Path, dst: Path, reduce_range: bool, exclude: Sequence[str],
+              only: Sequence[str] | None = None) -> None:
+    """ONNX Runtime's dynamic int8 on MatMul and Attention: weights int8 per output channel."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -437,13 +441,6 @@ def _quantize(src: Path, dst: Path, reduce_range: bool, half_embeddings: bool, e
                      nodes_to_exclude=list(exclude),
                      # fused contrib ops have no ONNX shape inference: their outputs are float32
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    if not half_embeddings:
-        return False
-    model = onnx.load(str(dst))
-    if not half_word_embeddings(model):
-        return False
-    onnx.save(model, str(dst))
-    return True
 
 
 def half_word_embeddings(model: onnx.ModelProto) -> bool:
