@@ -76,6 +76,40 @@ def test_successive_halving_keeps_the_best_and_trains_no_epoch_twice():
     assert sorted(r.epochs for r in runs) == [2, 2, 6, 13]  # the losers stopped where they were cut
 
 
+def test_coordinate_search_tries_one_setting_at_a_time_and_trains_each_setting_once():
+    from dataclasses import dataclass
+
+    from lmrec.trainer.search import coordinate_search
+
+    @dataclass
+    class Settings:
+        a: int = 0
+        b: int = 0
+
+    class Fake:
+        def __init__(self, settings: Settings) -> None:
+            self.settings, self.epochs, self.best, self.finished = settings, 0, -1.0, False
+
+        def advance(self, epochs: int) -> None:
+            self.epochs += epochs
+            self.best = {0: 0.1, 1: 0.3, 2: 0.2}[self.settings.a] + 0.01 * self.settings.b
+            self.finished = self.epochs >= 3
+
+    started: list[Settings] = []
+
+    def start(settings: Settings) -> Fake:
+        started.append(settings)
+        return Fake(settings)
+
+    best, runs, record = coordinate_search(Settings(), {"a": (0, 1, 2), "b": (0, 5)}, start)
+    assert best.settings == Settings(1, 5) and best.finished
+    assert started == [Settings(0, 0), Settings(1, 0), Settings(2, 0), Settings(1, 5)]  # (1, 0) not twice
+    assert len(runs) == 4 and all(r.finished for r in runs)
+    assert [(r["setting"], r["chosen"]) for r in record] == [("a", 1), ("b", 5)]
+    alone, runs, record = coordinate_search(Settings(2, 2), {}, start)  # nothing searched: base trained
+    assert alone.settings == Settings(2, 2) and alone.finished and len(runs) == 1 and record == []
+
+
 def test_sasrec_chooses_its_settings_on_validation():
     sas = SASRec(dim=16, max_epochs=4, patience=2, lr=2e-3)  # lr given: fixed; dropout searched
     data = load_dataset(DATA)
@@ -85,3 +119,4 @@ def test_sasrec_chooses_its_settings_on_validation():
     assert sas.params["candidates"] == 2  # short synthetic histories: a history of 200 is no candidate
     assert sas.params["lr"] == 2e-3 and sas.params["dropout"] in (0.2, 0.5)
     assert sas.params["search_epochs"] > sas.params["epochs_run"]
+    assert [stage["setting"] for stage in sas.params["search_stages"]] == ["max_len", "dropout"]
