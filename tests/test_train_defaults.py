@@ -4,6 +4,7 @@ few settings, and on a split with new items the borrowed residuals and the new-i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,24 @@ def test_the_text_stage_keeps_the_encoder_only_when_validation_improves(tiny_ber
         assert result.report["best_epoch"] == result.report["epochs"]
         fresh = encoder.encode(data.item_texts[:8])
         assert np.allclose(fresh, result.vectors[:8], atol=2e-2)  # cached fp16 states vs a full pass
+
+
+def test_cached_states_of_a_large_catalogue_go_to_a_file_and_give_the_same_vectors(tiny_bert_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    from lmrec.trainer import PartialEncoder, TorchEncoder
+
+    texts = lmrec.load_dataset(TINY_DATA).item_texts
+    encoder = TorchEncoder(str(tiny_bert_dir), max_length=64)
+    in_memory = PartialEncoder(encoder, texts, 1, batch_size=16, progress=False)
+    on_disk = PartialEncoder(encoder, texts, 1, batch_size=16, progress=False, spill_dir=tmp_path / "spill",
+                             memory_limit=0)
+    assert not isinstance(in_memory.states, np.memmap) and in_memory.spill is None
+    assert isinstance(on_disk.states, np.memmap) and on_disk.spill is not None
+    assert list(os.listdir(tmp_path / "spill")) == []  # the file has no name: it goes with the process
+    assert np.array_equal(in_memory.states, on_disk.states)
+    assert np.array_equal(in_memory.encode_all(progress=False), on_disk.encode_all(progress=False))
+    fresh = encoder.encode(texts[:8])
+    assert np.allclose(fresh, on_disk.encode_all(progress=False)[:8], atol=2e-2)  # top layer over the cache
 
 
 def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_dir: Path, tmp_path: Path) -> None:

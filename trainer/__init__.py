@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._checkpoint import checkpoint_dir
     from ._demo import demo
     from ._encoder import TorchEncoder, cached_item_vectors, set_torch_threads
+    from ._finetune import PartialEncoder
     from ._text_finetune import TextFinetuneResult, finetune_text
     from ._train import TrainResult, train
     from ._trainer import Trainer
@@ -32,6 +33,7 @@ _LAZY = {
     "TorchEncoder": ("_encoder", "TorchEncoder"),
     "cached_item_vectors": ("_encoder", "cached_item_vectors"),
     "set_torch_threads": ("_encoder", "set_torch_threads"),
+    "PartialEncoder": ("_finetune", "PartialEncoder"),
     "finetune_text": ("_text_finetune", "finetune_text"),
     "TextFinetuneResult": ("_text_finetune", "TextFinetuneResult"),
     "bench_embed": ("_bench_embed", "bench_embed"),
@@ -60,6 +62,7 @@ __all__ = [
     "TorchEncoder",
     "cached_item_vectors",
     "set_torch_threads",
+    "PartialEncoder",
     "finetune_text",
     "TextFinetuneResult",
     "bench_embed",

@@ -6,13 +6,20 @@ layers: a training step costs k/L of a full forward and backward, on each unique
 step once. After training, the top layers go back into the full model, which is exported whole.
 Training runs the top layers without their dropout (a quarter of a CPU step, and token dropout on
 the cached states regularises instead) and, where the hardware has it, under bf16 autocast.
+
+The cached states are one fp16 array (tokens × hidden size, a row range per item), in memory up
+to `STATES_IN_MEMORY` bytes and beyond that in an unlinked temporary file (a memory map): a 50 k
+catalogue of long descriptions holds 2.5 GB of states, a million items 50 GB, which the page
+cache bounds instead of the process's resident memory.
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -20,6 +27,8 @@ from lmrec import LmrecError, progress_bar
 from torch.nn import functional as F
 
 from ._encoder import TorchEncoder
+
+STATES_IN_MEMORY = 1 << 30  # bytes of cached states kept in memory; more go to a temporary file
 
 
 def _layers(model: Any) -> Any:
@@ -31,11 +40,13 @@ def _layers(model: Any) -> Any:
 
 
 class PartialEncoder(torch.nn.Module):
-    """The top `k` layers of `encoder` over cached hidden states of the catalogue's texts."""
+    """The top `k` layers of `encoder` over cached hidden states of the catalogue's texts (kept in
+    memory up to `memory_limit` bytes, beyond that in a temporary file in `spill_dir`)."""
 
     def __init__(self, encoder: TorchEncoder, texts: Sequence[str], k: int, batch_size: int = 64,
                  progress: bool = True, token_dropout: float = 0.0, autocast: bool = False,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, spill_dir: str | Path | None = None,
+                 memory_limit: int = STATES_IN_MEMORY) -> None:
         super().__init__()
         self.token_dropout, self.autocast = token_dropout, autocast
         model = encoder.model
@@ -46,20 +57,38 @@ class PartialEncoder(torch.nn.Module):
         self.top = torch.nn.ModuleList(layers[len(layers) - k:])
         self.below = len(layers) - k
         self.initial_top = copy.deepcopy(self.top.state_dict())
-        self.hidden: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+        limit = max_length or encoder.max_length
+        lengths = np.array([len(ids) for start in range(0, len(texts), 4096)  # token counts, a chunk at a time
+                            for ids in encoder.tokenizer(list(texts[start:start + 4096]), truncation=True,
+                                                         max_length=limit)["input_ids"]], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self.spill: IO[bytes] | None = None
+        self.states = self._allocate(int(self.offsets[-1]), int(model.config.hidden_size), spill_dir, memory_limit)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         model.eval()
         with torch.inference_mode():
             for start in progress_bar(range(0, len(texts), batch_size), desc=f"cache layer {self.below} states",
                                       enabled=progress, unit="batch"):
                 idx = order[start:start + batch_size]
-                batch = encoder.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                          max_length=max_length or encoder.max_length,
+                batch = encoder.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=limit,
                                           return_tensors="pt").to(encoder.device)
                 states = model(**batch, output_hidden_states=True).hidden_states[self.below]
-                lengths = batch["attention_mask"].sum(1).tolist()
+                states = states.to(torch.float16).cpu().numpy()
                 for row, i in enumerate(idx):
-                    self.hidden[i] = states[row, :lengths[row]].to(torch.float16).cpu().clone()
+                    self.states[self.offsets[i]:self.offsets[i + 1]] = states[row, :lengths[i]]
+
+    def _allocate(self, rows: int, width: int, spill_dir: str | Path | None, memory_limit: int) -> np.ndarray:
+        """An fp16 array (rows, width): in memory, or memory-mapped on an unlinked temporary file
+        in `spill_dir` (the system's temporary folder by default) when over `memory_limit` bytes."""
+        if rows * width * 2 <= memory_limit:
+            return np.empty((rows, width), dtype=np.float16)
+        if spill_dir is not None:
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
+        self.spill = tempfile.TemporaryFile(dir=spill_dir)  # gone when closed, even after a crash
+        return np.memmap(self.spill, dtype=np.float16, mode="w+", shape=(rows, width))
+
+    def _rows(self, items: Sequence[int]) -> list[torch.Tensor]:
+        return [torch.from_numpy(np.asarray(self.states[self.offsets[i]:self.offsets[i + 1]])) for i in items]
 
     def train(self, mode: bool = True) -> PartialEncoder:
         super().train(mode)
@@ -69,7 +98,7 @@ class PartialEncoder(torch.nn.Module):
     def forward(self, items: Sequence[int]) -> torch.Tensor:
         """Pooled, L2-normalised vectors (len(items), d) through the trainable top layers."""
         device = self.encoder.device
-        rows = [self.hidden[i] for i in items]
+        rows = self._rows(items)
         if self.training and self.token_dropout > 0:  # drop cached tokens: the text augmentation
             dropped = [r[torch.rand(len(r)) >= self.token_dropout] if len(r) > 2 else r for r in rows]
             rows = [d if len(d) else r[:1] for d, r in zip(dropped, rows, strict=True)]
@@ -88,8 +117,8 @@ class PartialEncoder(torch.nn.Module):
         return F.normalize(pooled, dim=-1)
 
     def encode_all(self, batch_size: int = 128, progress: bool = True) -> np.ndarray:
-        order = np.argsort([-len(h) for h in self.hidden], kind="stable")
-        out = np.zeros((len(self.hidden), self.hidden[0].shape[1]), dtype=np.float32)
+        order = np.argsort(-np.diff(self.offsets), kind="stable")
+        out = np.zeros((len(self.offsets) - 1, self.states.shape[1]), dtype=np.float32)
         was_training = self.training
         self.eval()
         with torch.inference_mode():

@@ -22,6 +22,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,17 +71,19 @@ def bf16_autocast(device: torch.device) -> bool:
 
 def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen: np.ndarray, cfg: TrainConfig,
                   validate: Callable[[np.ndarray], float], seed: int, progress: bool = True,
-                  log: Callable[[str], None] = print, deadline: float | None = None) -> TextFinetuneResult:
+                  log: Callable[[str], None] = print, deadline: float | None = None,
+                  spill_dir: str | Path | None = None) -> TextFinetuneResult:
     """Fine-tune `encoder`'s top `cfg.finetune_layers` layers with objective `text` for up to
     `cfg.text_epochs` epochs; `validate(vectors)` is validation NDCG@10 of catalogue vectors.
-    `deadline` (time.monotonic()) is a safety stop. The encoder ends with the kept weights."""
+    `deadline` (time.monotonic()) is a safety stop; `spill_dir` holds the cached states of a large
+    catalogue (see `PartialEncoder`). The encoder ends with the kept weights."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     started = time.perf_counter()
     autocast = bf16_autocast(encoder.device)
     partial = PartialEncoder(encoder, texts, cfg.finetune_layers, progress=progress,
                              token_dropout=cfg.token_dropout, autocast=autocast,
-                             max_length=min(cfg.text_max_length, encoder.max_length))
+                             max_length=min(cfg.text_max_length, encoder.max_length), spill_dir=spill_dir)
     cache_seconds = time.perf_counter() - started
     counts = cooccurrence(train, len(texts))
     anchors = np.flatnonzero(np.asarray(counts.sum(1)).ravel() > 0)

@@ -180,7 +180,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
 
             result = finetune_text(encoder, dataset.item_texts, parts.train, _seen(parts), cfg,
                                    lambda v: _last_item_ndcg(v, parts.valid, parts.n_items), seed, progress, log,
-                                   deadline(TEXT_SHARE))
+                                   deadline(TEXT_SHARE), spill_dir=ckpt)
             # the user model trains on what the exported encoder will output: whole texts, every layer
             full = encoder.encode(dataset.item_texts, progress=progress) if result.state is not None else None
             stage = {"state": result.state, "vectors": full, "report": result.report}
