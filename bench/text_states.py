@@ -49,24 +49,24 @@ def _child(items: int, words: int, on_disk: bool) -> dict:
     report: dict = {"variant": "disk" if on_disk else "memory", "start": _memory()}
     with tempfile.TemporaryDirectory() as spill:
         started = time.perf_counter()
-        partial = PartialEncoder(encoder, texts, 2, progress=False, max_length=64, spill_dir=spill,
+        top = PartialEncoder(encoder, texts, 2, progress=False, max_length=64, spill_dir=spill,
                                  memory_limit=0 if on_disk else 1 << 40)
         report["cache_s"] = round(time.perf_counter() - started, 2)
-        report["states_mb"] = round(partial.states.nbytes / 2**20, 1)
+        report["states_mb"] = round(top.states.nbytes / 2**20, 1)
         report["after_cache"] = _memory()
-        opt = torch.optim.AdamW(list(partial.top.parameters()), lr=1e-5)
+        opt = torch.optim.AdamW(list(top.top.parameters()), lr=1e-5)
         rng = np.random.default_rng(0)
-        partial.train()
+        top.train()
         started = time.perf_counter()
         for _ in range(STEPS):
-            loss = partial(rng.choice(len(texts), BATCH, replace=False).tolist()).sum()
+            loss = top(rng.choice(len(texts), BATCH, replace=False).tolist()).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
         report["step_s"] = round((time.perf_counter() - started) / STEPS, 4)
         report["after_steps"] = _memory()
         started = time.perf_counter()
-        partial.encode_all(progress=False)
+        top.encode_all(progress=False)
         report["encode_all_s"] = round(time.perf_counter() - started, 2)
         report["after_encode_all"] = _memory()
     return report
