@@ -4,7 +4,8 @@
 
 One row per (dataset, split, seed, pieces): validation NDCG@10 over every user and split by
 target (warm targets, new targets: items held out of training), the untrained encoder on the
-same cases, minutes of training (export excluded) and of the text stage.
+same cases, minutes of training (export excluded) and of the text stage. The +borrow row is the
++bonus bundle at bonus 0 (its manifest's calibration grid: the same training, no bonus).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def rows(folder: Path) -> list[dict]:
             "text_seconds_per_step": text.get("seconds_per_step"),
             "seconds_per_epoch": training.get("seconds_per_epoch"),
         })
+        grid = (training.get("new_items") or {}).get("grid") or []
+        if m[4] == "bonus" and grid and grid[0]["bonus"] == 0:
+            out.append({**out[-1], "pieces": "borrow", "bonus": 0.0, "valid_ndcg@10": grid[0]["ndcg@10"],
+                        "valid_ndcg@10_warm": grid[0]["warm"], "valid_ndcg@10_new": grid[0]["new"]})
     return sorted(out, key=lambda r: (r["dataset"], r["split"], r["seed"], ORDER.get(r["pieces"], 9)))
 
 
