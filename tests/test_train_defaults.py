@@ -54,8 +54,8 @@ def test_the_text_stage_keeps_the_encoder_only_when_validation_improves(tiny_ber
         assert np.allclose(fresh, result.vectors[:8], atol=2e-2)  # cached fp16 states vs a full pass
 
 
-def test_cached_states_of_a_large_catalogue_go_to_a_file_and_give_the_same_vectors(tiny_bert_dir: Path,
-                                                                                      tmp_path: Path) -> None:
+def test_cached_states_of_a_large_catalogue_go_to_a_file_and_give_the_same_vectors(
+        tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lmrec.trainer import PartialEncoder, TorchEncoder
 
     texts = lmrec.load_dataset(TINY_DATA).item_texts
@@ -70,6 +70,14 @@ def test_cached_states_of_a_large_catalogue_go_to_a_file_and_give_the_same_vecto
     assert np.array_equal(in_memory.encode_all(progress=False), on_disk.encode_all(progress=False))
     fresh = encoder.encode(texts[:8])
     assert np.allclose(fresh, on_disk.encode_all(progress=False)[:8], atol=2e-2)  # top layer over the cache
+
+    def full_disk(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_disk)
+    with pytest.raises(LmrecError, match=r"objective text: the cached states of \d+ texts need .* GiB in .*spill"
+                                         r" \(No space left on device\); free space there or lower text_max_length"):
+        PartialEncoder(encoder, texts, 1, progress=False, spill_dir=tmp_path / "spill", memory_limit=0)
 
 
 def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_dir: Path, tmp_path: Path) -> None:

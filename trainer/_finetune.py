@@ -16,6 +16,7 @@ cache bounds instead of the process's resident memory.
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +86,14 @@ class PartialEncoder(torch.nn.Module):
         if spill_dir is not None:
             Path(spill_dir).mkdir(parents=True, exist_ok=True)
         self.spill = tempfile.TemporaryFile(dir=spill_dir)  # gone when closed, even after a crash
+        try:  # reserve the blocks now: a full disk under a memory map is a SIGBUS, not an error
+            os.posix_fallocate(self.spill.fileno(), 0, rows * width * 2)
+        except OSError as e:
+            self.spill.close()
+            where = spill_dir or tempfile.gettempdir()
+            raise LmrecError(f"objective text: the cached states of {len(self.offsets) - 1} texts need "
+                             f"{rows * width * 2 / 2**30:.1f} GiB in {where} ({e.strerror}); free space there "
+                             f"or lower text_max_length") from None
         return np.memmap(self.spill, dtype=np.float16, mode="w+", shape=(rows, width))
 
     def _rows(self, items: Sequence[int]) -> list[torch.Tensor]:
