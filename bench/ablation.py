@@ -48,6 +48,10 @@ def rows(folder: Path) -> list[dict]:
     return sorted(out, key=lambda r: (r["dataset"], r["split"], r["seed"], ORDER.get(r["pieces"], 9)))
 
 
+def _round(x: float | None, digits: int) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
 def table(found: list[dict]) -> str:
     def f(x: float | None) -> str:
         return "–" if x is None else f"{x:.4f}"
@@ -59,7 +63,7 @@ def table(found: list[dict]) -> str:
                      f"| {f(r['valid_ndcg@10'])} | {f(r['valid_ndcg@10_warm'])} | {f(r['valid_ndcg@10_new'])} "
                      f"| {f(r['untrained_valid_ndcg@10'])} | {r['encoder']} | {r['minutes']} "
                      f"({r['text_minutes'] if r['text_minutes'] is not None else '–'}) "
-                     f"| {r['seconds_per_epoch'] or '–'} | {r['text_seconds_per_step'] or '–'} |")
+                     f"| {_round(r['seconds_per_epoch'], 1)} | {_round(r['text_seconds_per_step'], 2)} |")
     return "\n".join(lines)
 
 
