@@ -65,6 +65,8 @@ class PartialEncoder(torch.nn.Module):
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.spill: IO[bytes] | None = None
         self.states = self._allocate(int(self.offsets[-1]), int(model.config.hidden_size), spill_dir, memory_limit)
+        # batches by character length, not token count: the same batches, so the same padded states, as
+        # before the states had one array (bundles trained then and now agree bit for bit)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         model.eval()
         with torch.inference_mode():
