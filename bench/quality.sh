@@ -15,7 +15,9 @@
 #   SPLITS=...  default "warm cold mixed" (mixed needs the cold bundle: it trains it when missing)
 #   THREADS=N   torch threads of `lmrec train` and `lmrec eval` (1 lets two datasets run side by side)
 #   LMREC=...   the lmrec command (default: lmrec)
-#   EVAL_ARGS=... extra `lmrec eval` arguments; the MovieLens rows of bench/RESULTS.md fixed SASRec with
+#   EVAL_ARGS=... extra `lmrec eval` arguments for the splits with SASRec (warm, mixed; the cold split's eval
+#               has no SASRec, and `lmrec eval` refuses --set for a method it does not run); the MovieLens
+#               rows of bench/RESULTS.md fixed SASRec with
 #               EVAL_ARGS="--set sasrec.max_len=200 --set sasrec.lr=0.002 --set sasrec.dropout=0.2
 #               --set sasrec.patience=5 --set sasrec.max_epochs=40" (its own search there takes over an hour)
 # Bundles go to out/quality/ (not committed). Each step is skipped when its output exists, so an
@@ -49,12 +51,12 @@ for ds in $datasets; do
       report=bench/results/quality/$ds-$split-s$seed.json
       if [ ! -f "$report" ]; then
         case $split in
-          cold) methods=zeroshot,itemknn,lmrec; reference=(--reference zeroshot) ;;
-          mixed) methods=zeroshot,itemknn,sasrec,lmrec,lmrec-plain; reference=(--reference sasrec) ;;
-          *) methods=zeroshot,itemknn,sasrec,lmrec; reference=(--reference sasrec) ;;
+          cold) methods=zeroshot,itemknn,lmrec; reference=(--reference zeroshot); extra=() ;;
+          mixed) methods=zeroshot,itemknn,sasrec,lmrec,lmrec-plain; reference=(--reference sasrec); extra=("${eval_args[@]}") ;;
+          *) methods=zeroshot,itemknn,sasrec,lmrec; reference=(--reference sasrec); extra=("${eval_args[@]}") ;;
         esac
         $lmrec eval --data "$spec" --split "$split" --seed "$seed" --bundle "$bundle" --methods "$methods" "${threads[@]}" \
-          "${reference[@]}" "${eval_args[@]}" --json "$report" --quiet 2> "out/quality/eval-$ds-$split-s$seed.log"
+          "${reference[@]}" "${extra[@]}" --json "$report" --quiet 2> "out/quality/eval-$ds-$split-s$seed.log"
       fi
     done
   done
