@@ -53,15 +53,13 @@ def _round(x: float | None, digits: int) -> str:
 
 
 def table(found: list[dict]) -> str:
-    def f(x: float | None) -> str:
-        return "–" if x is None else f"{x:.4f}"
-
     lines = ["| data | split | seed | pieces | valid NDCG@10 | warm targets | new targets | untrained | encoder "
              "| minutes (text) | s/epoch | s/text step |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in found:
         lines.append(f"| {r['dataset']} | {r['split']} | {r['seed']} | {LABEL.get(r['pieces'], r['pieces'])} "
-                     f"| {f(r['valid_ndcg@10'])} | {f(r['valid_ndcg@10_warm'])} | {f(r['valid_ndcg@10_new'])} "
-                     f"| {f(r['untrained_valid_ndcg@10'])} | {r['encoder']} | {r['minutes']} "
+                     f"| {_round(r['valid_ndcg@10'], 4)} | {_round(r['valid_ndcg@10_warm'], 4)} "
+                     f"| {_round(r['valid_ndcg@10_new'], 4)} | {_round(r['untrained_valid_ndcg@10'], 4)} "
+                     f"| {r['encoder']} | {r['minutes']} "
                      f"({r['text_minutes'] if r['text_minutes'] is not None else '–'}) "
                      f"| {_round(r['seconds_per_epoch'], 1)} | {_round(r['text_seconds_per_step'], 2)} |")
     return "\n".join(lines)

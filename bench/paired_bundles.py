@@ -20,34 +20,27 @@ from pathlib import Path
 
 import numpy as np
 from lmrec.data import load_dataset
-from lmrec.evaluation import BundleScorer, FitContext, evaluate, make_split
+from lmrec.evaluation import BundleScorer, FitContext, MethodResult, evaluate, make_split, paired_bootstrap
 
-GROUPS = ("all", "warm", "new")
-
-
-def _per_user(bundle: str, ctx: FitContext, part: str) -> np.ndarray:
-    scorer = BundleScorer(bundle)
-    scorer.fit(ctx)
-    cases = getattr(ctx.split, part)
-    return evaluate(scorer.score, cases, ctx.split.n_items).values["ndcg@10"]
+RESAMPLES = 2000
 
 
-def _summary(pairs: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator) -> dict:
-    a = np.concatenate([x for x, _ in pairs])
-    b = np.concatenate([y for _, y in pairs])
-    ratios, diffs = [], []
-    for _ in range(2000):  # users resampled within each seed: the seeds stay apart
-        idx = np.concatenate([off + rng.integers(0, len(x), len(x))
-                              for off, (x, _) in zip(np.cumsum([0] + [len(x) for x, _ in pairs[:-1]]), pairs,
-                                                     strict=True)])
-        ma, mb = a[idx].mean(), b[idx].mean()
-        ratios.append(ma / mb if mb > 0 else np.nan)
-        diffs.append(ma - mb)
-    return {"users": len(a), "a": round(float(a.mean()), 4), "b": round(float(b.mean()), 4),
-            "ratio": round(float(a.mean() / b.mean()), 3) if b.mean() > 0 else None,
-            "ratio_ci95": [round(float(x), 3) for x in np.nanpercentile(ratios, [2.5, 97.5])],
-            "diff": round(float(a.mean() - b.mean()), 4),
-            "diff_ci95": [round(float(x), 4) for x in np.percentile(diffs, [2.5, 97.5])]}
+def _pooled(pairs: list[tuple[MethodResult, MethodResult]], rng: np.random.Generator) -> dict:
+    """`paired_bootstrap` over several seeds' users at once, resampling within each seed."""
+    a = np.concatenate([x.values["ndcg@10"] for x, _ in pairs])
+    b = np.concatenate([y.values["ndcg@10"] for _, y in pairs])
+    bounds = np.cumsum([0] + [x.users for x, _ in pairs])
+    idx = np.concatenate([rng.integers(lo, hi, (RESAMPLES, hi - lo), dtype=np.int32)
+                          for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)], axis=1)
+    ma, mb = a[idx].mean(1), b[idx].mean(1)
+    return _line(a, b, {"diff": float(a.mean() - b.mean()), "diff_ci95": np.percentile(ma - mb, [2.5, 97.5]).tolist(),
+                        "ratio": float(a.mean() / b.mean()) if b.mean() > 0 else None,
+                        "ratio_ci95": np.nanpercentile(np.where(mb > 0, ma / np.maximum(mb, 1e-12), np.nan),
+                                                       [2.5, 97.5]).tolist()})
+
+
+def _line(a: np.ndarray, b: np.ndarray, paired: dict) -> dict:
+    return {"users": len(a), "a": float(a.mean()), "b": float(b.mean()), **paired}
 
 
 def main() -> None:
@@ -66,29 +59,38 @@ def main() -> None:
             if not (Path(bundle) / "manifest.json").is_file():
                 p.error(f"--pair {spec}: {bundle} is not a bundle (no manifest.json)")
         pairs.append((int(seed), a, b))
+    parts = args.parts.split(",")
     data = load_dataset(args.data)
-    rng = np.random.default_rng(0)
     report: dict = {"data": data.name, "split": args.split, "pairs": [list(x) for x in pairs]}
-    for part in args.parts.split(","):
-        by_group: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {g: [] for g in GROUPS}
+    found: dict[str, list] = {part: [] for part in parts}  # (seed, {group: (result A, result B)})
+    for seed, a, b in pairs:
+        split = make_split(data, args.split, seed)
+        ctx = FitContext(data, split, seed=seed, progress=False)
+        scorers = [BundleScorer(a), BundleScorer(b)]
+        for scorer in scorers:
+            scorer.fit(ctx)
+        for part in parts:
+            cases = getattr(split, part)
+            new = split.new_targets(cases)
+            masks = {"all": np.ones(len(cases), dtype=bool), "warm": ~new, "new": new}
+            masks = {g: m for g, m in masks.items() if m.any()}  # the warm split has no new targets
+            ra, rb = (evaluate(s.score, cases, split.n_items) for s in scorers)
+            found[part].append((seed, {g: (ra.subset(m), rb.subset(m)) for g, m in masks.items()}))
+    rng = np.random.default_rng(0)
+    for part in parts:
         per_seed = []
-        for seed, a, b in pairs:
-            split = make_split(data, args.split, seed)
-            ctx = FitContext(data, split, seed=seed, progress=False)
-            va, vb = _per_user(a, ctx, part), _per_user(b, ctx, part)
-            new = split.new_targets(getattr(split, part))
-            masks = {"all": np.ones(len(va), dtype=bool), "warm": ~new, "new": new}
-            row = {"seed": seed}
-            for g, m in masks.items():
-                by_group[g].append((va[m], vb[m]))
-                row[g] = _summary([(va[m], vb[m])], rng)
+        for seed, groups in found[part]:
+            row: dict = {"seed": seed}
+            for g, (ra, rb) in groups.items():
+                row[g] = _line(ra.values["ndcg@10"], rb.values["ndcg@10"],
+                               paired_bootstrap(ra, rb, ("ndcg@10",), seed=seed)["ndcg@10"])
             per_seed.append(row)
-            print(part, seed, {g: (row[g]["a"], row[g]["b"], row[g]["ratio"], row[g]["ratio_ci95"]) for g in GROUPS},
-                  flush=True)
-        pooled = {g: _summary(v, rng) for g, v in by_group.items()}
-        print(part, "pooled", {g: (v["a"], v["b"], v["ratio"], v["ratio_ci95"]) for g, v in pooled.items()},
-              flush=True)
+        pooled = {g: _pooled([groups[g] for _, groups in found[part]], rng) for g in found[part][0][1]}
         report[part] = {"per_seed": per_seed, "pooled": pooled}
+        for row in (*per_seed, {"seed": "pooled", **pooled}):
+            print(part, row["seed"], {g: (round(row[g]["a"], 4), round(row[g]["b"], 4), round(row[g]["ratio"] or 0, 3),
+                                         [round(x, 3) for x in row[g]["ratio_ci95"] or []]) for g in pooled},
+                  flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 
