@@ -51,6 +51,9 @@ def test_eval_cold_split_and_plot(tmp_path):
     (["--data", DATA, "--methods", "lmrec"], "needs --bundle"),
     (["--data", DATA, "--methods", "pop", "--set", "pop"], "expected METHOD.KEY=VALUE"),
     (["--data", DATA, "--methods", "sasrec", "--set", "sasrec.layerz=3"], "layerz"),
+    (["--data", DATA, "--methods", "pop,sasrec", "--set", "sasrec.dropout=2"], "sasrec.dropout=2: must be"),
+    (["--data", DATA, "--methods", "sasrec", "--set", "sasrec.adam_beta2=1"], "sasrec.adam_beta2=1: must be a number"),
+    (["--data", DATA, "--methods", "sasrec", "--set", "sasrec.dim=63.5"], "sasrec.dim=63.5: must be an integer"),
 ])
 def test_eval_bad_input_is_one_clear_line(tmp_path, args, message):
     proc = lmrec("eval", *args, "--json", str(tmp_path / "r.json"), "--quiet")
