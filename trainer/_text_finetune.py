@@ -93,7 +93,8 @@ def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen:
     base_valid = validate(vectors)
     best_valid, best_epoch, best_top, best_vectors = base_valid, 0, None, vectors
     log(f"text: base encoder, valid ndcg@10 {base_valid:.4f} (most recent item scoring); "
-        f"{len(anchors)} anchor items, {cfg.finetune_layers} top layer(s), bf16 {autocast}")
+        f"{len(anchors)} anchor items, {cfg.finetune_layers} top layer(s), bf16 {autocast}; states of "
+        f"{len(texts)} items cached in {cache_seconds:.0f}s")
     bank = torch.from_numpy(vectors).to(encoder.device)
     steps, train_seconds, stale, stopped = 0, 0.0, 0, ""
     history: list[dict[str, Any]] = []

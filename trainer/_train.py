@@ -157,7 +157,9 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         shutil.rmtree(ckpt, ignore_errors=True)
 
     encoder = TorchEncoder(cfg.base_model, device=device, max_length=cfg.max_length)
+    pass_started = time.perf_counter()  # catalogue-sized passes get a line each: on 50 k items they take most of a run
     base = cached_item_vectors(dataset.item_texts, cfg.base_model, cfg.max_length, device=device, progress=progress)
+    log(f"base vectors: {len(base)} items in {time.perf_counter() - pass_started:.0f}s (cached for later runs)")
     new_items = parts.new_targets(parts.valid)
     floor = _last_item_ndcg(base, parts.valid, parts.n_items, new_items) if new_items.any() else None
     encoder_states: dict[str, Any] = {}
@@ -182,7 +184,11 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
                                    lambda v: _last_item_ndcg(v, parts.valid, parts.n_items), seed, progress, log,
                                    deadline(TEXT_SHARE), spill_dir=ckpt)
             # the user model trains on what the exported encoder will output: whole texts, every layer
+            pass_started = time.perf_counter()
             full = encoder.encode(dataset.item_texts, progress=progress) if result.state is not None else None
+            if full is not None:
+                took = time.perf_counter() - pass_started
+                log(f"text: {len(full)} items re-encoded by the fine-tuned encoder in {took:.0f}s")
             stage = {"state": result.state, "vectors": full, "report": result.report}
             save_stage(ckpt, "text", meta, stage)
         reports["text"] = stage["report"]
