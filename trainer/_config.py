@@ -162,13 +162,18 @@ _INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size",
          "text_batch", "text_max_length"}
 
 
-def check(cfg: TrainConfig) -> None:
-    for name, (lo, hi) in _RANGES.items():
-        value = getattr(cfg, name)
-        kind = int if name in _INTS else (int, float)
+def check_ranges(settings: Any, ranges: dict[str, tuple[float, float]], ints: set[str], prefix: str) -> None:
+    """Each field of `ranges` within its bounds (an integer where in `ints`), else an error naming it."""
+    for name, (lo, hi) in ranges.items():
+        value = getattr(settings, name)
+        kind = int if name in ints else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
-            what = "an integer" if name in _INTS else "a number"
-            raise LmrecError(f"config {name}={value!r}: must be {what} from {lo:g} to {hi:g}")
+            what = "an integer" if name in ints else "a number"
+            raise LmrecError(f"{prefix}{name}={value!r}: must be {what} from {lo:g} to {hi:g}")
+
+
+def check(cfg: TrainConfig) -> None:
+    check_ranges(cfg, _RANGES, _INTS, "config ")
     for name in ("adapter", "residual"):
         if not isinstance(getattr(cfg, name), bool):
             raise LmrecError(f"config {name}={getattr(cfg, name)!r}: must be true or false")

@@ -15,6 +15,7 @@ import numpy as np
 from lmrec import LmrecError, progress_bar
 from lmrec.evaluation import FitContext
 
+from .._config import check_ranges
 from ..objectives import windows
 
 log = logging.getLogger(__name__)
@@ -34,16 +35,11 @@ class SASRecConfig:
     patience: int = 10
     weight_decay: float = 0.0
     # Adam's second-moment decay as in Kang & McAuley's reference code: 0.98 (torch's 0.999) raised
-    # validation NDCG@10 on Office in 5 of 5 paired runs (bench/RESULTS.md, "SASRec chooses its settings")
+    # validation NDCG@10 on Office in 6 of 6 paired runs (bench/RESULTS.md, "SASRec chooses its settings")
     adam_beta2: float = 0.98
 
     def __post_init__(self) -> None:
-        for name, (lo, hi) in _RANGES.items():
-            value = getattr(self, name)
-            kind = int if name in _INTS else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
-                what = "an integer" if name in _INTS else "a number"
-                raise LmrecError(f"sasrec.{name}={value!r}: must be {what} from {lo:g} to {hi:g}")
+        check_ranges(self, _RANGES, _INTS, "sasrec.")
         if self.dim % self.heads:
             raise LmrecError(f"sasrec.dim={self.dim}: must be a multiple of sasrec.heads={self.heads}")
 
