@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from lmrec import load_dataset
@@ -74,6 +76,11 @@ def test_successive_halving_keeps_the_best_and_trains_no_epoch_twice():
     assert winner is runs[1] and winner.finished and winner.epochs == 13
     assert [r["candidates"] for r in record] == [4, 2]
     assert sorted(r.epochs for r in runs) == [2, 2, 6, 13]  # the losers stopped where they were cut
+
+    # a budget spent before the search (a large catalogue's passes): the first rung still trains
+    late = [Fake(r, 10) for r in (0.1, 0.4, 0.2, 0.3)]
+    winner, record = successive_halving(late, (2, 6), deadline=time.monotonic() - 1)
+    assert winner is late[1] and [r.epochs for r in late] == [2, 2, 2, 2] and len(record) == 1
 
 
 def test_coordinate_search_tries_one_setting_at_a_time_and_trains_each_setting_once():

@@ -94,6 +94,17 @@ def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_
     assert chosen["max_length"] == FAST["max_length"]  # fixed settings stay as given
 
 
+def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    result = train(TINY_DATA, tmp_path / "late", seed=2, config=_config(tiny_bert_dir, text_epochs=1), search=True,
+                   fixed=set(FAST) | {"base_model"}, budget=1e-6, progress=False)
+    err = capsys.readouterr().err
+    assert "warning: the passes over the catalogue took" in err and "raise --budget" in err
+    search = json.loads((result.bundle / "manifest.json").read_text())["training"]["search"]
+    assert search["stopped_by_budget"] and [c["epochs"] for c in search["candidates"]] == [1, 1, 1, 1]
+    assert [h["epoch"] for h in result.history if h["phase"] == "user"] == [1]  # the winner's one epoch
+
+
 def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bonus(tiny_bert_dir: Path,
                                                                                    tmp_path: Path) -> None:
     cfg = _config(tiny_bert_dir, objectives=("cl",), residual_dropout=0.5)

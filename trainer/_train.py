@@ -197,6 +197,12 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
             encoder_states["text"] = stage["state"]
             vectors, version = stage["vectors"], "text"
 
+    spent = deadline(TRAIN_SHARE)
+    if saved is None and spent is not None and time.monotonic() >= spent:
+        log(f"warning: the passes over the catalogue took {(time.monotonic() - clock) / 60:.1f} min of the "
+            f"{budget:g}-min --budget: the user model trains one epoch (each candidate of a search); "
+            "raise --budget for a catalogue this size")
+
     def make(c: TrainConfig) -> Trainer:
         t = Trainer(dataset, parts, c, seed, device, progress, vectors, log)
         t.encoder_version = version

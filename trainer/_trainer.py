@@ -337,8 +337,9 @@ class Trainer:
                 save()
 
     def run_user_phase(self, name: str, save: Callable[[], None], deadline: float | None = None) -> None:
-        """The user phase `name` to its early stop, or until `deadline` (time.monotonic())."""
-        while not self.phase_done and (deadline is None or time.monotonic() < deadline):
+        """The user phase `name` to its early stop, or until `deadline` (time.monotonic()), after
+        at least one epoch."""
+        while not self.phase_done and (deadline is None or time.monotonic() < deadline or self.epoch == 0):
             self.advance_user(1, name, save)
         if not self.phase_done:
             self.log(f"{name}: the --budget ran out after epoch {self.epoch}; keeping the best model so far")

@@ -34,13 +34,15 @@ def successive_halving(runs: Sequence[Run], rungs: Sequence[int], keep: float = 
     """The winning run, trained to its end, and one record per rung (candidates left, best value).
 
     `rungs` are cumulative epoch counts: every surviving run has trained that many epochs (or
-    finished) before the next cut. `deadline` is a time.monotonic() value."""
+    finished) before the next cut. `deadline` is a time.monotonic() value; the first rung runs
+    even past it, so that the winner has trained (a large catalogue's passes can spend the budget
+    before training starts)."""
     if not runs:
         raise ValueError("successive_halving: no candidates")
     alive, done, record = list(runs), 0, []
     for rung in rungs:
         for run in alive:
-            if not run.finished and (deadline is None or time.monotonic() < deadline):
+            if not run.finished and (deadline is None or time.monotonic() < deadline or done == 0):
                 run.advance(rung - done)
         done = rung
         alive.sort(key=lambda r: -r.best)
