@@ -9,7 +9,8 @@ Separate `lmrec eval` runs give each bundle its own CI but none for the differen
 of the same seed see the same users, so the difference per user is what to bootstrap. Each
 `--pair SEED:A:B` is one seed (its own split); the pooled line resamples users within each seed
 (2 000 resamples) and compares the means over all seeds' users: the ratio A / B and A - B.
-Both bundles score through the SDK at their default precision, as `lmrec eval --methods lmrec`.
+Both bundles score through the SDK at their default precision, as `lmrec eval --methods lmrec`;
+`--bonus G` scores A with new-item bonus G instead of its manifest's (0: what training alone did).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     p.add_argument("--pair", action="append", required=True, metavar="SEED:A:B",
                    help="a seed, the bundle under test and the reference, both of that seed (repeat per seed)")
     p.add_argument("--parts", default="valid,test")
+    p.add_argument("--bonus", type=float, default=None, help="A's new-item bonus (default: its manifest's)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     pairs = []
@@ -61,7 +63,7 @@ def main() -> None:
         pairs.append((int(seed), a, b))
     parts = args.parts.split(",")
     data = load_dataset(args.data)
-    report: dict = {"data": data.name, "split": args.split, "pairs": [list(x) for x in pairs]}
+    report: dict = {"data": data.name, "split": args.split, "pairs": [list(x) for x in pairs], "bonus_a": args.bonus}
     found: dict[str, list] = {part: [] for part in parts}  # (seed, {group: (result A, result B)})
     for seed, a, b in pairs:
         split = make_split(data, args.split, seed)
@@ -69,12 +71,18 @@ def main() -> None:
         scorers = [BundleScorer(a), BundleScorer(b)]
         for scorer in scorers:
             scorer.fit(ctx)
+        score_a = scorers[0].score
+        if args.bonus is not None:  # the shipped bonus sits on the held-out items; swap it for --bonus
+            shipped = float(np.max(scorers[0].rec.catalogue.bonus_of(scorers[0].rec.item_ids())))
+            held = np.zeros(split.n_items, dtype=np.float32)
+            held[split.cold_items] = args.bonus - shipped
+            score_a = lambda h, f=score_a, d=held: f(h) + d  # noqa: E731
         for part in parts:
             cases = getattr(split, part)
             new = split.new_targets(cases)
             masks = {"all": np.ones(len(cases), dtype=bool), "warm": ~new, "new": new}
             masks = {g: m for g, m in masks.items() if m.any()}  # the warm split has no new targets
-            ra, rb = (evaluate(s.score, cases, split.n_items) for s in scorers)
+            ra, rb = (evaluate(f, cases, split.n_items) for f in (score_a, scorers[1].score))
             found[part].append((seed, {g: (ra.subset(m), rb.subset(m)) for g, m in masks.items()}))
     rng = np.random.default_rng(0)
     for part in parts:
