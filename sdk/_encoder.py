@@ -108,6 +108,11 @@ class TextEncoder:
         np.divide(out, np.maximum(norms, 1e-12), out=out)
         return out
 
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        """How many of `texts` exceed max_length tokens (tokenised only, nothing embedded)."""
+        return sum(sum(1 for e in self._encode(list(texts[start:start + _TOKENIZE_CHUNK])) if e.overflowing)
+                   for start in range(0, len(texts), _TOKENIZE_CHUNK))
+
     def _encode(self, texts: list[str]) -> list[Any]:
         fast = getattr(self.tokenizer, "encode_batch_fast", None)  # no offsets: faster (tokenizers >= 0.20)
         return (fast or self.tokenizer.encode_batch)(texts, add_special_tokens=True)

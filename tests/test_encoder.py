@@ -50,6 +50,8 @@ def test_truncation_is_counted(encoder: TextEncoder) -> None:
     vectors = encoder.embed([long_text, "pen", long_text + " more"])
     assert encoder.truncated == before + 2
     np.testing.assert_allclose(vectors[0], vectors[2], atol=1e-5)  # the tail beyond max_length is ignored
+    assert encoder.count_truncated([long_text, "pen", long_text + " more"]) == 2  # tokenised only
+    assert encoder.truncated == before + 2
 
 
 def test_int8_and_fp16_close_to_fp32(tiny_export: tuple[Path, dict], encoder: TextEncoder) -> None:

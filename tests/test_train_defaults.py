@@ -153,6 +153,29 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     assert np.allclose(plain.score(history), (users @ matrix.T)[:, plain.to_bundle], atol=1e-5)
 
 
+@pytest.mark.parametrize("agrees", [True, False])
+def test_the_export_keeps_trainings_catalogue_vectors_only_when_the_fp32_graph_gives_them(
+        tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        agrees: bool) -> None:
+    if not agrees:  # vectors that are not the encoder's (e.g. bf16 on a GPU): the export embeds again
+        real = _train.Trainer.__init__
+
+        def shifted(self: object, *args: object) -> None:
+            real(self, *args)
+            self.tower.base += 0.01  # type: ignore[attr-defined]
+
+        monkeypatch.setattr(_train.Trainer, "__init__", shifted)
+    cfg = _config(tiny_bert_dir, objectives=("text",), residual=False, adapter=False, epochs=1)
+    bundle = train(TINY_DATA, tmp_path / "b", seed=0, config=cfg, progress=False).bundle
+    err = capsys.readouterr().err
+    assert ("catalogue vectors from training kept" in err) == agrees
+    assert ("catalogue embedded by the fp32 graph" in err) != agrees
+    rec = lmrec.Recommender.load(bundle, precision="fp32")
+    data = lmrec.load_dataset(TINY_DATA)
+    stored = rec.catalogue.vectors(data.item_ids)
+    assert np.min(np.sum(stored * rec.embed_texts(data.item_texts), axis=1)) >= 0.99999
+
+
 def test_resume_skips_a_finished_text_stage(tiny_bert_dir: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _config(tiny_bert_dir, objectives=("text",))

@@ -342,6 +342,7 @@ def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrit
             popularity=trainer.counts,
             seen=trainer.seen,
             new_items=None if trainer.new_items is None else replace(trainer.new_items, bonus=trainer.bonus),
+            text_vectors=trainer.tower.base.numpy(),  # restored with the best model: its encoder's vectors
         )
         try:
             return build_zero_shot_bundle(data, out, base_model=cfg.base_model, overwrite=overwrite, force=gate[0],
