@@ -81,6 +81,9 @@ def test_successive_halving_keeps_the_best_and_trains_no_epoch_twice():
     late = [Fake(r, 10) for r in (0.1, 0.4, 0.2, 0.3)]
     winner, record = successive_halving(late, (2, 6), deadline=time.monotonic() - 1)
     assert winner is late[1] and [r.epochs for r in late] == [2, 2, 2, 2] and len(record) == 1
+    alone = Fake(0.1, 10)  # one candidate, no rungs: its first epoch still trains, then the deadline stops it
+    winner, record = successive_halving([alone], (), deadline=time.monotonic() - 1)
+    assert winner is alone and alone.epochs == 1 and record == []
 
 
 def test_coordinate_search_tries_one_setting_at_a_time_and_trains_each_setting_once():

@@ -34,9 +34,9 @@ def successive_halving(runs: Sequence[Run], rungs: Sequence[int], keep: float = 
     """The winning run, trained to its end, and one record per rung (candidates left, best value).
 
     `rungs` are cumulative epoch counts: every surviving run has trained that many epochs (or
-    finished) before the next cut. `deadline` is a time.monotonic() value; the first rung runs
-    even past it, so that the winner has trained (a large catalogue's passes can spend the budget
-    before training starts)."""
+    finished) before the next cut. `deadline` is a time.monotonic() value; the first rung (with no
+    rungs, the winner's first epoch) runs even past it, so that the winner has trained (a large
+    catalogue's passes can spend the budget before training starts)."""
     if not runs:
         raise ValueError("successive_halving: no candidates")
     alive, done, record = list(runs), 0, []
@@ -53,8 +53,9 @@ def successive_halving(runs: Sequence[Run], rungs: Sequence[int], keep: float = 
         if len(alive) == 1 or (deadline is not None and time.monotonic() >= deadline):
             break
     winner = alive[0]
-    while not winner.finished and (deadline is None or time.monotonic() < deadline):
+    while not winner.finished and (deadline is None or time.monotonic() < deadline or done == 0):
         winner.advance(1)
+        done = max(done, 1)
     return winner, record
 
 
