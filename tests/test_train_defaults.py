@@ -100,6 +100,7 @@ def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Pa
                    fixed=set(FAST) | {"base_model"}, budget=1e-6, progress=False)
     err = capsys.readouterr().err
     assert "warning: the passes over the catalogue took" in err and "raise --budget" in err
+    assert "search: 1 candidate(s), about 0 epochs before the winner's own" in err
     search = json.loads((result.bundle / "manifest.json").read_text())["training"]["search"]
     assert search["stopped_by_budget"] and "spent the --budget" in search["skipped"]
     assert len(search["candidates"]) == 1  # no search: an epoch a candidate would overrun it 4 times

@@ -118,7 +118,9 @@ def choose(trainers: list[Trainer], deadline: float | None, log: Callable[[str],
 
 
 def rungs_cost(n: int) -> int:
-    """Epochs the search trains before the winner's own run: n·r1 + n/2·(r2 - r1) + …"""
+    """Epochs the search trains before the winner's own run: n·r1 + n/2·(r2 - r1) + … (none for one)."""
+    if n <= 1:
+        return 0
     total, alive, done = 0, n, 0
     for rung in RUNGS:
         total += alive * (rung - done)
