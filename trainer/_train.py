@@ -198,7 +198,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
             vectors, version = stage["vectors"], "text"
 
     spent = deadline(TRAIN_SHARE)
-    if saved is None and spent is not None and time.monotonic() >= spent:
+    spent_before = saved is None and spent is not None and time.monotonic() >= spent  # before any user epoch
+    if spent_before:
         log(f"warning: the passes over the catalogue took {(time.monotonic() - clock) / 60:.1f} min of the "
             f"{budget:g}-min --budget: no search, the user model trains one epoch; "
             "raise --budget for a catalogue this size")
@@ -219,8 +220,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         from ._autotune import candidates, choose, rungs_cost
 
         configs = candidates(cfg, parts.train, fixed, bool(new_items.any()))
-        skip = spent is not None and time.monotonic() >= spent
-        if skip:
+        if spent_before:
             configs = configs[:1]  # an epoch per candidate would overrun a spent budget by as many epochs
         log(f"search: {len(configs)} candidate(s), about {rungs_cost(len(configs))} epochs before the winner's own")
         trainers = [make(c) for c in configs]
@@ -228,7 +228,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         for t in trainers[1:]:
             t.validate_start(untrained)
         trainer, reports["search"] = choose(trainers, deadline(TRAIN_SHARE), log, lambda: None)
-        if skip:
+        if spent_before:
             reports["search"]["skipped"] = "the passes over the catalogue spent the --budget"
         trainer.phase = 1  # the search ran the winner's user phase to its end (or to the budget)
         del trainers
