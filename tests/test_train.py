@@ -22,7 +22,17 @@ from lmrec import (  # noqa: E402
 from lmrec.cli import main  # noqa: E402
 from lmrec.evaluation import evaluate, make_split  # noqa: E402
 from lmrec.trainer import TrainConfig, load_config, parse_objectives, train  # noqa: E402
-from lmrec.trainer.objectives import MASK, PAD, augment, full_softmax_ce, gather, left_pad, windows  # noqa: E402
+from lmrec.trainer.objectives import (  # noqa: E402
+    MASK,
+    PAD,
+    augment,
+    catalogue_sample,
+    full_softmax_ce,
+    gather,
+    left_pad,
+    sampled_softmax,
+    windows,
+)
 
 FAST = {"epochs": 3, "patience": 3, "max_length": 64, "hidden": 16, "max_history": 12, "batch_size": 32,
         "objectives": ("cl",)}
@@ -220,6 +230,51 @@ def test_popularity_prior_is_a_training_only_logit_offset() -> None:
     )
     with pytest.raises(LmrecError, match="popularity_prior=-1: must be a number from 0 to 10"):
         TrainConfig(popularity_prior=-1)
+
+
+def test_a_sampled_catalogue_softmax_estimates_the_full_one() -> None:
+    torch.manual_seed(0)
+    users, items = torch.randn(3, 8), torch.nn.functional.normalize(torch.randn(200, 8), dim=-1)
+    hidden = torch.zeros(200, dtype=torch.bool)
+    hidden[:10] = True  # items 0-9 are not training items: never drawn, never in the softmax
+    pool, targets, prior = np.arange(10, 200), np.array([50, 17, 50]), torch.log1p(torch.arange(200.0))
+
+    def sampled(size: int, rows: slice, rng: np.random.Generator) -> torch.Tensor:
+        cand, log_p, pos = catalogue_sample(targets[rows], pool, size, rng)
+        assert set(targets[rows]) <= set(cand) and len(set(cand)) == len(cand) and cand.min() >= 10
+        assert np.array_equal(cand[pos], targets[rows])
+        c = torch.from_numpy(cand)
+        return sampled_softmax(users[rows], items[c], torch.from_numpy(pos), torch.from_numpy(log_p) - prior[c])
+
+    full = full_softmax_ce(users, items, torch.from_numpy(targets), hidden, prior)
+    assert torch.allclose(sampled(1000, slice(None), np.random.default_rng(0)), full)  # everything drawn: exact
+    # A sample of 20 of the 189 other items: exp(loss + target logit) is the partition function's
+    # estimate, which the log inclusion probability makes unbiased (without it: about 20/189 of it).
+    one = slice(0, 1)
+    logits = users[0] @ items.T + prior
+    z = torch.exp(logits[10:]).sum()
+    rng = np.random.default_rng(1)
+    estimates = torch.stack([torch.exp(sampled(20, one, rng) + logits[50]) for _ in range(4000)])
+    assert float(estimates.mean() / z) == pytest.approx(1.0, abs=0.03)
+
+
+def test_a_large_catalogue_trains_on_a_sampled_softmax(tiny_bert_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the full softmax ran over a catalogue above softmax_items")
+
+    monkeypatch.setattr("lmrec.trainer.objectives.full_softmax_ce", refused)
+    cfg = _config(tiny_bert_dir, softmax_items=40, popularity_prior=1.0, residual_dropout=0.3, epochs=4, patience=4)
+    result = train(TINY_DATA, tmp_path / "sampled", seed=1, config=cfg, progress=False)
+    assert "softmax over the batch's targets and 40 of the" in capsys.readouterr().err
+    losses = [h["loss"] for h in result.history if h["phase"] == "user"]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    manifest = json.loads((result.bundle / "manifest.json").read_text())
+    assert manifest["training"]["config"]["softmax_items"] == 40
+    assert verify_bundle(result.bundle) == []
+    with pytest.raises(LmrecError, match="softmax_items=-1: must be an integer from 0"):
+        TrainConfig(softmax_items=-1)
 
 
 def test_sequences_and_augmentation() -> None:

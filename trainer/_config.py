@@ -72,6 +72,10 @@ class TrainConfig:
     residual_lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
+    # the user model's cross-entropy runs over every training item up to this many; over more (large
+    # catalogues, where the full softmax costs items x interactions), over a uniform sample of this
+    # many plus the batch's targets, corrected to estimate the full softmax (0: always every item)
+    softmax_items: int = 16384
     epochs: int = 60
     patience: int = 8
     # objective "cl"
@@ -129,6 +133,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "residual_lr": (0.0, 1.0),
     "weight_decay": (0.0, 1.0),
     "batch_size": (1, 65536),
+    "softmax_items": (0, 100_000_000),
     "epochs": (0, 100000),
     "patience": (1, 100000),
     "cl_weight": (0.0, 100.0),
@@ -157,7 +162,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "text_max_length": (8, 512),
     "token_dropout": (0.0, 0.9),
 }
-_INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "epochs", "patience",
+_INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "softmax_items", "epochs", "patience",
          "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs", "borrow_k", "text_epochs",
          "text_batch", "text_max_length"}
 

@@ -204,6 +204,11 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
             f"{budget:g}-min --budget: no search, the user model trains one epoch; "
             "raise --budget for a catalogue this size")
 
+    trained_items = int(_seen(parts).sum())
+    if 0 < cfg.softmax_items < trained_items:
+        log(f"user model: each step's softmax over the batch's targets and {cfg.softmax_items} of the "
+            f"{trained_items} training items, sampled (softmax_items)")
+
     def make(c: TrainConfig) -> Trainer:
         t = Trainer(dataset, parts, c, seed, device, progress, vectors, log)
         t.encoder_version = version

@@ -47,6 +47,9 @@ class Trainer:
         self.unseen = torch.from_numpy(~self.seen).to(self.device)
         self.counts = split.train_counts()
         self.rows = left_pad(windows(split.train, cfg.max_history), cfg.max_history + 1)
+        # above softmax_items training items, each step's softmax samples the rest (objectives.catalogue_sample)
+        trained = np.flatnonzero(self.seen)
+        self.sample_pool = trained if 0 < cfg.softmax_items < len(trained) else None
         # popularity prior of the training softmax: the user model need not learn popularity into user
         # vectors, where it would outrank every new item (which has no count) on the cold split
         self.prior = (torch.from_numpy(cfg.popularity_prior * np.log1p(self.counts)).float().to(self.device)
@@ -259,7 +262,16 @@ class Trainer:
     def user_epoch(self) -> float:
         import torch
 
-        from .objectives import augment, full_softmax_ce, gather, left_pad, nt_xent, pair_infonce
+        from .objectives import (
+            augment,
+            catalogue_sample,
+            full_softmax_ce,
+            gather,
+            left_pad,
+            nt_xent,
+            pair_infonce,
+            sampled_softmax,
+        )
 
         cfg = self.cfg
         self.tower.train()
@@ -282,7 +294,16 @@ class Trainer:
             x, m = gather(vectors, inputs)
             out = self.user(x, m)
             sel = labels >= 0
-            loss = full_softmax_ce(out[sel], vectors, labels[sel], self.unseen, self.prior)
+            if self.sample_pool is None:
+                loss = full_softmax_ce(out[sel], vectors, labels[sel], self.unseen, self.prior)
+            else:
+                cand, log_p, pos = catalogue_sample(labels[sel].cpu().numpy(), self.sample_pool, cfg.softmax_items,
+                                                    self.rng)
+                c = torch.from_numpy(cand).to(self.device)
+                log_q = torch.from_numpy(log_p).to(self.device)
+                if self.prior is not None:
+                    log_q = log_q - self.prior[c]
+                loss = sampled_softmax(out[sel], vectors[c], torch.from_numpy(pos).to(self.device), log_q)
             if "cl" in cfg.objectives and cfg.cl_weight > 0:
                 seqs = [r[r >= 0] for r in rows[:, :-1]]
                 views = [left_pad([augment(s, cfg.augment_ratio, self.rng) for s in seqs], cfg.max_history)

@@ -98,11 +98,29 @@ def pair_infonce(
 
 
 def sampled_softmax(users: torch.Tensor, candidates: torch.Tensor, target_pos: torch.Tensor,
-                    log_q: torch.Tensor, collide: torch.Tensor) -> torch.Tensor:
+                    log_q: torch.Tensor, collide: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE of users (b, d) over candidate item vectors (c, d), with the logQ correction
     (Yi et al. 2019): subtracting the log sampling probability of each candidate undoes the
     popularity bias of in-batch and sampled negatives. `collide` (b, c) hides candidates that
     are the row's target item again."""
     logits = users @ candidates.T - log_q
-    logits = logits.masked_fill(collide, float("-inf"))
+    if collide is not None:
+        logits = logits.masked_fill(collide, float("-inf"))
     return F.cross_entropy(logits, target_pos)
+
+
+def catalogue_sample(targets: np.ndarray, pool: np.ndarray, size: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidates, log inclusion probabilities, each target's position among the candidates) of a
+    sampled catalogue softmax: the batch's targets always take part, and `size` items drawn
+    uniformly without replacement from the rest of `pool` (sorted, unique) stand for that rest.
+    Given the batch, a drawn item is in with probability size / len(rest): subtracting its log
+    (`sampled_softmax`'s `log_q`) makes the sampled partition function an unbiased estimate of the
+    full one (Bengio & Senecal 2008), at a fraction of the full softmax's cost on large catalogues."""
+    batch = np.unique(targets)
+    rest = np.setdiff1d(pool, batch, assume_unique=True)
+    k = min(size, len(rest))
+    drawn = np.sort(rng.choice(rest, k, replace=False)) if k else rest[:0]
+    log_p = np.zeros(len(batch) + k, dtype=np.float32)
+    log_p[len(batch):] = np.log(k / len(rest)) if k else 0.0
+    return np.concatenate([batch, drawn]), log_p, np.searchsorted(batch, targets)
