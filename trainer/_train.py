@@ -31,7 +31,7 @@ from lmrec import BundleWriter, DataError, LmrecError, Manifest, __version__, re
 
 from ._checkpoint import CHECKPOINT, checkpoint_dir, load_checkpoint, load_stage, save_checkpoint, save_stage
 from ._config import TrainConfig
-from ._trainer import Trainer, log_line
+from ._trainer import Trainer, log_line, sample_pool
 
 MIN_TRAIN_USERS = 2
 DEFAULT_BUDGET = 30.0  # minutes: a whole default run on Office-size data on a 2-core CPU
@@ -204,10 +204,10 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
             f"{budget:g}-min --budget: no search, the user model trains one epoch; "
             "raise --budget for a catalogue this size")
 
-    trained_items = int(_seen(parts).sum())
-    if 0 < cfg.softmax_items < trained_items:
+    pool = sample_pool(_seen(parts), cfg.softmax_items)
+    if pool is not None:
         log(f"user model: each step's softmax over the batch's targets and {cfg.softmax_items} of the "
-            f"{trained_items} training items, sampled (softmax_items)")
+            f"{len(pool)} training items, sampled (softmax_items)")
 
     def make(c: TrainConfig) -> Trainer:
         t = Trainer(dataset, parts, c, seed, device, progress, vectors, log)

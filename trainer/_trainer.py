@@ -28,6 +28,13 @@ def log_line(message: str) -> None:
     print(f"[lmrec train] {message}", file=sys.stderr, flush=True)
 
 
+def sample_pool(seen: np.ndarray, softmax_items: int) -> np.ndarray | None:
+    """The training items a step's softmax samples from, when they are more than `softmax_items`
+    (objectives.catalogue_sample); None: the softmax covers them all."""
+    trained = np.flatnonzero(seen)
+    return trained if 0 < softmax_items < len(trained) else None
+
+
 class Trainer:
     """All training state of one run, checkpointable at epoch boundaries."""
 
@@ -47,9 +54,7 @@ class Trainer:
         self.unseen = torch.from_numpy(~self.seen).to(self.device)
         self.counts = split.train_counts()
         self.rows = left_pad(windows(split.train, cfg.max_history), cfg.max_history + 1)
-        # above softmax_items training items, each step's softmax samples the rest (objectives.catalogue_sample)
-        trained = np.flatnonzero(self.seen)
-        self.sample_pool = trained if 0 < cfg.softmax_items < len(trained) else None
+        self.sample_pool = sample_pool(self.seen, cfg.softmax_items)
         # popularity prior of the training softmax: the user model need not learn popularity into user
         # vectors, where it would outrank every new item (which has no count) on the cold split
         self.prior = (torch.from_numpy(cfg.popularity_prior * np.log1p(self.counts)).float().to(self.device)
