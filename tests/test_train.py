@@ -265,6 +265,17 @@ def test_a_large_catalogue_trains_on_a_sampled_softmax(tiny_bert_dir: Path, tmp_
         raise AssertionError("the full softmax ran over a catalogue above softmax_items")
 
     monkeypatch.setattr("lmrec.trainer.objectives.full_softmax_ce", refused)
+    real_epoch = _train.Trainer.user_epoch
+
+    def whole_tower(*args: object) -> None:
+        raise AssertionError("a sampled step ran the item tower over the whole catalogue")
+
+    def step_items_only(self: _train.Trainer) -> float:  # the tower runs over each step's items, not all
+        with monkeypatch.context() as patch:
+            patch.setattr(self.tower, "forward", whole_tower)
+            return real_epoch(self)
+
+    monkeypatch.setattr(_train.Trainer, "user_epoch", step_items_only)
     cfg = _config(tiny_bert_dir, softmax_items=40, popularity_prior=1.0, residual_dropout=0.3, epochs=4, patience=4)
     result = train(TINY_DATA, tmp_path / "sampled", seed=1, config=cfg, progress=False)
     assert "softmax over the batch's targets and 40 of the" in capsys.readouterr().err
@@ -275,6 +286,33 @@ def test_a_large_catalogue_trains_on_a_sampled_softmax(tiny_bert_dir: Path, tmp_
     assert verify_bundle(result.bundle) == []
     with pytest.raises(LmrecError, match="softmax_items=-1: must be an integer from 0"):
         TrainConfig(softmax_items=-1)
+
+
+def test_the_item_tower_over_a_steps_items_equals_its_rows_over_all(tiny_bert_dir: Path) -> None:
+    data = lmrec.load_dataset(TINY_DATA)
+    split = make_split(data, "warm", 0)
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((data.n_items, 8)).astype(np.float32)
+    cfg = _config(tiny_bert_dir, softmax_items=40, residual_dropout=0.5)
+    tower = _train.Trainer(data, split, cfg, 0, "cpu", False, base).tower
+    assert tower.borrow is not None and tower.adapter is not None and tower.residual is not None
+    with torch.no_grad():
+        tower.residual.copy_(torch.randn_like(tower.residual))
+        tower.adapter.weight.add_(0.1 * torch.randn_like(tower.adapter.weight))
+    keep = torch.from_numpy((rng.random(data.n_items) >= 0.5).astype(np.float32))
+    items = torch.from_numpy(rng.permutation(data.n_items)[:60])
+    weights = torch.randn(60, 8)
+    grads = []
+    for vectors in (lambda: tower(keep)[items], lambda: tower.subset(items, keep)):
+        tower.zero_grad()
+        out = vectors()
+        (out * weights).sum().backward()
+        grads.append((out.detach(), tower.residual.grad.clone(), tower.adapter.weight.grad.clone()))
+    (full, full_r, full_w), (sub, sub_r, sub_w) = grads
+    dropped_trained = (keep[items] == 0) & tower.seen[items, 0].bool()
+    assert dropped_trained.any() and bool(((sub_r != 0).any(dim=1) & ~tower.seen[:, 0].bool()).sum() == 0)
+    assert torch.allclose(sub, full, atol=1e-6)  # borrowed residuals of dropped items included
+    assert torch.allclose(sub_r, full_r, atol=1e-6) and torch.allclose(sub_w, full_w, atol=1e-5)
 
 
 def test_sequences_and_augmentation() -> None:

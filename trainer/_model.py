@@ -51,16 +51,19 @@ class ItemTower(nn.Module):
 
     def transform(self, text: torch.Tensor, items: torch.Tensor | None = None,
                   keep: torch.Tensor | None = None) -> torch.Tensor:
-        """normalise(t + residual[items]); `keep` (n,) drops residuals where 0 (with `borrow`,
-        dropped items take their borrowed residual instead: a simulated new item)."""
+        """normalise(t + residual[items]) (every item when `items` is None); `keep` (one per row)
+        drops residuals where 0 (with `borrow`, dropped items take their borrowed residual instead:
+        a simulated new item)."""
         z = F.normalize(self.adapter(text) if self.adapter is not None else text, dim=-1)
         if self.residual is not None:
-            r = self.residual * self.seen if items is None else self.residual[items] * self.seen[items]
+            seen = self.seen if items is None else self.seen[items]
+            r = (self.residual if items is None else self.residual[items]) * seen
             if keep is not None:
-                drop = 1.0 - keep.reshape(-1, 1)
-                r = r * (1.0 - drop)
-                if self.borrow is not None and items is None:
-                    r = r + drop * self.seen * torch.sparse.mm(self.borrow, self.residual * self.seen)
+                keep = keep.reshape(-1, 1)
+                r = r * keep
+                if self.borrow is not None:
+                    lend = self.borrow if items is None else self.borrow.index_select(0, items)
+                    r = r + (1.0 - keep) * seen * torch.sparse.mm(lend, self.residual * self.seen)
             z = z + r
         return F.normalize(z, dim=-1)
 
@@ -71,6 +74,11 @@ class ItemTower(nn.Module):
     def forward(self, keep: torch.Tensor | None = None) -> torch.Tensor:
         """All item vectors (n, d), L2-normalised."""
         return self.transform(self.base, None, keep)
+
+    def subset(self, items: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """forward(keep)[items] without the rest of the catalogue: a sampled softmax's step needs
+        only its own items, and on large catalogues the tower over all of them dominates the step."""
+        return self.transform(self.base[items], items, None if keep is None else keep[items])
 
     def affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(weight (d_in, d_out), bias (d_out,)) with x ↦ x @ weight + bias: the adapter as the export bakes it."""

@@ -293,22 +293,31 @@ class Trainer:
                 keep = torch.from_numpy((self.rng.random(n_items) >= cfg.residual_dropout).astype(np.float32)).to(
                     self.device
                 )
-            vectors = self.tower(keep)
+            if self.sample_pool is None:
+                vectors, cand = self.tower(keep), None
+            else:
+                # the tower runs over this step's items only: candidates first, then the other inputs;
+                # rows are renumbered to positions among them (PAD and MASK stay)
+                targets = rows[:, 1:][rows[:, 1:] >= 0]
+                cand, log_p, pos = catalogue_sample(targets, self.sample_pool, cfg.softmax_items, self.rng)
+                history = rows[:, :-1]
+                items = np.concatenate([cand, np.setdiff1d(history[history >= 0], cand)])
+                lookup = np.empty(n_items, dtype=np.int64)
+                lookup[items] = np.arange(len(items))
+                rows = np.where(rows >= 0, lookup[np.maximum(rows, 0)], rows)
+                vectors = self.tower.subset(torch.from_numpy(items).to(self.device), keep)
             inputs = torch.from_numpy(rows[:, :-1]).to(self.device)
             labels = torch.from_numpy(rows[:, 1:]).to(self.device)
             x, m = gather(vectors, inputs)
             out = self.user(x, m)
             sel = labels >= 0
-            if self.sample_pool is None:
+            if cand is None:
                 loss = full_softmax_ce(out[sel], vectors, labels[sel], self.unseen, self.prior)
             else:
-                cand, log_p, pos = catalogue_sample(labels[sel].cpu().numpy(), self.sample_pool, cfg.softmax_items,
-                                                    self.rng)
-                c = torch.from_numpy(cand).to(self.device)
                 log_q = torch.from_numpy(log_p).to(self.device)
                 if self.prior is not None:
-                    log_q = log_q - self.prior[c]
-                loss = sampled_softmax(out[sel], vectors[c], torch.from_numpy(pos).to(self.device), log_q)
+                    log_q = log_q - self.prior[torch.from_numpy(cand).to(self.device)]
+                loss = sampled_softmax(out[sel], vectors[:len(cand)], torch.from_numpy(pos).to(self.device), log_q)
             if "cl" in cfg.objectives and cfg.cl_weight > 0:
                 seqs = [r[r >= 0] for r in rows[:, :-1]]
                 views = [left_pad([augment(s, cfg.augment_ratio, self.rng) for s in seqs], cfg.max_history)
