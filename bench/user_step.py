@@ -34,7 +34,7 @@ def main() -> None:
 
     import lmrec
     from lmrec.evaluation import make_split
-    from lmrec.trainer import Trainer, TrainConfig, set_torch_threads
+    from lmrec.trainer import TrainConfig, Trainer, set_torch_threads
 
     set_torch_threads(args.threads)
     data = lmrec.load_dataset(args.data)
@@ -58,7 +58,7 @@ def main() -> None:
                                                          tower.__dict__.pop("subset", None)),
     }
     seconds: dict[str, list[float]] = {name: [] for name in variants}
-    for name, use in variants.items():  # warm-up: allocations, first-call paths
+    for use in variants.values():  # warm-up: allocations, first-call paths
         use()
         trainer.user_epoch()
     for _ in range(args.repeats):
@@ -75,7 +75,8 @@ def main() -> None:
     report = {
         "data": args.data, "items": data.n_items, "training_items": int(trainer.seen.sum()),
         "softmax_items": cfg.softmax_items, "batch_size": cfg.batch_size, "objectives": list(cfg.objectives),
-        "residual_dropout": cfg.residual_dropout, "steps_per_epoch": steps_per_epoch, "steps": args.steps, "repeats": args.repeats,
+        "residual_dropout": cfg.residual_dropout, "steps_per_epoch": steps_per_epoch, "steps": args.steps,
+        "repeats": args.repeats,
         "threads": args.threads, "machine": platform.processor() or platform.machine(), "variants": rows,
     }
     print(json.dumps(report, indent=2))

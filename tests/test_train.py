@@ -119,6 +119,32 @@ def test_resume_after_interruption_gives_the_same_model(trained: Path, tiny_bert
     assert np.array_equal(np.load(trained / "item_vectors.npy"), np.load(out / "item_vectors.npy"))
 
 
+def test_a_resumed_run_counts_the_budget_the_runs_before_it_spent(tiny_bert_dir: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    out, lines = tmp_path / "resumed", []
+    real_epoch = _train.Trainer.user_epoch
+
+    def interrupted(self: _train.Trainer) -> float:
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(self)
+
+    monkeypatch.setattr(_train.Trainer, "user_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), progress=False)
+    state_file = _train.checkpoint_dir(out) / "state.pt"
+    saved = torch.load(state_file, weights_only=False)
+    saved["state"]["elapsed"] = 40 * 60.0  # the run before spent 40 minutes
+    torch.save(saved, state_file)
+    monkeypatch.setattr(_train.Trainer, "user_epoch", real_epoch)
+    resumed = train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), resume=True, progress=False, budget=30,
+                    log=lines.append)
+    assert "resumed: 40.0 min of the 30-min --budget spent before" in lines
+    assert any("the --budget ran out after epoch 1" in line for line in lines)
+    assert [h["epoch"] for h in resumed.history] == [0, 1]  # no epoch past the spent budget; the model is kept
+    assert verify_bundle(resumed.bundle) == []
+
+
 def test_a_failed_int8_gate_never_loses_the_training(trained: Path, tiny_bert_dir: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -122,7 +122,6 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     resolve_model(cfg.base_model)  # a missing folder fails now, not after loading the data
     started = time.perf_counter()
     clock = time.monotonic()
-    deadline = (lambda share: None) if budget is None else (lambda share: clock + share * budget * 60)
     dataset = load_dataset(data)
     for line in dataset.report.lines():
         log(f"data: {line}")
@@ -149,6 +148,10 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     torch.manual_seed(seed)
     ckpt = checkpoint_dir(out)
     saved = load_checkpoint(ckpt, meta) if resume else None
+    if saved is not None and budget:  # the budget is the whole run's, across resumes
+        clock -= saved["state"]["elapsed"]
+        log(f"resumed: {saved['state']['elapsed'] / 60:.1f} min of the {budget:g}-min --budget spent before")
+    deadline = (lambda share: None) if budget is None else (lambda share: clock + share * budget * 60)
     if not resume and ckpt.is_dir():
         if (ckpt / CHECKPOINT).is_file():
             log(f"a checkpoint exists in {ckpt}: starting over (pass --resume to continue it)")
