@@ -80,7 +80,8 @@ def test_cached_states_of_a_large_catalogue_go_to_a_file_and_give_the_same_vecto
         PartialEncoder(encoder, texts, 1, progress=False, spill_dir=tmp_path / "spill", memory_limit=0)
 
 
-def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_dir: Path, tmp_path: Path) -> None:
+def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_dir: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     result = train(TINY_DATA, tmp_path / "searched", seed=2, config=_config(tiny_bert_dir), search=True,
                    fixed=set(FAST) | {"base_model"}, progress=False)
     training = json.loads((result.bundle / "manifest.json").read_text())["training"]
@@ -89,6 +90,7 @@ def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_
     best = max(search["candidates"], key=lambda c: c["best_valid_ndcg@10"])
     assert search["chosen"] == best["settings"]
     assert "text" in training and training["encoder_fine_tuned"] == training["text"]["fine_tuned"]
+    assert f"({training['encoder']}) to ONNX" in capsys.readouterr().err  # the log names the weights it exports
     chosen = training["config"]
     assert f"residual_dropout {chosen['residual_dropout']}" in search["chosen"]
     assert chosen["max_length"] == FAST["max_length"]  # fixed settings stay as given

@@ -49,6 +49,7 @@ class TorchEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         self.name = resolve_model(name_or_path)
+        self.weights = "base model"  # what the weights are now (training sets it when it loads others)
         self.device = torch.device(device)
         self.max_length = max_length
         try:

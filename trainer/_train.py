@@ -268,6 +268,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     weights = (TorchEncoder(cfg.base_model, max_length=cfg.max_length).model.state_dict() if chosen == "base"
                else trainer.encoder_states.get(chosen) or encoder_states[chosen])
     encoder.model.load_state_dict(weights)
+    encoder.weights = ENCODER_KINDS[chosen].format(layers=cfg.finetune_layers)
     encoder.model.to("cpu").eval()
     encoder.device = torch.device("cpu")
     trainer.tower.to("cpu")

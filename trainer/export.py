@@ -121,7 +121,7 @@ def export_encoder(base_model: str | None, out_dir: str | Path, max_length: int 
     config = encoder.model.config
     with tempfile.TemporaryDirectory(prefix="lmrec-export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
-        _log(f"exporting {encoder.name} to ONNX (opset {OPSET})")
+        _log(f"exporting {encoder.name} ({encoder.weights}) to ONNX (opset {OPSET})")
         inputs = export_torch(encoder, raw)
         _log("optimising the fp32 graph (ONNX Runtime transformer fusion)")
         fused = optimise(raw, out / Manifest.ENCODER_FILES["fp32"], config)
