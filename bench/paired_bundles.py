@@ -11,6 +11,8 @@ of the same seed see the same users, so the difference per user is what to boots
 (2 000 resamples) and compares the means over all seeds' users: the ratio A / B and A - B.
 Both bundles score through the SDK at their default precision, as `lmrec eval --methods lmrec`;
 `--bonus G` scores A with new-item bonus G instead of its manifest's (0: what training alone did).
+`--history` adds the warm-target users whose history holds a held-out item and those whose history
+does not, and every line gives the mean number of held-out items in each bundle's top 10.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def main() -> None:
                    help="a seed, the bundle under test and the reference, both of that seed (repeat per seed)")
     p.add_argument("--parts", default="valid,test")
     p.add_argument("--bonus", type=float, default=None, help="A's new-item bonus (default: its manifest's)")
+    p.add_argument("--history", action="store_true",
+                   help="also split warm targets by whether the history holds a held-out item")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     pairs = []
@@ -64,7 +68,7 @@ def main() -> None:
     parts = args.parts.split(",")
     data = load_dataset(args.data)
     report: dict = {"data": data.name, "split": args.split, "pairs": [list(x) for x in pairs], "bonus_a": args.bonus}
-    found: dict[str, list] = {part: [] for part in parts}  # (seed, {group: (result A, result B)})
+    found: dict[str, list] = {part: [] for part in parts}  # (seed, {group: (result A, result B)}, held-out mask)
     for seed, a, b in pairs:
         split = make_split(data, args.split, seed)
         ctx = FitContext(data, split, seed=seed, progress=False)
@@ -81,19 +85,25 @@ def main() -> None:
             cases = getattr(split, part)
             new = split.new_targets(cases)
             masks = {"all": np.ones(len(cases), dtype=bool), "warm": ~new, "new": new}
+            held = np.zeros(split.n_items, dtype=bool)
+            held[split.cold_items] = True
+            if args.history:
+                holds = np.array([held[np.asarray(h, dtype=np.int64)].any() for h in cases.histories])
+                masks |= {"warm, history holds a new item": ~new & holds, "warm, history all warm": ~new & ~holds}
             masks = {g: m for g, m in masks.items() if m.any()}  # the warm split has no new targets
             ra, rb = (evaluate(f, cases, split.n_items) for f in (score_a, scorers[1].score))
-            found[part].append((seed, {g: (ra.subset(m), rb.subset(m)) for g, m in masks.items()}))
+            found[part].append((seed, {g: (ra.subset(m), rb.subset(m)) for g, m in masks.items()}, held))
     rng = np.random.default_rng(0)
     for part in parts:
         per_seed = []
-        for seed, groups in found[part]:
+        for seed, groups, held in found[part]:
             row: dict = {"seed": seed}
             for g, (ra, rb) in groups.items():
                 row[g] = _line(ra.values["ndcg@10"], rb.values["ndcg@10"],
                                paired_bootstrap(ra, rb, ("ndcg@10",), seed=seed)["ndcg@10"])
+                row[g]["new_in_top10"] = [float(held[r.topk].sum(1).mean()) for r in (ra, rb)]
             per_seed.append(row)
-        pooled = {g: _pooled([groups[g] for _, groups in found[part]], rng) for g in found[part][0][1]}
+        pooled = {g: _pooled([groups[g] for _, groups, _ in found[part]], rng) for g in found[part][0][1]}
         report[part] = {"per_seed": per_seed, "pooled": pooled}
         for row in (*per_seed, {"seed": "pooled", **pooled}):
             print(part, row["seed"], {g: (round(row[g]["a"], 4), round(row[g]["b"], 4), round(row[g]["ratio"] or 0, 3),
