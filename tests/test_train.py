@@ -95,22 +95,27 @@ def test_deterministic_for_a_seed(trained: Path, tiny_bert_dir: Path, tmp_path: 
     assert [h["loss"] for h in first] == [h["loss"] for h in again.history]
 
 
-def test_resume_after_interruption_gives_the_same_model(trained: Path, tiny_bert_dir: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "resumed"
+def _interrupted_after(epochs: int, out: Path, tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Train into `out` until `epochs` user epochs are done, then interrupt (Ctrl-C); the checkpoint's state file."""
     real_epoch = _train.Trainer.user_epoch
 
     def interrupted(self: _train.Trainer) -> float:
-        if self.epoch == 2:
+        if self.epoch == epochs:
             raise KeyboardInterrupt
         return real_epoch(self)
 
-    monkeypatch.setattr(_train.Trainer, "user_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), progress=False)
-    assert not out.exists() and (_train.checkpoint_dir(out) / "state.pt").is_file()
-    spent = torch.load(_train.checkpoint_dir(out) / "state.pt", weights_only=False)["state"]["elapsed"]
-    monkeypatch.setattr(_train.Trainer, "user_epoch", real_epoch)
+    with monkeypatch.context() as patch:
+        patch.setattr(_train.Trainer, "user_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), progress=False)
+    assert not out.exists()
+    return _train.checkpoint_dir(out) / "state.pt"
+
+
+def test_resume_after_interruption_gives_the_same_model(trained: Path, tiny_bert_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "resumed"
+    spent = torch.load(_interrupted_after(2, out, tiny_bert_dir, monkeypatch), weights_only=False)["state"]["elapsed"]
     with pytest.raises(LmrecError, match="another seed"):
         train(TINY_DATA, out, seed=4, config=_config(tiny_bert_dir), resume=True, progress=False)
     resumed = train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), resume=True, progress=False)
@@ -122,21 +127,10 @@ def test_resume_after_interruption_gives_the_same_model(trained: Path, tiny_bert
 def test_a_resumed_run_counts_the_budget_the_runs_before_it_spent(tiny_bert_dir: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     out, lines = tmp_path / "resumed", []
-    real_epoch = _train.Trainer.user_epoch
-
-    def interrupted(self: _train.Trainer) -> float:
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-        return real_epoch(self)
-
-    monkeypatch.setattr(_train.Trainer, "user_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), progress=False)
-    state_file = _train.checkpoint_dir(out) / "state.pt"
+    state_file = _interrupted_after(1, out, tiny_bert_dir, monkeypatch)
     saved = torch.load(state_file, weights_only=False)
     saved["state"]["elapsed"] = 40 * 60.0  # the run before spent 40 minutes
     torch.save(saved, state_file)
-    monkeypatch.setattr(_train.Trainer, "user_epoch", real_epoch)
     resumed = train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), resume=True, progress=False, budget=30,
                     log=lines.append)
     assert "resumed: 40.0 min of the 30-min --budget spent before" in lines
