@@ -39,9 +39,8 @@ def main() -> None:
     set_torch_threads(args.threads)
     data = lmrec.load_dataset(args.data)
     split = make_split(data, "warm", 0)
-    cfg = TrainConfig(objectives=("cl", "cooc"))
-    if args.softmax_items is not None:
-        cfg = TrainConfig(objectives=("cl", "cooc"), softmax_items=args.softmax_items)
+    sample = {} if args.softmax_items is None else {"softmax_items": args.softmax_items}
+    cfg = TrainConfig(objectives=("cl", "cooc"), **sample)
     base = np.random.default_rng(0).standard_normal((data.n_items, 384)).astype(np.float32)
     trainer = Trainer(data, split, cfg, 0, "cpu", False, base, log=lambda message: None)
     steps_per_epoch = -(-len(trainer.rows) // cfg.batch_size)

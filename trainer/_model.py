@@ -63,7 +63,8 @@ class ItemTower(nn.Module):
                 r = r * keep
                 if self.borrow is not None:
                     lend = self.borrow if items is None else self.borrow.index_select(0, items)
-                    r = r + (1.0 - keep) * seen * torch.sparse.mm(lend, self.residual * self.seen)
+                    # borrow's columns are trained items only: no mask over the whole residual matrix
+                    r = r + (1.0 - keep) * seen * torch.sparse.mm(lend, self.residual)
             z = z + r
         return F.normalize(z, dim=-1)
 
