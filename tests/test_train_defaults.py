@@ -195,6 +195,27 @@ def test_resume_skips_a_finished_text_stage(tiny_bert_dir: Path, tmp_path: Path,
     assert "text" in json.loads((result.bundle / "manifest.json").read_text())["training"]
 
 
+def test_a_resumed_stage_counts_the_budget_its_run_spent(tiny_bert_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(tiny_bert_dir, objectives=("text",))
+    out = tmp_path / "b"
+    monkeypatch.setattr(_train.Trainer, "validate_start", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY_DATA, out, seed=0, config=cfg, progress=False, budget=30)
+    monkeypatch.undo()
+    stage_file = _train.checkpoint_dir(out) / "stage-text.pt"
+    stage = torch.load(stage_file, weights_only=False)
+    assert 0 < stage["elapsed"] < 600
+    stage["elapsed"] = 40 * 60.0  # the run before spent 40 minutes before its text stage was saved
+    torch.save(stage, stage_file)
+    lines: list[str] = []
+    result = train(TINY_DATA, out, seed=0, config=cfg, resume=True, progress=False, budget=30, log=lines.append)
+    assert "resumed: 40.0 min of the 30-min --budget spent before (in the stages kept)" in lines
+    assert any(line.startswith("warning: the passes over the catalogue took") for line in lines)
+    assert [h["epoch"] for h in result.history] == [0, 1]  # one epoch past a spent budget; the model is kept
+    assert result.seconds > 40 * 60
+
+
 def test_budget_and_split_flags_are_checked_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--out", str(tmp_path / "x"), "--budget", "-1"]) == 2
     assert "--budget -1.0: must be a number of minutes" in capsys.readouterr().err

@@ -167,13 +167,17 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     floor = _last_item_ndcg(base, parts.valid, parts.n_items, new_items) if new_items.any() else None
     encoder_states: dict[str, Any] = {}
     reports: dict[str, Any] = {}
+    prior = 0.0  # seconds earlier runs spent in the stages this one resumes from (no user epoch saved yet)
     if "mlm" in cfg.objectives:
         stage = load_stage(ckpt, "mlm", meta) if resume else None
         if stage is None:
             mlm_warmup(encoder, dataset.item_texts, cfg.mlm_epochs, cfg.mlm_lr, cfg.mlm_probability, 32,
                        np.random.default_rng(seed), progress, log)
-            stage = {"state": {k: v.detach().clone() for k, v in encoder.model.state_dict().items()}}
+            stage = {"state": {k: v.detach().clone() for k, v in encoder.model.state_dict().items()},
+                     "elapsed": time.perf_counter() - started}
             save_stage(ckpt, "mlm", meta, stage)
+        elif saved is None:
+            started, clock, prior = _count_stage_time(stage, started, clock, prior)
         encoder.model.load_state_dict(stage["state"])
         encoder_states["mlm"] = stage["state"]
         base = encoder.encode(dataset.item_texts, progress=progress)
@@ -192,14 +196,19 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
             if full is not None:
                 took = time.perf_counter() - pass_started
                 log(f"text: {len(full)} items re-encoded by the fine-tuned encoder in {took:.0f}s")
-            stage = {"state": result.state, "vectors": full, "report": result.report}
+            stage = {"state": result.state, "vectors": full, "report": result.report,
+                     "elapsed": time.perf_counter() - started}
             save_stage(ckpt, "text", meta, stage)
+        elif saved is None:
+            started, clock, prior = _count_stage_time(stage, started, clock, prior)
         reports["text"] = stage["report"]
         if stage["state"] is not None:
             encoder.model.load_state_dict(stage["state"])
             encoder_states["text"] = stage["state"]
             vectors, version = stage["vectors"], "text"
 
+    if prior and budget:
+        log(f"resumed: {prior / 60:.1f} min of the {budget:g}-min --budget spent before (in the stages kept)")
     spent = deadline(TRAIN_SHARE)
     spent_before = saved is None and spent is not None and time.monotonic() >= spent  # before any user epoch
     if spent_before:
@@ -291,6 +300,13 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
 
         shutil.rmtree(ckpt, ignore_errors=True)
     return TrainResult(bundle, trainer.history, valid, seconds)
+
+
+def _count_stage_time(stage: dict[str, Any], started: float, clock: float, prior: float) -> tuple[float, float, float]:
+    """(started, clock, prior) moved back by the time a resumed stage's runs spent beyond `prior`:
+    that time counts toward the --budget and the run's seconds as if it ran in this process."""
+    extra = max(0.0, float(stage.get("elapsed", 0.0)) - prior)  # older stage files have none
+    return started - extra, clock - extra, prior + extra
 
 
 def _seen(parts: Any) -> np.ndarray:
