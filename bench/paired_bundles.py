@@ -103,12 +103,13 @@ def main() -> None:
                                paired_bootstrap(ra, rb, ("ndcg@10",), seed=seed)["ndcg@10"])
                 row[g]["new_in_top10"] = [float(held[r.topk].sum(1).mean()) for r in (ra, rb)]
             per_seed.append(row)
-        pooled = {g: _pooled([groups[g] for _, groups, _ in found[part]], rng) for g in found[part][0][1]}
+        names = dict.fromkeys(g for _, groups, _ in found[part] for g in groups)  # a group may be empty on a seed
+        pooled = {g: _pooled([groups[g] for _, groups, _ in found[part] if g in groups], rng) for g in names}
         report[part] = {"per_seed": per_seed, "pooled": pooled}
         for row in (*per_seed, {"seed": "pooled", **pooled}):
-            print(part, row["seed"], {g: (round(row[g]["a"], 4), round(row[g]["b"], 4), round(row[g]["ratio"] or 0, 3),
-                                         [round(x, 3) for x in row[g]["ratio_ci95"] or []]) for g in pooled},
-                  flush=True)
+            shown = {g: (round(row[g]["a"], 4), round(row[g]["b"], 4), round(row[g]["ratio"] or 0, 3),
+                         [round(x, 3) for x in row[g]["ratio_ci95"] or []]) for g in pooled if g in row}
+            print(part, row["seed"], shown, flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 
