@@ -180,15 +180,20 @@ def test_the_export_keeps_trainings_catalogue_vectors_only_when_the_fp32_graph_g
     assert np.min(np.sum(stored * rec.embed_texts(data.item_texts), axis=1)) >= 0.99999
 
 
+def _interrupted_after_the_text_stage(cfg: TrainConfig, out: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Train into `out` until the text stage is saved, then interrupt (Ctrl-C) before any user epoch; its stage file."""
+    with monkeypatch.context() as patch:
+        patch.setattr(_train.Trainer, "validate_start", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            train(TINY_DATA, out, seed=0, config=cfg, progress=False, budget=30)
+    return _train.checkpoint_dir(out) / "stage-text.pt"
+
+
 def test_resume_skips_a_finished_text_stage(tiny_bert_dir: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _config(tiny_bert_dir, objectives=("text",))
     out = tmp_path / "b"
-    monkeypatch.setattr(_train.Trainer, "validate_start", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(KeyboardInterrupt):
-        train(TINY_DATA, out, seed=0, config=cfg, progress=False)
-    assert (_train.checkpoint_dir(out) / "stage-text.pt").is_file()
-    monkeypatch.undo()
+    assert _interrupted_after_the_text_stage(cfg, out, monkeypatch).is_file()
     lines: list[str] = []
     result = train(TINY_DATA, out, seed=0, config=cfg, resume=True, progress=False, log=lines.append)
     assert not [line for line in lines if line.startswith("text")], "fine-tuned again"
@@ -199,11 +204,7 @@ def test_a_resumed_stage_counts_the_budget_its_run_spent(tiny_bert_dir: Path, tm
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _config(tiny_bert_dir, objectives=("text",))
     out = tmp_path / "b"
-    monkeypatch.setattr(_train.Trainer, "validate_start", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(KeyboardInterrupt):
-        train(TINY_DATA, out, seed=0, config=cfg, progress=False, budget=30)
-    monkeypatch.undo()
-    stage_file = _train.checkpoint_dir(out) / "stage-text.pt"
+    stage_file = _interrupted_after_the_text_stage(cfg, out, monkeypatch)
     stage = torch.load(stage_file, weights_only=False)
     assert 0 < stage["elapsed"] < 600
     stage["elapsed"] = 40 * 60.0  # the run before spent 40 minutes before its text stage was saved
