@@ -148,8 +148,10 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     torch.manual_seed(seed)
     ckpt = checkpoint_dir(out)
     saved = load_checkpoint(ckpt, meta) if resume else None
-    if saved is not None and budget:  # the budget is the whole run's, across resumes
-        clock -= saved["state"]["elapsed"]
+    prior = 0.0  # seconds the runs this one resumes spent: they count toward --budget and the run's seconds
+    if saved is not None:
+        started, clock, prior = _count_earlier(saved["state"]["elapsed"], started, clock, prior)
+    if saved is not None and budget:
         log(f"resumed: {saved['state']['elapsed'] / 60:.1f} min of the {budget:g}-min --budget spent before")
     deadline = (lambda share: None) if budget is None else (lambda share: clock + share * budget * 60)
     if not resume and ckpt.is_dir():
@@ -167,7 +169,6 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     floor = _last_item_ndcg(base, parts.valid, parts.n_items, new_items) if new_items.any() else None
     encoder_states: dict[str, Any] = {}
     reports: dict[str, Any] = {}
-    prior = 0.0  # seconds earlier runs spent in the stages this one resumes from (no user epoch saved yet)
     if "mlm" in cfg.objectives:
         stage = load_stage(ckpt, "mlm", meta) if resume else None
         if stage is None:
@@ -176,8 +177,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
             stage = {"state": {k: v.detach().clone() for k, v in encoder.model.state_dict().items()},
                      "elapsed": time.perf_counter() - started}
             save_stage(ckpt, "mlm", meta, stage)
-        elif saved is None:
-            started, clock, prior = _count_stage_time(stage, started, clock, prior)
+        else:
+            started, clock, prior = _count_earlier(stage.get("elapsed", 0.0), started, clock, prior)
         encoder.model.load_state_dict(stage["state"])
         encoder_states["mlm"] = stage["state"]
         base = encoder.encode(dataset.item_texts, progress=progress)
@@ -199,15 +200,15 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
             stage = {"state": result.state, "vectors": full, "report": result.report,
                      "elapsed": time.perf_counter() - started}
             save_stage(ckpt, "text", meta, stage)
-        elif saved is None:
-            started, clock, prior = _count_stage_time(stage, started, clock, prior)
+        else:
+            started, clock, prior = _count_earlier(stage.get("elapsed", 0.0), started, clock, prior)
         reports["text"] = stage["report"]
         if stage["state"] is not None:
             encoder.model.load_state_dict(stage["state"])
             encoder_states["text"] = stage["state"]
             vectors, version = stage["vectors"], "text"
 
-    if prior and budget:
+    if saved is None and prior and budget:
         log(f"resumed: {prior / 60:.1f} min of the {budget:g}-min --budget spent before (in the stages kept)")
     spent = deadline(TRAIN_SHARE)
     spent_before = saved is None and spent is not None and time.monotonic() >= spent  # before any user epoch
@@ -254,10 +255,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         trainer.validate_start()
     cfg = trainer.cfg
 
-    before = trainer.elapsed  # a resumed run counts the time of the runs it continues
-
     def save() -> None:
-        trainer.elapsed = before + time.perf_counter() - started
+        trainer.elapsed = time.perf_counter() - started  # with the time of the runs it continues
         save_checkpoint(ckpt, trainer, meta, {"config": cfg.to_dict(), "reports": reports})
 
     save()
@@ -287,7 +286,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         trainer.tower.borrow = trainer.tower.borrow.cpu()
     reports["new_items"] = trainer.calibrate_bonus(floor) if floor is not None else {"bonus": trainer.bonus}
     valid = trainer.validate()
-    seconds = before + time.perf_counter() - started
+    seconds = time.perf_counter() - started
     log(f"best: phase {trainer.best['phase']} epoch {trainer.best['epoch']}, valid ndcg@10 {valid['ndcg@10']:.4f} "
         f"({seconds / 60:.1f} min)")
     if plot is not None:
@@ -302,10 +301,11 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     return TrainResult(bundle, trainer.history, valid, seconds)
 
 
-def _count_stage_time(stage: dict[str, Any], started: float, clock: float, prior: float) -> tuple[float, float, float]:
-    """(started, clock, prior) moved back by the time a resumed stage's runs spent beyond `prior`:
-    that time counts toward the --budget and the run's seconds as if it ran in this process."""
-    extra = max(0.0, float(stage.get("elapsed", 0.0)) - prior)  # older stage files have none
+def _count_earlier(elapsed: float, started: float, clock: float, prior: float) -> tuple[float, float, float]:
+    """(started, clock, prior) moved back by what the runs a resumed checkpoint or stage saw spent
+    (`elapsed`, older stage files have none) beyond `prior`, the time already counted: it counts
+    toward the --budget and the run's seconds as if it ran in this process."""
+    extra = max(0.0, float(elapsed) - prior)
     return started - extra, clock - extra, prior + extra
 
 
