@@ -96,14 +96,15 @@ def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_
     assert chosen["max_length"] == FAST["max_length"]  # fixed settings stay as given
 
 
-def test_a_search_with_new_items_keeps_cl_and_cooc_off_and_races_the_popularity_prior(tiny_bert_dir: Path,
-                                                                                     tmp_path: Path) -> None:
+def test_a_search_with_new_items_keeps_cl_and_cooc_off_and_races_the_popularity_prior(
+        tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = train(TINY_DATA, tmp_path / "mixed", split="mixed", seed=1, config=_config(tiny_bert_dir), search=True,
                    fixed=set(FAST) | {"base_model"}, progress=False)
     training = json.loads((result.bundle / "manifest.json").read_text())["training"]
     settings = [c["settings"] for c in training["search"]["candidates"]]
     assert settings == ["popularity_prior 1.0", "popularity_prior 0.0"]
     assert training["config"]["objectives"] == ["text"] and training["config"]["residual_dropout"] > 0
+    assert "search: objectives cl,cooc off beside borrowed residuals" in capsys.readouterr().err
 
 
 def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Path, tmp_path: Path,

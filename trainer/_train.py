@@ -241,6 +241,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         if spent_before:
             configs = configs[:1]  # an epoch per candidate would overrun a spent budget by as many epochs
         log(f"search: {len(configs)} candidate(s), about {rungs_cost(len(configs))} epochs before the winner's own")
+        if off := [o for o in cfg.objectives if all(o not in c.objectives for c in configs)]:
+            log(f"search: objectives {','.join(off)} off beside borrowed residuals (the split holds new items)")
         trainers = [make(c) for c in configs]
         untrained = trainers[0].validate_start()
         for t in trainers[1:]:
