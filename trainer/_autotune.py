@@ -40,12 +40,14 @@ def _objectives(base: tuple[str, ...], on: bool) -> tuple[str, ...]:
 
 
 def candidates(base: TrainConfig, train: Sequence[np.ndarray], fixed: Collection[str],
-               new_items: bool) -> list[TrainConfig]:
+               new_items: bool, log: Callable[[str], None]) -> list[TrainConfig]:
     """The grid over the settings not in `fixed` (those the user set), from `base`; `new_items`:
     the split holds items out of training."""
     grid: dict[str, tuple[Any, ...]] = {}
     if "objectives" not in fixed:
         if new_items:
+            if off := [o for o in base.objectives if o in USER_OBJECTIVES]:
+                log(f"search: objectives {','.join(off)} off beside borrowed residuals (the split holds new items)")
             base = replace(base, objectives=_objectives(base.objectives, False))
         else:
             grid["objectives"] = (_objectives(base.objectives, True), _objectives(base.objectives, False))

@@ -237,12 +237,10 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     elif search:
         from ._autotune import candidates, choose, rungs_cost
 
-        configs = candidates(cfg, parts.train, fixed, bool(new_items.any()))
+        configs = candidates(cfg, parts.train, fixed, bool(new_items.any()), log)
         if spent_before:
             configs = configs[:1]  # an epoch per candidate would overrun a spent budget by as many epochs
         log(f"search: {len(configs)} candidate(s), about {rungs_cost(len(configs))} epochs before the winner's own")
-        if off := [o for o in cfg.objectives if all(o not in c.objectives for c in configs)]:
-            log(f"search: objectives {','.join(off)} off beside borrowed residuals (the split holds new items)")
         trainers = [make(c) for c in configs]
         untrained = trainers[0].validate_start()
         for t in trainers[1:]:
