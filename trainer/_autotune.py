@@ -4,9 +4,9 @@ The candidates are the settings the ablations found to matter (bench/RESULTS.md,
 "Defaults on any data"): on a split without new items, the `cl` + `cooc` objectives or neither
 (they helped Office, hurt MovieLens) and residual dropout; on one with new items (where residual
 dropout is what teaches the user model to rank borrowed residuals, so it stays on), the
-popularity prior, with `cl` + `cooc` off (beside borrowed residuals they tie on validation, rank
-new items worse and double an epoch's time on Office: RESULTS, "cl and cooc beside borrowed
-residuals"); and a longer history where the data has long histories. Each candidate is a
+popularity prior, with `cl` + `cooc` off (beside borrowed residuals they tie on validation, place
+new targets lower among warm items and double an epoch's time on Office: RESULTS, "cl and cooc
+beside borrowed residuals"); and a longer history where the data has long histories. Each candidate is a
 `Trainer` over the same item vectors; successive halving keeps the better half after each rung,
 so four candidates cost about two full runs. The plan (candidates, rungs) depends on the data
 and the settings only, never on the clock, so a run is deterministic for a seed; `--budget` is a
