@@ -17,15 +17,13 @@ figures beside the bundle as shipped.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
-from lmrec.data import load_dataset
-from lmrec.evaluation import BundleScorer, FitContext, make_split
+from lmrec.evaluation import BundleScorer
 from lmrec.trainer.baselines import BASELINES
+from new_items import mixed_setup  # bench/ is the script's folder
 
 GAMMAS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)  # the trainer's grid, to 1
 RULES = ((10, 0.05), (10, 0.02), (10, 0.01), (5, 0.05), (5, 0.02), (3, 0.02))  # (k, temperature)
@@ -55,17 +53,7 @@ def _grid(scorer: BundleScorer, cases: object, new: np.ndarray, shipped: float) 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True)
-    p.add_argument("--bundle", required=True, help="a bundle trained with --split cold or mixed")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
-    data = load_dataset(args.data)
-    split = make_split(data, "mixed", args.seed)
-    ctx = FitContext(data, split, seed=args.seed, progress=False)
-    new = np.zeros(split.n_items, dtype=bool)
-    new[split.cold_items] = True
+    args, data, split, ctx, new = mixed_setup(__doc__.split("\n\n")[0])
     scorer, plain = BundleScorer(args.bundle), BundleScorer(args.bundle, new_items=False)
     zeroshot = BASELINES["zeroshot"]()
     for s in (scorer, plain, zeroshot):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from lmrec.data import load_dataset
@@ -53,8 +54,10 @@ def _ci(diff: np.ndarray, rng: np.random.Generator) -> list[float]:
     return [round(float(x), 4) for x in np.percentile(means, [2.5, 97.5])]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def mixed_setup(description: str) -> tuple[argparse.Namespace, Any, Any, FitContext, np.ndarray]:
+    """The command line of a script over a held-out-items bundle (--data, --bundle, --seed, --json)
+    and the mixed split it is scored on: (args, data, split, fit context, mask of the new items)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", required=True)
     p.add_argument("--bundle", required=True, help="a bundle trained with --split cold or mixed")
     p.add_argument("--seed", type=int, default=0)
@@ -62,9 +65,13 @@ def main() -> None:
     args = p.parse_args()
     data = load_dataset(args.data)
     split = make_split(data, "mixed", args.seed)
-    ctx = FitContext(data, split, seed=args.seed, progress=False)
     new = np.zeros(split.n_items, dtype=bool)
     new[split.cold_items] = True
+    return args, data, split, FitContext(data, split, seed=args.seed, progress=False), new
+
+
+def main() -> None:
+    args, data, split, ctx, new = mixed_setup(__doc__.split("\n\n")[0])
     scorers = {"lmrec": BundleScorer(args.bundle), "lmrec-plain": BundleScorer(args.bundle, "fp32", "lmrec-plain",
                                                                                new_items=False),
                "zeroshot": BASELINES["zeroshot"]()}
