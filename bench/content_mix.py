@@ -1,0 +1,125 @@
+"""New items scored by the user model plus the fine-tuned encoder's own text similarity.
+
+    cd /work/main && HF_HUB_OFFLINE=1 .venv/bin/python bench/content_mix.py \\
+        --data amazon:../shared/data/amazon-office --bundle out/quality/amazon-office-cold-s0 \\
+        --seed 0 --json bench/results/content-mix/amazon-office-s0.json
+
+A bundle trained with held-out items scores a new item by its user model (text vector through the
+adapter plus a borrowed residual) and the new-item bonus γ. This script adds, for new items only,
+β × the user's score spread × the z-scored cosine between the item's text vector and the mean of
+the user's last n history text vectors (the bundle's own encoder, as `Recommender.embed_texts`
+gives them), and measures on the mixed split:
+- among the new items only (users whose target is new, history excluded): n and β chosen on
+  validation by this ranking, test with paired 95 % CIs against the user model alone (β 0) and
+  against the untrained encoder (`zeroshot`, as `lmrec eval`);
+- the whole catalogue: (β, γ) chosen on validation, the most new-target NDCG@10 with warm targets
+  at most 3 % below the bundle at β 0, γ 0 (the trainer's rule), against the shipped γ at β 0.
+Paired bootstrap over users, 2 000 resamples. About two minutes a bundle on one core.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+from lmrec.evaluation import BundleScorer
+from lmrec.trainer.baselines import BASELINES
+from new_items import mixed_setup  # bench/ is the script's folder
+
+LAST_N = (1, 5, 20)
+BETAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
+WARM_COST = 0.03
+
+
+def _ndcg(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray,
+          allowed: np.ndarray | None = None) -> np.ndarray:
+    """Per-user NDCG@10 of full rows of scores, history (and items outside `allowed`) excluded."""
+    s = scores.astype(np.float64)
+    for row, h in zip(s, histories, strict=True):
+        row[h] = -np.inf
+    if allowed is not None:
+        s[:, ~allowed] = -np.inf
+    rank = (s > s[np.arange(len(targets)), targets][:, None]).sum(1)
+    return np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
+
+
+def _paired(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> dict:
+    idx = rng.integers(0, len(a), (2000, len(a)))
+    diff = a[idx].mean(1) - b[idx].mean(1)
+    return {"ratio": round(float(a.mean() / b.mean()), 3),
+            "diff_ci95": [round(float(x), 4) for x in np.percentile(diff, [2.5, 97.5])]}
+
+
+def _z(s: np.ndarray) -> np.ndarray:
+    return (s - s.mean(1, keepdims=True)) / s.std(1, keepdims=True)
+
+
+def main() -> None:
+    args, data, split, ctx, new = mixed_setup(__doc__.split("\n\n")[0])
+    lm, zs = BundleScorer(args.bundle, "fp32"), BASELINES["zeroshot"]()
+    lm.fit(ctx)
+    zs.fit(ctx)
+    rec = lm.rec
+    shipped = float(np.max(rec.catalogue.bonus_of(rec.item_ids())))
+    text = rec.embed_texts(list(data.item_texts))
+    parts = {}
+    for part in ("valid", "test"):
+        cases = getattr(split, part)
+        hist = list(cases.histories)
+        user = np.concatenate([lm.score(hist[i:i + 512]) for i in range(0, len(hist), 512)]) - shipped * new
+        content = {n: np.stack([text[h[-n:]].mean(0) for h in hist]) @ text.T for n in LAST_N}
+        parts[part] = {"hist": hist, "targets": cases.targets, "new_target": split.new_targets(cases),
+                       "user": user, "zeroshot": zs.score(hist), "content": content}
+
+    def among(part: str, scores: np.ndarray) -> np.ndarray:
+        p = parts[part]
+        rows = np.flatnonzero(p["new_target"])
+        return _ndcg(scores[rows], [p["hist"][r] for r in rows], p["targets"][rows], new)
+
+    def mixed(part: str, n: int, beta: float) -> np.ndarray:
+        p = parts[part]
+        return p["user"] + beta * p["user"].std(1, keepdims=True) * _z(p["content"][n]) * new
+
+    n = max(LAST_N, key=lambda k: among("valid", parts["valid"]["content"][k]).mean())
+    beta = max(BETAS, key=lambda b: among("valid", mixed("valid", n, b)).mean())
+    rng = np.random.default_rng(0)
+    report: dict = {"data": data.name, "seed": args.seed, "bundle": args.bundle, "shipped_gamma": shipped,
+                    "last_n": n, "beta_among_new": beta}
+    for part in ("valid", "test"):
+        user, zero = among(part, parts[part]["user"]), among(part, parts[part]["zeroshot"])
+        content, mix = among(part, parts[part]["content"][n]), among(part, mixed(part, n, beta))
+        report[f"among_new_{part}"] = {
+            "users": len(mix), "user_model": round(float(user.mean()), 4), "zeroshot": round(float(zero.mean()), 4),
+            "content": round(float(content.mean()), 4), "mix": round(float(mix.mean()), 4),
+            "mix_vs_user_model": _paired(mix, user, rng), "mix_vs_zeroshot": _paired(mix, zero, rng),
+            "user_model_vs_zeroshot": _paired(user, zero, rng)}
+        print(part, "among new", json.dumps(report[f"among_new_{part}"]), flush=True)
+
+    def whole(part: str, b: float, gamma: float) -> dict:
+        p = parts[part]
+        v = _ndcg(mixed(part, n, b) + gamma * new, p["hist"], p["targets"])
+        return {"all": float(v.mean()), "warm": float(v[~p["new_target"]].mean()),
+                "new": float(v[p["new_target"]].mean())}
+
+    floor = (1 - WARM_COST) * whole("valid", 0.0, 0.0)["warm"]
+    best: tuple[float, float, float] | None = None
+    for b in BETAS:
+        for gamma in np.round(np.arange(-1.0 - 8 * b, 1.001, 0.05), 3):
+            v = whole("valid", b, float(gamma))
+            if v["warm"] >= floor and (best is None or v["new"] > best[2]):
+                best = (b, float(gamma), v["new"])
+    report["whole_catalogue"] = {"shipped": {"beta": 0.0, "gamma": shipped}}
+    if best is not None:
+        report["whole_catalogue"]["chosen"] = {"beta": best[0], "gamma": best[1]}
+    for row in report["whole_catalogue"].values():
+        for part in ("valid", "test"):
+            row[part] = {k: round(x, 4) for k, x in whole(part, row["beta"], row["gamma"]).items()}
+    print("whole catalogue", json.dumps(report["whole_catalogue"]), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
