@@ -54,17 +54,21 @@ def _ci(diff: np.ndarray, rng: np.random.Generator) -> list[float]:
     return [round(float(x), 4) for x in np.percentile(means, [2.5, 97.5])]
 
 
-def mixed_setup(description: str) -> tuple[argparse.Namespace, Any, Any, FitContext, np.ndarray]:
+def mixed_setup(description: str, warm_ok: bool = False) -> tuple[argparse.Namespace, Any, Any, FitContext,
+                                                                   np.ndarray]:
     """The command line of a script over a held-out-items bundle (--data, --bundle, --seed, --json)
-    and the mixed split it is scored on: (args, data, split, fit context, mask of the new items)."""
+    and the mixed split it is scored on: (args, data, split, fit context, mask of the new items).
+    `warm_ok`: a bundle trained on the warm split is scored on it (no new items)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", required=True)
-    p.add_argument("--bundle", required=True, help="a bundle trained with --split cold or mixed")
+    p.add_argument("--bundle", required=True,
+                   help=f"a bundle trained with --split cold or mixed{' (or warm)' if warm_ok else ''}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     data = load_dataset(args.data)
-    split = make_split(data, "mixed", args.seed)
+    trained_on = json.loads((Path(args.bundle) / "manifest.json").read_text())["training"]["split"]
+    split = make_split(data, "warm" if warm_ok and trained_on == "warm" else "mixed", args.seed)
     new = np.zeros(split.n_items, dtype=bool)
     new[split.cold_items] = True
     return args, data, split, FitContext(data, split, seed=args.seed, progress=False), new
