@@ -23,17 +23,11 @@ import json
 import numpy as np
 from lmrec.evaluation import BundleScorer
 from lmrec.trainer.baselines import BASELINES
-from new_items import mixed_setup  # bench/ is the script's folder
+from new_items import mixed_setup, ndcg_rows  # bench/ is the script's folder
 
 GAMMAS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)  # the trainer's grid, to 1
 RULES = ((10, 0.05), (10, 0.02), (10, 0.01), (5, 0.05), (5, 0.02), (3, 0.02))  # (k, temperature)
 WARM_COST = 0.03
-
-
-def _ndcg(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    t = scores[np.arange(len(targets)), targets]
-    rank = (scores > t[:, None]).sum(1)
-    return np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
 
 
 def _grid(scorer: BundleScorer, cases: object, new: np.ndarray, shipped: float) -> dict:
@@ -47,8 +41,8 @@ def _grid(scorer: BundleScorer, cases: object, new: np.ndarray, shipped: float) 
             s[r, h] = -np.inf
         t = targets[a:a + 512]
         for g, gamma in enumerate(GAMMAS):
-            whole[g, a:a + len(t)] = _ndcg(s + gamma * new, t)
-        among[a:a + len(t)] = _ndcg(np.where(new, s, -np.inf), t)
+            whole[g, a:a + len(t)] = ndcg_rows(s + gamma * new, t)
+        among[a:a + len(t)] = ndcg_rows(np.where(new, s, -np.inf), t)
     return {"whole": whole, "among": among}
 
 
@@ -71,7 +65,7 @@ def main() -> None:
     reference = {}
     for part, cases in parts.items():
         ref = {"lmrec-plain": _grid(plain, cases, new, 0.0)["whole"][0],
-               "zeroshot": _ndcg(_masked(zeroshot, cases), cases.targets)}
+               "zeroshot": ndcg_rows(_masked(zeroshot, cases), cases.targets)}
         reference[part] = {name: {"warm": float(v[~is_new[part]].mean()), "new": float(v[is_new[part]].mean())}
                            for name, v in ref.items()}
     report: dict = {"data": data.name, "seed": args.seed, "bundle": args.bundle,

@@ -25,29 +25,17 @@ Paired bootstrap over users, 2 000 resamples. About two minutes a bundle on one 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 from lmrec.evaluation import BundleScorer
 from lmrec.trainer.baselines import BASELINES
-from new_items import mixed_setup  # bench/ is the script's folder
+from new_items import mixed_setup, ndcg_rows  # bench/ is the script's folder
 
 LAST_N = (1, 5, 20)
 BETAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 WARM_COST = 0.03
 GAMMAS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)  # the trainer's bonus grid
-
-
-def _ndcg(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray,
-          allowed: np.ndarray | None = None) -> np.ndarray:
-    """Per-user NDCG@10 of full rows of scores, history (and items outside `allowed`) excluded."""
-    s = scores.astype(np.float64)
-    for row, h in zip(s, histories, strict=True):
-        row[h] = -np.inf
-    if allowed is not None:
-        s[:, ~allowed] = -np.inf
-    rank = (s > s[np.arange(len(targets)), targets][:, None]).sum(1)
-    return np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
 
 
 def _paired(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> dict:
@@ -82,7 +70,7 @@ def main() -> None:
     def among(part: str, scores: np.ndarray) -> np.ndarray:
         p = parts[part]
         rows = np.flatnonzero(p["new_target"])
-        return _ndcg(scores[rows], [p["hist"][r] for r in rows], p["targets"][rows], new)
+        return ndcg_rows(scores[rows], p["targets"][rows], [p["hist"][r] for r in rows], new)
 
     def mixed(part: str, n: int, beta: float, every: bool = False) -> np.ndarray:
         p = parts[part]
@@ -90,7 +78,7 @@ def main() -> None:
 
     def every_item(part: str, n: int, b: float, gamma: float) -> np.ndarray:
         p = parts[part]
-        return _ndcg(mixed(part, n, b, every=True) + gamma * new, p["hist"], p["targets"])
+        return ndcg_rows(mixed(part, n, b, every=True) + gamma * new, p["targets"], p["hist"])
 
     def split_means(part: str, v: np.ndarray) -> dict:
         t = parts[part]["new_target"]
@@ -111,7 +99,7 @@ def main() -> None:
     b_every = max(BETAS, key=lambda b: every_item("valid", n, b, 0.0).mean())
     row: dict = {"beta": b_every, "gamma": 0.0}
     if held_out:
-        zs_new = _ndcg(parts["valid"]["zeroshot"], parts["valid"]["hist"], parts["valid"]["targets"])
+        zs_new = ndcg_rows(parts["valid"]["zeroshot"], parts["valid"]["targets"], parts["valid"]["hist"])
         floor_new = float(zs_new[parts["valid"]["new_target"]].mean())
         grid = [(g, split_means("valid", every_item("valid", n, b_every, g))) for g in GAMMAS]
         allowed = [(g, m) for g, m in grid if m["warm"] >= (1 - WARM_COST) * grid[0][1]["warm"]]
@@ -150,7 +138,7 @@ def _new_items_only(report: dict, parts: dict, among: Callable, mixed: Callable,
 
     def whole(part: str, b: float, gamma: float) -> dict:
         p = parts[part]
-        v = _ndcg(mixed(part, n, b) + gamma * new, p["hist"], p["targets"])
+        v = ndcg_rows(mixed(part, n, b) + gamma * new, p["targets"], p["hist"])
         return {"all": float(v.mean()), "warm": float(v[~p["new_target"]].mean()),
                 "new": float(v[p["new_target"]].mean())}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,18 @@ from lmrec.trainer.baselines import BASELINES
 GAMMAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
 
 
-def _ndcg(scores: np.ndarray, history: np.ndarray, target: int, allowed: np.ndarray | None) -> float:
+def ndcg_rows(scores: np.ndarray, targets: np.ndarray, histories: Sequence[np.ndarray] | None = None,
+              allowed: np.ndarray | None = None) -> np.ndarray:
+    """Per-row NDCG@10 of full rows of scores (one per case), each case's history and the items
+    outside `allowed` excluded; shared by the scripts over held-out-items bundles."""
     s = scores.astype(np.float64)
-    s[history] = -np.inf
+    if histories is not None:
+        for row, h in zip(s, histories, strict=True):
+            row[h] = -np.inf
     if allowed is not None:
-        s[~allowed] = -np.inf
-    rank = int((s > s[target]).sum())
-    return 1 / np.log2(rank + 2) if rank < 10 else 0.0
+        s[:, ~allowed] = -np.inf
+    rank = (s > s[np.arange(len(targets)), targets][:, None]).sum(1)
+    return np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
 
 
 def _auc(score: np.ndarray, positive: np.ndarray) -> float:
@@ -93,8 +99,7 @@ def main() -> None:
         scores = {name: np.concatenate([s.score(hist[i:i + 512]) for i in range(0, len(hist), 512)])
                   for name, s in scorers.items()}
         scores["lmrec"] = scores["lmrec"] - shipped * new  # γ 0: the grid below adds it back
-        among = {name: np.array([_ndcg(m[i], hist[i], targets[i], new) for i in range(len(rows))])
-                 for name, m in scores.items()}
+        among = {name: ndcg_rows(m, targets, hist, new) for name, m in scores.items()}
         zs = among["zeroshot"]
         out: dict = {"users": len(rows), "among_new_items": {}}
         for name, values in among.items():
@@ -102,11 +107,10 @@ def main() -> None:
             if name != "zeroshot":
                 out["among_new_items"][name] |= {"vs_zeroshot": round(float(values.mean() / zs.mean()), 3),
                                                  "diff_ci95": _ci(values - zs, rng)}
-        full_zs = np.array([_ndcg(scores["zeroshot"][i], hist[i], targets[i], None) for i in range(len(rows))])
+        full_zs = ndcg_rows(scores["zeroshot"], targets, hist)
         out["whole_catalogue"] = {"zeroshot": round(float(full_zs.mean()), 4), "lmrec_by_gamma": []}
         for g in GAMMAS:
-            values = np.array([_ndcg(scores["lmrec"][i] + g * new, hist[i], targets[i], None)
-                               for i in range(len(rows))])
+            values = ndcg_rows(scores["lmrec"] + g * new, targets, hist)
             out["whole_catalogue"]["lmrec_by_gamma"].append(
                 {"gamma": g, "ndcg@10": round(float(values.mean()), 4),
                  "vs_zeroshot": round(float(values.mean() / full_zs.mean()), 3),
