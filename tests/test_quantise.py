@@ -98,7 +98,8 @@ def test_the_shipped_recipe_splits_smooths_and_quantises_close_to_fp32(fused: Pa
     report = _build(fused, tmp_path / "int8.onnx", texts)
     assert report.split_ffns == 2 and report.outlier_channels == 8 and report.calibration_texts == 128
     assert set(report.alpha_damage) == {0.5, 0.6, 0.7, 0.8}
-    assert report.alpha_damage[report.alpha] == min(report.alpha_damage.values())
+    # the least damage, alphas within 1e-6 of each other tied (the smaller one wins, as the recipe says)
+    assert round(report.alpha_damage[report.alpha], 6) == min(round(d, 6) for d in report.alpha_damage.values())
     assert max(report.fp32_error.values()) < 1e-5 and set(report.fp32_error) == {"split", "smoothing"}
     # the tiny model's calibration overlap is near the target: the fallback may keep a node or two fp32
     assert report.target_met and report.calibration["top10_overlap"] >= 0.94 and len(report.kept_fp32) < 4
