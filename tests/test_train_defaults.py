@@ -104,7 +104,28 @@ def test_a_search_with_new_items_keeps_cl_and_cooc_off_and_races_the_popularity_
     settings = [c["settings"] for c in training["search"]["candidates"]]
     assert settings == ["popularity_prior 1.0", "popularity_prior 0.0"]
     assert training["config"]["objectives"] == ["text"] and training["config"]["residual_dropout"] > 0
-    assert "search: objectives cl,cooc off beside borrowed residuals" in capsys.readouterr().err
+    assert "objectives cl,cooc off beside borrowed residuals" in capsys.readouterr().err
+
+
+def test_no_search_takes_the_splits_defaults_and_a_config_file_keeps_its_objectives(
+        tiny_bert_dir: Path, tmp_path: Path) -> None:
+    fast = [a for k, v in FAST.items() for a in ("--set", f"{k}={v}")]
+    common = ["train", "--data", TINY_DATA, "--split", "mixed", "--seed", "1", "--base-model", str(tiny_bert_dir),
+              "--quiet", *fast]
+
+    def objectives(out: Path) -> list[str]:
+        training = json.loads((out / "manifest.json").read_text())["training"]
+        assert not training["searched"]
+        return list(training["config"]["objectives"])
+
+    assert main([*common, "--no-search", "--out", str(tmp_path / "defaults")]) == 0
+    assert objectives(tmp_path / "defaults") == ["text"]  # as the search's candidates have them on this split
+    assert main([*common, "--no-search", "--objectives", "text,cooc", "--out", str(tmp_path / "set")]) == 0
+    assert objectives(tmp_path / "set") == ["text", "cooc"]  # what the user sets stays
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"objectives": ["text", "cl", "cooc"]}))
+    assert main([*common, "--config", str(config), "--out", str(tmp_path / "file")]) == 0
+    assert objectives(tmp_path / "file") == ["text", "cl", "cooc"]  # a config file fixes everything
 
 
 def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Path, tmp_path: Path,
@@ -126,6 +147,7 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     result = train(TINY_DATA, tmp_path / "mixed", split="mixed", seed=1, config=cfg, progress=False)
     bundle = result.bundle
     manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["training"]["config"]["objectives"] == ["cl"]  # a given config keeps its objectives
     calibration = manifest["training"]["new_items"]
     assert calibration["chosen_on"] == "validation"
     grid = calibration["grid"]

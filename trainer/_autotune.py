@@ -39,18 +39,24 @@ def _objectives(base: tuple[str, ...], on: bool) -> tuple[str, ...]:
     return rest + (USER_OBJECTIVES if on else ())
 
 
+def for_split(base: TrainConfig, fixed: Collection[str], new_items: bool, log: Callable[[str], None]) -> TrainConfig:
+    """`base` as the defaults stand on this split: where it holds new items, `cl` + `cooc` off
+    unless the user fixed the objectives (searched or not, the same defaults)."""
+    if not new_items or "objectives" in fixed:
+        return base
+    if off := [o for o in base.objectives if o in USER_OBJECTIVES]:
+        log(f"objectives {','.join(off)} off beside borrowed residuals (the split holds new items)")
+    return replace(base, objectives=_objectives(base.objectives, False))
+
+
 def candidates(base: TrainConfig, train: Sequence[np.ndarray], fixed: Collection[str],
                new_items: bool, log: Callable[[str], None]) -> list[TrainConfig]:
     """The grid over the settings not in `fixed` (those the user set), from `base`; `new_items`:
     the split holds items out of training."""
     grid: dict[str, tuple[Any, ...]] = {}
-    if "objectives" not in fixed:
-        if new_items:
-            if off := [o for o in base.objectives if o in USER_OBJECTIVES]:
-                log(f"search: objectives {','.join(off)} off beside borrowed residuals (the split holds new items)")
-            base = replace(base, objectives=_objectives(base.objectives, False))
-        else:
-            grid["objectives"] = (_objectives(base.objectives, True), _objectives(base.objectives, False))
+    base = for_split(base, fixed, new_items, log)
+    if "objectives" not in fixed and not new_items:
+        grid["objectives"] = (_objectives(base.objectives, True), _objectives(base.objectives, False))
     if new_items and "popularity_prior" not in fixed:
         grid["popularity_prior"] = (1.0, 0.0)
     if not new_items and "residual_dropout" not in fixed:

@@ -22,7 +22,7 @@ import datetime
 import tempfile
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +90,15 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
           device: str = "cpu", resume: bool = False, overwrite: bool = False, plot: str | Path | None = None,
           progress: bool = True, cold_share: float = 0.2, keep_checkpoints: bool = False,
           threads: int | None = None, force: bool = False, strict_parity: bool = False,
-          search: bool | None = None, fixed: Collection[str] = (), budget: float | None = DEFAULT_BUDGET,
+          search: bool | None = None, fixed: Collection[str] | None = None,
+          budget: float | None = DEFAULT_BUDGET,
           log: Callable[[str], None] = log_line) -> TrainResult:
     """Train on the training part of `split` of `data` (a data spec) and write a bundle to `out`.
 
     `search` (default: when no `config` is given) chooses the user-model settings on validation,
-    leaving the fields named in `fixed` as `config` has them. `budget` (minutes) bounds the
+    leaving the fields named in `fixed` as `config` has them; searched or not, the defaults
+    follow the split (no `cl` + `cooc` where it holds new items) unless `fixed` names them
+    (default: every field of a given `config`, none without one). `budget` (minutes) bounds the
     training: objective `text` stops at 30 % of it and the user phases at 85 % (each keeping its
     best so far); the export runs after. `threads` sets torch's CPU threads (on a busy machine 1
     can be much faster than an oversubscribed 2). A quantised encoder that misses its parity
@@ -111,6 +114,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     from ._finetune import mlm_warmup
 
     search = config is None if search is None else search
+    if fixed is None:
+        fixed = () if config is None else [f.name for f in fields(TrainConfig)]
     cfg = config or TrainConfig()
     _check_args(split, seed, threads, budget)
     BundleWriter.check_target(out, overwrite)  # before any work
@@ -251,7 +256,9 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         trainer.phase = 1  # the search ran the winner's user phase to its end (or to the budget)
         del trainers
     else:
-        trainer = make(cfg)
+        from ._autotune import for_split
+
+        trainer = make(for_split(cfg, fixed, bool(new_items.any()), log))
         trainer.validate_start()
     cfg = trainer.cfg
 

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fix one setting, e.g. --set hidden=128 (repeatable; after --config; the search leaves it)")
     p.add_argument("--no-search", action="store_true",
-                   help="train with the defaults as they are instead of searching a few settings on validation")
+                   help="train with the split's defaults (no cl/cooc where items are held out, unless --objectives "
+                        "sets them) instead of searching a few settings on validation")
     p.add_argument("--budget", type=float, default=30.0, metavar="MINUTES",
                    help="time bound of training, counted from the start: encoder fine-tuning stops at 30%% of it, "
                         "the search and user model at 85%%, each keeping its best so far (the user model trains at "
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
                    resume=args.resume, overwrite=args.overwrite, plot=args.plot, progress=not args.quiet,
                    cold_share=args.cold_share, keep_checkpoints=args.keep_checkpoints,
                    threads=args.threads or None, force=args.force, strict_parity=args.strict_parity,
-                   search=args.config is None and not args.no_search, fixed=set(extra),
+                   search=args.config is None and not args.no_search,
+                   fixed=None if args.config is not None else set(extra),
                    budget=args.budget or None)
     print(result.bundle)
     return 0
