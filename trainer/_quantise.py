@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._agreement import neighbour_overlap  # the gate's own measure
+
 if TYPE_CHECKING:
     import onnx
 
@@ -232,8 +234,6 @@ class _Calibration:
 
     def score(self, path: Path, n: int | None = None) -> dict[str, float]:
         """The graph at `path` against the fp32 vectors on the first `n` texts (all: None)."""
-        from .export import neighbour_overlap  # the gate's own measure
-
         n = len(self.texts) if n is None else min(n, len(self.texts))
         got, reference = self._embed(path, n), self.reference[:n]
         cosine = np.sum(got * reference, axis=1)

@@ -38,6 +38,7 @@ from lmrec import (
     require,
 )
 
+from ._agreement import neighbour_overlap as neighbour_overlap  # the gate's measure, public here
 from ._encoder import DEFAULT_MAX_LENGTH, TorchEncoder
 from ._onnx import OPSET, append_projection, convert_fp16, export_torch, optimise, quantise_int8
 from ._quantise import half_word_embeddings as half_word_embeddings  # for bench/half_embeddings.py
@@ -226,22 +227,6 @@ def enforce_gates(gates: dict[str, PrecisionGate], force: bool = False,
         _log(f"warning: {precision} {gate.summary()}; the bundle records it and precision='auto' runs {auto}"
              + (" (forced)" if precision in fatal else ""))
     return gates
-
-
-def neighbour_overlap(reference: np.ndarray, other: np.ndarray, k: int = 10, queries: int = 2000,
-                      seed: int = 0) -> float:
-    """Mean fraction of each row's top-k cosine neighbours (itself excluded) shared by both spaces."""
-    n = len(reference)
-    k = min(k, n - 1)
-    rows = np.arange(n) if n <= queries else np.sort(np.random.default_rng(seed).choice(n, queries, replace=False))
-
-    def top(vectors: np.ndarray) -> np.ndarray:
-        scores = vectors[rows] @ vectors.T
-        scores[np.arange(len(rows)), rows] = -np.inf
-        return np.argpartition(-scores, k - 1, axis=1)[:, :k]
-
-    a, b = top(np.asarray(reference, dtype=np.float32)), top(np.asarray(other, dtype=np.float32))
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a.tolist(), b.tolist(), strict=True)]))
 
 
 def fit_projection(vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
