@@ -6,6 +6,11 @@ says they are. The bundle's encoders and tokenizer are copied unchanged; texts a
 from `--items` when given, else from the bundle for ids it already has. The index is built with
 the SDK's `VectorIndex` (in chunks, for progress) and checked against exact search on sampled
 queries before the bundle is written.
+
+The vectors are the encoder's text vectors (what `lmrec embed` writes). A trained bundle's
+catalogue holds item-tower vectors, so each item gets its residual here as `upsert` gives it: a
+trained item its own, any other the one it borrows (sdk/_residuals.py). Indexed as they come, a
+trained Office bundle lost 27 % of its test NDCG@10 (bench/RESULTS.md, "Offline pipelines").
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 
 from ._bundle import Bundle, BundleWriter
 from ._errors import DataError, LmrecError
-from ._index import DEFAULT_PARAMS, VectorIndex
+from ._index import DEFAULT_PARAMS, VectorIndex, normalise
 from ._manifest import Manifest
 from ._progress import progress_bar
 from ._tables import META_ENCODER, TextSource, read_catalogue, read_vectors, template_of
@@ -79,14 +84,16 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
 
     texts, metas, missing_text = _catalogue_of(bundle, vecs.ids, Path(items) if items is not None else None)
     params = {**{k: DEFAULT_PARAMS[k] for k in ("M", "ef_construction", "ef")}, **(params or {})}
+    table = bundle.residuals
     started = time.perf_counter()
     index = VectorIndex(dim, params, capacity=n, threads=threads)
     try:
         with progress_bar(total=n, unit="items", desc="index build", enabled=progress,
                   dynamic_ncols=True, mininterval=1.0) as bar:
             for start in range(0, n, _ADD_CHUNK):
-                index.add(vecs.ids[start:start + _ADD_CHUNK], vecs.array[start:start + _ADD_CHUNK])
-                bar.update(min(_ADD_CHUNK, n - start))
+                ids, chunk = vecs.ids[start:start + _ADD_CHUNK], vecs.array[start:start + _ADD_CHUNK]
+                index.add(ids, chunk if table is None else table.apply(ids, normalise(chunk, dim)))
+                bar.update(len(ids))
     except ValueError as e:  # duplicate ids, NaN or zero vectors: named by VectorIndex
         raise DataError(f"--vectors {vectors_path}: {e}") from None
     build_seconds = time.perf_counter() - started
@@ -103,6 +110,8 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
             "build_seconds": round(build_seconds, 2), "items_per_s": round(n / max(build_seconds, 1e-9), 1),
             "recall@10": recall, "recall_queries": min(queries, n), "peak_rss_mb": peak_rss_mb(),
             "index_bytes": index_bytes, "vectors_bytes": vectors_bytes, "items_without_text": missing_text,
+            "residuals": None if table is None else {
+                "own": sum(i in table.row for i in ids), "borrowed": sum(i not in table.row for i in ids)},
         }
         writer.finish(bundle.manifest.derived(bundle.sha256, n, index.params, index_build={
             k: report[k] for k in ("build_seconds", "recall@10", "recall_queries")}))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from _tiny_bundle import make_tiny_bundle
 from lmrec import BundleError, NewItemsInfo, Recommender, ResidualTable
+from lmrec.offline import build_bundle_index
 
 RULE = NewItemsInfo(k=3, temperature=0.1, shrink=0.8, bonus=0.25)
 
@@ -99,3 +100,16 @@ def test_a_derived_bundle_keeps_the_rule_and_a_broken_one_is_refused(bundle: Pat
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="new_items.temperature"):
         Recommender.load(bundle)
+
+
+def test_an_index_built_over_embedded_texts_gives_each_item_its_residual(bundle: Path, tmp_path: Path) -> None:
+    rec = Recommender.load(bundle, precision="fp32")
+    ids, matrix = rec.catalogue.matrix()
+    np.save(tmp_path / "v.npy", rec.embed_texts([rec.catalogue.get(i).text for i in ids]))  # as `lmrec embed` does
+    (tmp_path / "v.ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    report = build_bundle_index(bundle, tmp_path / "v.npy", tmp_path / "rebuilt", queries=0, progress=False)
+    assert report["residuals"] == {"own": 80, "borrowed": len(ids) - 80}
+    again = Recommender.load(tmp_path / "rebuilt", precision="fp32")
+    assert np.allclose(again.catalogue.vectors(ids), matrix, atol=1e-5)  # trained and borrowing items alike
+    history = ids[:3]
+    assert [r.item_id for r in again.recommend(history, k=10)] == [r.item_id for r in rec.recommend(history, k=10)]
