@@ -292,14 +292,17 @@ class Catalogue:
     def reopen(self, bundle: Bundle, encoder: TextEncoder, threads: int | None = None) -> Catalogue:
         """`bundle`'s catalogue with this one's changes carried over (item ids are the key); this one
         closes and the new one takes over its state directory. Upserts keep their vectors when the
-        encoder is the same, else their text is embedded again by `encoder`; an upsert that had only
-        a vector cannot be carried to another encoder and is dropped (logged). If anything fails,
+        encoder and the residual table are the same, else their text is embedded again by
+        `encoder` (and given the new table's residual); an upsert that had only a vector keeps it
+        under the same encoder and is dropped (logged) under another. If anything fails,
         this catalogue is left as it was, open, and the error is raised."""
         with self._lock.write():
             if self._closed:
                 raise LmrecError("this catalogue is closed: it cannot be reopened on another bundle")
             upserts, deletes = self._changes()
-            keep_vectors = bool(self.bundle.manifest.encoder_sha256() & bundle.manifest.encoder_sha256())
+            same_encoder = bool(self.bundle.manifest.encoder_sha256() & bundle.manifest.encoder_sha256())
+            # a text's item vector also holds the residual it got from the bundle's table
+            keep_vectors = same_encoder and _residuals_sha(self.bundle) == _residuals_sha(bundle)
             staged = None
             if self._state is not None:
                 self._state.snapshot(self._write_snapshot)
@@ -307,7 +310,7 @@ class Catalogue:
             try:
                 new = Catalogue.open(bundle, encoder, staged, threads)
                 try:
-                    dropped = new._carry(upserts, deletes, keep_vectors)
+                    dropped = new._carry(upserts, deletes, keep_vectors, same_encoder)
                     if staged is not None and self._state is not None:
                         exchange_dirs(staged, self._state.path)  # the commit: one atomic rename
                         new._state.moved_to(self._state.path)  # type: ignore[union-attr]
@@ -349,17 +352,26 @@ class Catalogue:
         return upserts, [i for i in bundle.item_ids if i not in live]
 
     def _carry(self, upserts: list[tuple[str, str | None, dict[str, Any], np.ndarray]], deletes: list[str],
-               keep_vectors: bool) -> list[str]:
-        dropped = [] if keep_vectors else [u[0] for u in upserts if not u[1]]
-        rows = upserts if keep_vectors else [u for u in upserts if u[1]]
-        for start in range(0, len(rows), _REEMBED_BATCH):
-            batch = rows[start:start + _REEMBED_BATCH]
-            self.upsert([u[0] for u in batch], texts=[u[1] for u in batch], metadata=[u[2] for u in batch],
-                        vectors=np.stack([u[3] for u in batch]) if keep_vectors else None)
+               keep_vectors: bool, same_encoder: bool) -> list[str]:
+        """Upserts keep their vectors (`keep_vectors`) or their texts are embedded again; one
+        without a text keeps the vector it was given when the encoder is the same, else it is
+        dropped (returned)."""
+        dropped = [u[0] for u in upserts if not (keep_vectors or u[1] or same_encoder)]
+        skip = set(dropped)
+        for start in range(0, len(upserts), _REEMBED_BATCH):
+            batch = [u for u in upserts[start:start + _REEMBED_BATCH] if u[0] not in skip]
+            if batch:
+                self.upsert([u[0] for u in batch], texts=[u[1] for u in batch], metadata=[u[2] for u in batch],
+                            vectors=[u[3] if keep_vectors or not u[1] else None for u in batch])
         gone = [i for i in deletes if i in self._index]
         if gone:
             self.delete(gone)
         return dropped
+
+
+def _residuals_sha(bundle: Bundle) -> str | None:
+    entry = bundle.manifest.files.get(Manifest.RESIDUALS)
+    return None if entry is None else entry.sha256
 
 
 def _apply(index: VectorIndex, items: Items, change: Change) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _tiny_bundle import make_tiny_bundle
-from lmrec import BundleError, NewItemsInfo, Recommender, ResidualTable
+from lmrec import Bundle, BundleError, BundleWriter, Manifest, NewItemsInfo, Recommender, ResidualTable
 from lmrec.offline import build_bundle_index
 
 RULE = NewItemsInfo(k=3, temperature=0.1, shrink=0.8, bonus=0.25)
@@ -113,3 +113,24 @@ def test_an_index_built_over_embedded_texts_gives_each_item_its_residual(bundle:
     assert np.allclose(again.catalogue.vectors(ids), matrix, atol=1e-5)  # trained and borrowing items alike
     history = ids[:3]
     assert [r.item_id for r in again.recommend(history, k=10)] == [r.item_id for r in rec.recommend(history, k=10)]
+
+
+def test_a_model_update_with_the_same_encoder_gives_upserts_the_new_tables_residuals(bundle: Path,
+                                                                                    tmp_path: Path) -> None:
+    rec = Recommender.load(bundle, precision="fp32")
+    rec.add_items(["brand-new"], ["item stapler ink"])
+    given = np.full(rec.manifest.dim, 0.5, dtype=np.float32)
+    rec.add_items(["given"], vectors=[given])  # a vector alone: kept as given under the same encoder
+    old = rec.catalogue.residuals
+    assert old is not None
+    source = Bundle.open(bundle)
+    with BundleWriter(tmp_path / "update") as writer:  # another training: the same encoder, other residuals
+        writer.copy_from(source, skip=(Manifest.RESIDUALS,))
+        ResidualTable(old.ids, old.text, -old.residual, RULE).save(writer.path(Manifest.RESIDUALS))
+        update = writer.finish(source.manifest)
+    new = rec.reopen(update)
+    table = new.catalogue.residuals
+    assert table is not None and np.allclose(table.residual, -old.residual)
+    raw = new.embed_texts(["item stapler ink"])
+    assert np.allclose(new.catalogue.vectors(["brand-new"]), table.apply(["brand-new"], raw), atol=1e-5)
+    assert np.allclose(new.catalogue.vectors(["given"])[0], _unit(given), atol=1e-6)
