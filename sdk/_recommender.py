@@ -183,9 +183,14 @@ class Recommender:
 
     def search(self, query: str | Any, k: int = 10, filter: Filter | None = None,
                mode: str = "auto") -> list[Recommendation]:
-        """Up to `k` items closest to a free-text query (or to a query vector already embedded)."""
+        """Up to `k` items closest to a free-text query (or to a query vector already embedded).
+        On a trained bundle the query borrows residuals as a new item with that text would: item
+        vectors hold what training learnt, and a bare text vector finds items by their own titles
+        far less often among them (bench/RESULTS.md, "Text search on a trained bundle")."""
         k = check_k(k, mode=mode)
         vector = self.embed_texts([query]) if isinstance(query, str) else normalise(query, self.dim, "query")
+        if self.catalogue.residuals is not None:
+            vector = self.catalogue.residuals.place(vector)
         return [Recommendation(i, s) for i, s in self.catalogue.search(vector, k, filter=filter, mode=mode)[0]]
 
     def score_all(self, histories: Sequence[Sequence[str]], strict: bool = False) -> np.ndarray:

@@ -103,7 +103,17 @@ class ResidualTable:
             out[trained] += self.residual[own[trained]]
         if (~trained).any():
             out[~trained] += self.borrowed(text[~trained])
-        return out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
+        return _unit(out)
+
+    def place(self, text: np.ndarray) -> np.ndarray:
+        """Where a text vector stands among item vectors: as a new item with that text would
+        (plus the residual it borrows), so a free-text query meets items in their own space."""
+        text = np.asarray(text, dtype=np.float32)
+        return _unit(text + self.borrowed(text))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
 
 
 __all__ = ["ResidualTable"]

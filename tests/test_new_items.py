@@ -134,3 +134,22 @@ def test_a_model_update_with_the_same_encoder_gives_upserts_the_new_tables_resid
     raw = new.embed_texts(["item stapler ink"])
     assert np.allclose(new.catalogue.vectors(["brand-new"]), table.apply(["brand-new"], raw), atol=1e-5)
     assert np.allclose(new.catalogue.vectors(["given"])[0], _unit(given), atol=1e-6)
+
+
+def test_a_text_query_meets_items_where_a_new_item_with_that_text_would_stand(bundle: Path) -> None:
+    rec = Recommender.load(bundle, precision="fp32")
+    table = rec.catalogue.residuals
+    assert table is not None
+    ids, matrix = rec.catalogue.matrix()
+    query = rec.embed_texts(["item stapler ink"])
+    placed = table.place(query)
+    assert np.allclose(placed, table.apply(["never-seen"], query), atol=1e-6)
+    want = [ids[j] for j in np.argsort(-(placed @ matrix.T)[0])[:5]]
+    assert [r.item_id for r in rec.search("item stapler ink", k=5, mode="exact")] == want
+    assert [r.item_id for r in rec.search(query[0], k=5, mode="exact")] == want  # a vector already embedded
+    # trained items' own texts find them far more often than the bare text vectors did
+    trained = [i for i in ids if i in table][:40]
+    texts = [rec.catalogue.get(i).text for i in trained]
+    bare = np.mean(np.array(ids)[np.argmax(rec.embed_texts(texts) @ matrix.T, 1)] == np.array(trained))
+    found = np.mean([rec.search(t, k=1, mode="exact")[0].item_id == i for t, i in zip(texts, trained, strict=True)])
+    assert found > bare + 0.2, (found, bare)
