@@ -301,8 +301,8 @@ class Catalogue:
                 raise LmrecError("this catalogue is closed: it cannot be reopened on another bundle")
             upserts, deletes = self._changes()
             same_encoder = bool(self.bundle.manifest.encoder_sha256() & bundle.manifest.encoder_sha256())
-            # a text's item vector also holds the residual it got from the bundle's table
-            keep_vectors = same_encoder and _residuals_sha(self.bundle) == _residuals_sha(bundle)
+            # a text's item vector also holds the residual it got from the bundle's table and rule
+            keep_vectors = same_encoder and _residual_rule(self.bundle) == _residual_rule(bundle)
             staged = None
             if self._state is not None:
                 self._state.snapshot(self._write_snapshot)
@@ -369,9 +369,12 @@ class Catalogue:
         return dropped
 
 
-def _residuals_sha(bundle: Bundle) -> str | None:
-    entry = bundle.manifest.files.get(Manifest.RESIDUALS)
-    return None if entry is None else entry.sha256
+def _residual_rule(bundle: Bundle) -> tuple[Any, ...] | None:
+    """What decides the residual a text gets: the table's checksum and the borrowing rule."""
+    entry, info = bundle.manifest.files.get(Manifest.RESIDUALS), bundle.manifest.new_items
+    if entry is None or info is None:
+        return None
+    return entry.sha256, info.k, info.temperature, info.shrink
 
 
 def _apply(index: VectorIndex, items: Items, change: Change) -> None:

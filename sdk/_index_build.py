@@ -91,9 +91,9 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
         with progress_bar(total=n, unit="items", desc="index build", enabled=progress,
                   dynamic_ncols=True, mininterval=1.0) as bar:
             for start in range(0, n, _ADD_CHUNK):
-                ids, chunk = vecs.ids[start:start + _ADD_CHUNK], vecs.array[start:start + _ADD_CHUNK]
-                index.add(ids, chunk if table is None else table.apply(ids, normalise(chunk, dim)))
-                bar.update(len(ids))
+                chunk_ids, chunk = vecs.ids[start:start + _ADD_CHUNK], vecs.array[start:start + _ADD_CHUNK]
+                index.add(chunk_ids, chunk if table is None else table.apply(chunk_ids, normalise(chunk, dim)))
+                bar.update(len(chunk_ids))
     except ValueError as e:  # duplicate ids, NaN or zero vectors: named by VectorIndex
         raise DataError(f"--vectors {vectors_path}: {e}") from None
     build_seconds = time.perf_counter() - started
