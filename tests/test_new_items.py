@@ -153,3 +153,12 @@ def test_a_text_query_meets_items_where_a_new_item_with_that_text_would_stand(bu
     bare = np.mean(np.array(ids)[np.argmax(rec.embed_texts(texts) @ matrix.T, 1)] == np.array(trained))
     found = np.mean([rec.search(t, k=1, mode="exact")[0].item_id == i for t, i in zip(texts, trained, strict=True)])
     assert found > bare + 0.2, (found, bare)
+
+
+def test_a_table_above_the_limit_keeps_the_bare_query(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recommender.load(bundle, precision="fp32")
+    ids, matrix = rec.catalogue.matrix()
+    query = rec.embed_texts(["item stapler ink"])
+    monkeypatch.setattr(Recommender, "place_limit", 79)  # the table holds 80 trained items
+    want = [ids[j] for j in np.argsort(-(query @ matrix.T)[0])[:5]]
+    assert [r.item_id for r in rec.search("item stapler ink", k=5, mode="exact")] == want
