@@ -126,8 +126,9 @@ class RecommenderServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
-        """Items closest to a free-text query (batched with Embed). On a trained bundle the query
-        borrows residuals as a new item with that text would, to meet item vectors in their space.
+        """Items closest to a free-text query (batched with Embed). On a trained bundle of up to 50 000
+        trained items the query borrows residuals as a new item with that text would, to meet item
+        vectors in their space.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
