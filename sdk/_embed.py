@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from ._runtime import choose_precision
 from ._tables import (
     META_BUNDLE,
     META_ENCODER,
+    META_KIND,
     META_PRECISION,
     TextSource,
     VectorWriter,
@@ -80,6 +81,7 @@ class EmbedReport:
     threads: int | None
     precision: str
     dim: int
+    vectors: str = "text"  # "item": with the bundle's residuals (item_vectors=True)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,9 +101,14 @@ def _check_int(value: Any, name: str, low: int) -> int:
 def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str], out: str | os.PathLike[str],
                precision: str = "auto", device: str = "cpu", workers: int | None = None,
                threads: int | None = None, chunk: int = DEFAULT_CHUNK, batch_size: int = 64,
-               restart: bool = False, overwrite: bool = False, progress: bool = True) -> EmbedReport:
+               restart: bool = False, overwrite: bool = False, progress: bool = True,
+               item_vectors: bool = False) -> EmbedReport:
     """Embed every row of `items` with the bundle's encoder and write `out` (.parquet or .npy).
 
+    The vectors are the encoder's text vectors, what `index build` and `upsert` take.
+    `item_vectors` writes what a trained bundle's catalogue holds instead (each item with its
+    residual, own or borrowed), for a vector store queried with the user model's vectors; the
+    Parquet metadata says which (`.npy` has none, so it takes text vectors only).
     An interrupted run resumes when called again with the same arguments (`restart` starts over).
     """
     items, out = Path(items), Path(out)
@@ -117,6 +124,8 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
         raise ValueError("workers: use 1 with device 'cuda' (one process feeds the GPU)")
     item_format(items)
     vector_format(out, "--out")
+    if item_vectors and out.suffix.lower() != ".parquet":
+        raise ValueError(f"--out {out}: item vectors need a .parquet file (its metadata marks them as such)")
     bundle = Bundle.open(bundle_dir)
     precision, _ = choose_precision(bundle, device, precision)
     encoder_file = bundle.encoder_path(precision)
@@ -124,6 +133,7 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
         "items": str(items.resolve()), "items_bytes": items.stat().st_size, "items_mtime_ns": items.stat().st_mtime_ns,
         "bundle": bundle.sha256, "encoder": bundle.manifest.files[Manifest.ENCODER_FILES[precision]].sha256,
         "precision": precision, "chunk": chunk, "out": out.suffix.lower(),
+        "vectors": "item" if item_vectors else "text",
     }
     work = _open_work_dir(out, identity, restart, overwrite)
     done = {int(p.stem.split("-")[1]) for p in work.glob("part-*.npz")}
@@ -189,11 +199,12 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
     if missing:  # only possible if parts were removed by hand while running
         raise LmrecError(f"{work}: parts {missing[:5]} are missing; rerun the same command to embed them")
     meta = {META_BUNDLE: identity["bundle"].encode(), META_ENCODER: identity["encoder"].encode(),
-            META_PRECISION: precision.encode()}
-    count = _merge(work, n_chunks, out, bundle.dim, meta)
+            META_PRECISION: precision.encode(), META_KIND: identity["vectors"].encode()}
+    table = bundle.residuals if item_vectors else None
+    count = _merge(work, n_chunks, out, bundle.dim, meta, None if table is None else table.apply)
     shutil.rmtree(work)
     return EmbedReport(str(out), count, embedded, resumed, round(seconds, 3), round(embedded / max(seconds, 1e-9), 1),
-                       source.empty, workers, threads_each, precision, bundle.dim)
+                       source.empty, workers, threads_each, precision, bundle.dim, identity["vectors"])
 
 
 def _open_work_dir(out: Path, identity: dict[str, Any], restart: bool, overwrite: bool) -> Path:
@@ -255,8 +266,10 @@ def _id_hashes(ids: list[str]) -> np.ndarray:
                        dtype=np.uint64, count=len(ids))
 
 
-def _merge(work: Path, n_chunks: int, out: Path, dim: int, meta: dict[bytes, bytes]) -> int:
-    """Check ids are unique across all parts, then write them to `out` in input order."""
+def _merge(work: Path, n_chunks: int, out: Path, dim: int, meta: dict[bytes, bytes],
+           transform: Callable[[list[str], np.ndarray], np.ndarray] | None = None) -> int:
+    """Check ids are unique across all parts, then write them to `out` in input order (each
+    part's vectors through `transform`, when given)."""
     hashes = []
     for idx in range(n_chunks):
         with np.load(work / _part_name(idx), allow_pickle=False) as part:
@@ -278,7 +291,8 @@ def _merge(work: Path, n_chunks: int, out: Path, dim: int, meta: dict[bytes, byt
     try:
         for idx in range(n_chunks):
             with np.load(work / _part_name(idx), allow_pickle=False) as part:
-                writer.write(part["ids"].tolist(), part["vectors"])
+                ids, vectors = part["ids"].tolist(), part["vectors"]
+            writer.write(ids, vectors if transform is None else transform(ids, vectors))
     except BaseException:
         writer.abort()
         raise

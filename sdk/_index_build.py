@@ -9,7 +9,8 @@ queries before the bundle is written.
 
 The vectors are the encoder's text vectors (what `lmrec embed` writes). A trained bundle's
 catalogue holds item-tower vectors, so each item gets its residual here as `upsert` gives it: a
-trained item its own, any other the one it borrows (sdk/_residuals.py). Indexed as they come, a
+trained item its own, any other the one it borrows (sdk/_residuals.py); vectors marked as item
+vectors (`lmrec embed --item-vectors`) already have theirs. Indexed as they come, a
 trained Office bundle lost 27 % of its test NDCG@10 (bench/RESULTS.md, "Offline pipelines").
 """
 
@@ -29,7 +30,7 @@ from ._errors import DataError, LmrecError
 from ._index import DEFAULT_PARAMS, VectorIndex, normalise
 from ._manifest import Manifest
 from ._progress import progress_bar
-from ._tables import META_ENCODER, TextSource, read_catalogue, read_vectors, template_of
+from ._tables import META_ENCODER, META_KIND, TextSource, read_catalogue, read_vectors, template_of
 
 DEFAULT_QUERIES = 1000
 _ADD_CHUNK = 50_000
@@ -84,7 +85,8 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
 
     texts, metas, missing_text = _catalogue_of(bundle, vecs.ids, Path(items) if items is not None else None)
     params = {**{k: DEFAULT_PARAMS[k] for k in ("M", "ef_construction", "ef")}, **(params or {})}
-    table = bundle.residuals
+    # text vectors get the residuals here; item vectors (lmrec embed --item-vectors) have them
+    table = bundle.residuals if vecs.metadata.get(META_KIND, b"text") != b"item" else None
     started = time.perf_counter()
     index = VectorIndex(dim, params, capacity=n, threads=threads)
     try:
@@ -110,6 +112,7 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
             "build_seconds": round(build_seconds, 2), "items_per_s": round(n / max(build_seconds, 1e-9), 1),
             "recall@10": recall, "recall_queries": min(queries, n), "peak_rss_mb": peak_rss_mb(),
             "index_bytes": index_bytes, "vectors_bytes": vectors_bytes, "items_without_text": missing_text,
+            "vectors": vecs.metadata.get(META_KIND, b"text").decode(),
             "residuals": None if table is None else {
                 "own": sum(i in table.row for i in ids), "borrowed": sum(i not in table.row for i in ids)},
         }

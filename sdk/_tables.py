@@ -27,6 +27,7 @@ ITEM_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet
 VECTOR_SUFFIXES = (".parquet", ".npy")
 # Parquet key/value metadata written with vectors: which bundle and encoder produced them.
 META_BUNDLE, META_ENCODER, META_PRECISION = b"lmrec.bundle_manifest_sha256", b"lmrec.encoder_sha256", b"lmrec.precision"
+META_KIND = b"lmrec.vectors"  # b"text": the encoder's output; b"item": with the residuals of a trained bundle
 
 
 def require_parquet(what: str) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _tiny_bundle import make_tiny_bundle
 from lmrec import Bundle, BundleError, BundleWriter, Manifest, NewItemsInfo, Recommender, ResidualTable
-from lmrec.offline import build_bundle_index
+from lmrec.offline import build_bundle_index, embed_file, read_vectors
 
 RULE = NewItemsInfo(k=3, temperature=0.1, shrink=0.8, bonus=0.25)
 
@@ -162,3 +162,21 @@ def test_a_table_above_the_limit_keeps_the_bare_query(bundle: Path, monkeypatch:
     monkeypatch.setattr(Recommender, "place_limit", 79)  # the table holds 80 trained items
     want = [ids[j] for j in np.argsort(-(query @ matrix.T)[0])[:5]]
     assert [r.item_id for r in rec.search("item stapler ink", k=5, mode="exact")] == want
+
+
+def test_item_vectors_embedded_offline_are_the_catalogues_and_index_as_they_are(bundle: Path, tmp_path: Path) -> None:
+    rec = Recommender.load(bundle, precision="fp32")
+    ids, matrix = rec.catalogue.matrix()
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": i, "text": rec.catalogue.get(i).text}) + "\n" for i in ids))
+    report = embed_file(bundle, items, tmp_path / "v.parquet", precision="fp32", workers=1, progress=False,
+                        item_vectors=True)
+    assert report.vectors == "item"
+    vectors = read_vectors(tmp_path / "v.parquet")
+    assert vectors.ids == ids and np.allclose(vectors.array, matrix, atol=1e-5)  # what the user model scores
+    built = build_bundle_index(bundle, tmp_path / "v.parquet", tmp_path / "rebuilt", queries=0, progress=False)
+    assert built["vectors"] == "item" and built["residuals"] is None  # not given their residuals twice
+    assert np.allclose(Recommender.load(tmp_path / "rebuilt", precision="fp32").catalogue.vectors(ids), matrix,
+                       atol=1e-5)
+    with pytest.raises(ValueError, match="item vectors need a .parquet file"):
+        embed_file(bundle, items, tmp_path / "v.npy", workers=1, progress=False, item_vectors=True)

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk", type=positive_int, default=DEFAULT_CHUNK,
                    help="items per part file, the unit of resumption (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="texts per model run (default: %(default)s)")
+    p.add_argument("--item-vectors", action="store_true",
+                   help="write a trained bundle's item vectors (each item with its residual, own or borrowed: what "
+                        "the user model's vectors are scored against) instead of text vectors; .parquet only")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--json", default=None, help="also write the run's report (items, items/s, …) to this file")
@@ -42,9 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
     report = embed_file(args.bundle, args.items, args.out, precision=args.precision, device=args.device,
                         workers=args.workers, threads=args.threads, chunk=args.chunk, batch_size=args.batch_size,
-                        restart=args.restart, overwrite=args.overwrite, progress=not args.quiet)
+                        restart=args.restart, overwrite=args.overwrite, progress=not args.quiet,
+                        item_vectors=args.item_vectors)
     resumed = f", {report.resumed} resumed from an earlier run" if report.resumed else ""
-    print(f"{report.out}: {report.items} items (dim {report.dim}, {report.precision}){resumed}; embedded "
+    kind = ", item vectors" if report.vectors == "item" else ""
+    print(f"{report.out}: {report.items} items (dim {report.dim}, {report.precision}{kind}){resumed}; embedded "
           f"{report.embedded} in {report.seconds:.1f} s = {report.items_per_s:.0f} items/s")
     if report.empty_texts:
         print(f"# {report.empty_texts} item(s) had empty text: their id was embedded instead")

@@ -68,6 +68,8 @@ def run_build(args: argparse.Namespace) -> int:
     )
     print(f"  recall@10 vs exact {report['recall@10']:.4f} on {report['recall_queries']} sampled items")
     print(f"  index {report['index_bytes'] / 2**20:.1f} MiB, vectors {report['vectors_bytes'] / 2**20:.1f} MiB")
+    if report["vectors"] == "item":
+        print("  item vectors (lmrec embed --item-vectors): indexed as they are")
     if report["residuals"]:
         print(f"  residuals: {report['residuals']['own']} trained items their own, "
               f"{report['residuals']['borrowed']} borrowed (the bundle's item tower)")
