@@ -271,8 +271,9 @@ class Vectors:
     metadata: dict[bytes, bytes]
 
 
-def read_vectors(path: Path, flag: str = "--vectors") -> Vectors:
+def read_vectors(path: str | os.PathLike[str], flag: str = "--vectors") -> Vectors:
     """Read a vector file written by `lmrec embed` (or any Parquet with `id` and `vector` columns)."""
+    path = Path(path)
     fmt = vector_format(path, flag)
     if not path.is_file():
         raise LmrecError(f"{flag} {path}: no such file")

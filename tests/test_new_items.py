@@ -172,7 +172,7 @@ def test_item_vectors_embedded_offline_are_the_catalogues_and_index_as_they_are(
     report = embed_file(bundle, items, tmp_path / "v.parquet", precision="fp32", workers=1, progress=False,
                         item_vectors=True)
     assert report.vectors == "item"
-    vectors = read_vectors(tmp_path / "v.parquet")
+    vectors = read_vectors(str(tmp_path / "v.parquet"))  # a str path as well as a Path
     assert vectors.ids == ids and np.allclose(vectors.array, matrix, atol=1e-5)  # what the user model scores
     built = build_bundle_index(bundle, tmp_path / "v.parquet", tmp_path / "rebuilt", queries=0, progress=False)
     assert built["vectors"] == "item" and built["residuals"] is None  # not given their residuals twice
