@@ -87,8 +87,9 @@ class EmbedReport:
         return asdict(self)
 
 
-def work_dir(out: Path) -> Path:
+def work_dir(out: str | os.PathLike[str]) -> Path:
     """Where an unfinished run keeps its parts: a hidden sibling of the output."""
+    out = Path(out)
     return out.parent / f".{out.name}.lmrec-embed"
 
 
