@@ -90,7 +90,8 @@ def _cached(kind: str, bundle: str, *options: Any) -> Any:
 
                 precision, threads = options
                 b = Bundle.open(path)
-                _CACHE[key] = (TextEncoder.from_bundle(b, "cpu", precision, threads), template_of(b.manifest))
+                _CACHE[key] = (TextEncoder.from_bundle(b, "cpu", precision, threads), template_of(b.manifest),
+                               b.residuals)
             else:
                 from ._recommender import Recommender
 
@@ -106,16 +107,19 @@ def embed_partitions(
     precision: str = "auto",
     batch_size: int = 64,
     threads: int = 1,
+    item_vectors: bool = False,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The function `mapInPandas` runs on each partition: rows (id, text — or the bundle
-    template's fields) to (id, vector). For use with `df.mapInPandas(fn, EMBED_SCHEMA)`."""
+    template's fields) to (id, vector). For use with `df.mapInPandas(fn, EMBED_SCHEMA)`.
+    `item_vectors`: a trained bundle's item vectors (each item with its residual, as
+    `lmrec embed --item-vectors`) instead of text vectors."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
         from ._tables import TextSource
 
-        encoder, template = _cached("encoder", bundle, precision, threads)
+        encoder, template, table = _cached("encoder", bundle, precision, threads)
         for pdf in batches:
             if id_col not in pdf.columns:
                 raise LmrecError(f"id_col {id_col!r}: no such column (columns: {list(pdf.columns)})")
@@ -126,6 +130,8 @@ def embed_partitions(
                 continue
             ids = [i for i, _ in pairs]
             vectors = encoder.embed([t for _, t in pairs], batch_size=batch_size)
+            if item_vectors and table is not None:
+                vectors = table.apply(ids, vectors)
             yield pd.DataFrame({"id": ids, "vector": list(vectors)})
 
     return run
@@ -166,11 +172,13 @@ def recommend_partitions(
 
 
 def embed(df: DataFrame, bundle: str, id_col: str = "id", text_col: str = "text", precision: str = "auto",
-          batch_size: int = 64, threads: int = 1) -> DataFrame:
+          batch_size: int = 64, threads: int = 1, item_vectors: bool = False) -> DataFrame:
     """(id, vector) for every row of `df`: `text_col`, or the bundle template's fields when `df`
-    has no such column. `threads` is ONNX Runtime's per Python worker (Spark runs one per core)."""
+    has no such column. `threads` is ONNX Runtime's per Python worker (Spark runs one per core).
+    `item_vectors`: a trained bundle's item vectors instead of text vectors (see embed_partitions)."""
     _require()
-    return df.mapInPandas(embed_partitions(str(bundle), id_col, text_col, precision, batch_size, threads), EMBED_SCHEMA)
+    return df.mapInPandas(embed_partitions(str(bundle), id_col, text_col, precision, batch_size, threads,
+                                           item_vectors), EMBED_SCHEMA)
 
 
 def recommend(df: DataFrame, bundle: str, user_col: str = "user_id", history_col: str = "history", k: int = 50,

@@ -180,3 +180,15 @@ def test_item_vectors_embedded_offline_are_the_catalogues_and_index_as_they_are(
                        atol=1e-5)
     with pytest.raises(ValueError, match="item vectors need a .parquet file"):
         embed_file(bundle, items, tmp_path / "v.npy", workers=1, progress=False, item_vectors=True)
+
+
+def test_spark_partitions_write_item_vectors_as_lmrec_embed_does(bundle: Path) -> None:
+    pd = pytest.importorskip("pandas", reason="lmrec.spark needs the spark extra (pandas)")
+    from lmrec.spark import embed_partitions
+
+    rec = Recommender.load(bundle, precision="fp32")
+    ids, matrix = rec.catalogue.matrix()
+    frame = pd.DataFrame({"id": ids, "text": [rec.catalogue.get(i).text for i in ids]})
+    for item_vectors, want in ((True, matrix), (False, rec.embed_texts(list(frame["text"])))):
+        out = pd.concat(embed_partitions(str(bundle), precision="fp32", item_vectors=item_vectors)(iter([frame])))
+        assert list(out["id"]) == ids and np.allclose(np.stack(out["vector"].to_list()), want, atol=1e-5)
