@@ -86,7 +86,8 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
     texts, metas, missing_text = _catalogue_of(bundle, vecs.ids, Path(items) if items is not None else None)
     params = {**{k: DEFAULT_PARAMS[k] for k in ("M", "ef_construction", "ef")}, **(params or {})}
     # text vectors get the residuals here; item vectors (lmrec embed --item-vectors) have them
-    table = bundle.residuals if vecs.metadata.get(META_KIND, b"text") != b"item" else None
+    kind = vecs.metadata.get(META_KIND, b"text").decode()
+    table = bundle.residuals if kind != "item" else None
     started = time.perf_counter()
     index = VectorIndex(dim, params, capacity=n, threads=threads)
     try:
@@ -112,9 +113,9 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
             "build_seconds": round(build_seconds, 2), "items_per_s": round(n / max(build_seconds, 1e-9), 1),
             "recall@10": recall, "recall_queries": min(queries, n), "peak_rss_mb": peak_rss_mb(),
             "index_bytes": index_bytes, "vectors_bytes": vectors_bytes, "items_without_text": missing_text,
-            "vectors": vecs.metadata.get(META_KIND, b"text").decode(),
-            "residuals": None if table is None else {
-                "own": sum(i in table.row for i in ids), "borrowed": sum(i not in table.row for i in ids)},
+            "vectors": kind,
+            "residuals": None if table is None else {"own": (own := sum(i in table.row for i in ids)),
+                                                     "borrowed": n - own},
         }
         writer.finish(bundle.manifest.derived(bundle.sha256, n, index.params, index_build={
             k: report[k] for k in ("build_seconds", "recall@10", "recall_queries")}))
