@@ -143,7 +143,7 @@ class Catalogue:
         of the user model, whose scores the bonus was calibrated on)."""
         with self._lock.read():
             return self._index.search(queries, k, filter=predicate(filter, self.metadata), exclude=exclude, mode=mode,
-                                      boost=self._boost() if users else None)
+                                      boost=self._boost(queries) if users else None)
 
     @property
     def new_item_bonus(self) -> float:
@@ -156,14 +156,18 @@ class Catalogue:
         trained = self.residuals.row  # type: ignore[union-attr]
         return np.array([0.0 if i in trained else self.new_item_bonus for i in ids], dtype=np.float32)
 
-    def _boost(self) -> tuple[float, np.ndarray] | None:
+    def _boost(self, users: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """(bonus per user row, new-item slot mask). The bonus was chosen on the user model's own
+        scores, u·v + bonus; the index ranks cosines, so a user vector of length |u| gets
+        bonus / |u| (the learned softmax temperature is that length, about 20 on the shared data)."""
         if not self.new_item_bonus:
             return None
         mask = self._new_mask
         if mask is None:
             trained = self.residuals.row  # type: ignore[union-attr]
             mask = self._new_mask = self._index.slot_mask(lambda i: i not in trained)
-        return self.new_item_bonus, mask
+        norms = np.linalg.norm(np.array(users, dtype=np.float32, ndmin=2), axis=1)
+        return self.new_item_bonus / np.maximum(norms, 1e-12), mask
 
     @property
     def has_popularity(self) -> bool:

@@ -231,14 +231,15 @@ class VectorIndex:
 
     def search(self, queries: Any, k: int, filter: Callable[[str], bool] | None = None,
                exclude: Sequence[Collection[str]] | None = None, mode: str = "auto",
-               boost: tuple[float, np.ndarray] | None = None) -> list[list[tuple[str, float]]]:
+               boost: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[tuple[str, float]]]:
         """Top-`k` (id, cosine) per query row, best first.
 
         `filter(id)` keeps an item when true; `exclude[i]` are ids never returned for query i.
         A query gets fewer than k results only when fewer items pass. `mode` forces "exact" or
         "ann"; "auto" is exact below `exact_threshold` items or when k is large for the size.
-        `boost` (value, slot mask from `slot_mask`) adds value to those slots' scores; the graph
-        path then also scores the boosted slots exactly and merges (they are the few new items).
+        `boost` (values, slot mask from `slot_mask`) adds each query's value (one per query row)
+        to those slots' scores; the graph path then also scores the boosted slots exactly and
+        merges (they are the few new items).
         """
         q = normalise(queries, self.dim, "queries")
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -254,8 +255,9 @@ class VectorIndex:
             widest = k + max((len(e) for e in exclude), default=0) if exclude else k
             exact = mode == "exact" or (mode == "auto" and (live < self.exact_threshold or widest * 10 > live))
             boosted = None
-            if boost is not None and boost[0] != 0.0 and boost[1][:len(self._slot_ids)].any():
-                boosted = (float(boost[0]), boost[1][:len(self._slot_ids)])
+            if boost is not None and np.any(boost[0]) and boost[1][:len(self._slot_ids)].any():
+                values = np.broadcast_to(np.asarray(boost[0], dtype=np.float32), (len(q),))
+                boosted = (values, boost[1][:len(self._slot_ids)])
             if not exact:
                 found = self._search_graph(q, k, min(widest, live), filter, exclude)
                 if found is not None:
@@ -282,7 +284,7 @@ class VectorIndex:
         return out
 
     def _merge_boosted(self, q: np.ndarray, k: int, found: list[list[tuple[str, float]]],
-                       boosted: tuple[float, np.ndarray], filter: Callable[[str], bool] | None,
+                       boosted: tuple[np.ndarray, np.ndarray], filter: Callable[[str], bool] | None,
                        exclude: Sequence[Collection[str]] | None) -> list[list[tuple[str, float]]]:
         """The graph's hits with boosted items raised, merged with the boosted slots' exact top k:
         any item outside both ranks below k of them, so the merge is the boosted ranking."""
@@ -293,16 +295,16 @@ class VectorIndex:
         extra = self._search_exact_slots(q, k, slots, exclude, value)
         out = []
         for row, hits in enumerate(found):
-            merged = {i: s + (value if mask[self._slots[i]] else 0.0) for i, s in hits}
+            merged = {i: s + (float(value[row]) if mask[self._slots[i]] else 0.0) for i, s in hits}
             merged.update(extra[row])
             out.append(sorted(merged.items(), key=lambda x: (-x[1], self._slots[x[0]]))[:k])
         return out
 
     def _search_exact_slots(self, q: np.ndarray, k: int, slots: np.ndarray,
-                            exclude: Sequence[Collection[str]] | None, value: float) -> list[dict[str, float]]:
+                            exclude: Sequence[Collection[str]] | None, value: np.ndarray) -> list[dict[str, float]]:
         if not len(slots):
             return [{} for _ in q]
-        scores = _scores(q, self._vectors[slots]) + value
+        scores = _scores(q, self._vectors[slots]) + value[:, None]
         out = []
         for row, s in enumerate(scores):
             order = np.argsort(-s, kind="stable")
@@ -319,7 +321,7 @@ class VectorIndex:
 
     def _search_exact(self, q: np.ndarray, k: int, filter: Callable[[str], bool] | None,
                       exclude: Sequence[Collection[str]] | None,
-                      boosted: tuple[float, np.ndarray] | None = None) -> list[list[tuple[str, float]]]:
+                      boosted: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[tuple[str, float]]]:
         n = len(self._slot_ids)
         allowed = self._live[:n].copy()
         if filter is not None:
@@ -329,7 +331,7 @@ class VectorIndex:
         for start in range(0, len(q), 256):
             scores = _scores(q[start:start + 256], self._vectors[:n])
             if boosted is not None:
-                scores[:, boosted[1][:n]] += boosted[0]
+                scores[:, boosted[1][:n]] += boosted[0][start:start + 256, None]
             if blocked is not None:
                 scores[:, blocked] = -np.inf
             for row, s in enumerate(scores, start):

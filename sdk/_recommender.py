@@ -143,8 +143,10 @@ class Recommender:
         the history ids skipped (counted in `skipped_history_ids`; `strict` raises instead).
 
         The user is exactly one of `history` (ids, oldest first; no known id: the most popular
-        items), `user_vector`, or `positive` (and `negative`) ids or vectors (Qdrant's
-        average_vector). History and example items are never returned, nor `exclude`. `filter`:
+        items), `user_vector` (ranked as a history whose user vector it is: give `embed_user`'s
+        vector as it came, its length weighs the new-item bonus), or `positive` (and `negative`)
+        ids or vectors (Qdrant's average_vector). History and example items are never returned,
+        nor `exclude`. `filter`:
         {"brand": "Acme"}, {"brand": ["Acme", "Zephyr"]} or a callable(item_id, metadata).
         `explain` adds the history items behind each result; `mode`: "auto", "exact" or "ann"."""
         one_user(history, user_vector, positive, negative)
@@ -161,7 +163,7 @@ class Recommender:
                     return self._results(self.catalogue.popular(k, skip, filter), [], explain, unknown)
                 query = self.users.vectors([basis])[0]
             elif user_vector is not None:
-                query = normalise(user_vector, self.dim, "user_vector")[0]
+                query = _one_vector(user_vector, self.dim, "user_vector")
             else:
                 if isinstance(positive, (str, bytes)) or not len(positive):  # type: ignore[arg-type]
                     raise ValueError("positive: expected a non-empty list of item ids or vectors")
@@ -171,9 +173,35 @@ class Recommender:
                 basis = [e for e in positive if isinstance(e, str)]  # type: ignore[union-attr]
             if not np.any(query):
                 raise ValueError("recommend: the examples cancel out (the query vector is zero)")
-            users = history is not None  # the new-item bonus applies to user-model queries
+            users = positive is None  # the new-item bonus applies to user-model queries
             hits = self.catalogue.search(query, k, filter=filter, exclude=[skip], mode=mode, users=users)[0]
             return self._results(hits, basis, explain, unknown)
+
+    def embed_user(self, history: Sequence[str] | None = None, vectors: Any = None,
+                   strict: bool = False) -> np.ndarray:
+        """The user vector `recommend(history)` ranks with, float32 (dim,): the bundle's user model
+        over the history's item vectors, else their mean (the last `manifest.recent`). Not unit
+        length: on a trained bundle the length is the model's learned temperature.
+
+        Give the history as item ids, or as `vectors` ((n, dim), oldest first) where the items live
+        elsewhere, e.g. on the other shards of a sharded catalogue (`get_item(id).vector` there):
+        `recommend(user_vector=…, exclude=history)` on every shard then ranks as `recommend(history)`
+        over the whole catalogue (docs/scaling.md). Unknown ids are skipped (counted in
+        `skipped_history_ids`) unless `strict`; UnknownItemError when none is known."""
+        if (history is None) == (vectors is None):
+            raise ValueError("embed_user: give exactly one of history or vectors")
+        with self.catalogue.read():
+            if history is not None:
+                known, unknown = self.users.known(history, strict)
+                if not unknown and not known:
+                    raise ValueError("history: empty (give at least one item id)")
+                if not known:
+                    raise UnknownItemError(f"history: none of its {len(unknown)} ids is in the catalogue")
+                return self.users.vectors([known])[0]
+        rows = normalise(vectors, self.dim, "vectors")
+        if not len(rows):
+            raise ValueError("vectors: empty (give at least one item vector)")
+        return self.users.of_vectors(rows)
 
     def similar_items(self, item_id: str, k: int = 10, filter: Filter | None = None,
                       mode: str = "auto") -> list[Recommendation]:
@@ -203,7 +231,9 @@ class Recommender:
 
     def score_all(self, histories: Sequence[Sequence[str]], strict: bool = False) -> np.ndarray:
         """Exact float32 scores (len(histories), len(self)) in `item_ids()` order: what `recommend`
-        ranks, before exclusions. An empty history scores by popularity (scaled to [0, 1])."""
+        ranks, before exclusions — the user model's own scores, user vector · item vector plus the
+        new-item bonus, which `recommend` returns divided by the user vector's length (cosines).
+        An empty history scores by popularity (scaled to [0, 1])."""
         rows_in = check_histories(histories)
         with self.catalogue.read():
             ids, matrix = self.catalogue.matrix()
@@ -258,6 +288,13 @@ class Recommender:
             return Recommendations([Recommendation(i, s) for i, s in hits], tuple(unknown))
         used = list(dict.fromkeys(basis[-self.users.span:]))
         return Recommendations(explain_hits(hits, used, self.catalogue.vectors), tuple(unknown))
+
+
+def _one_vector(value: Any, dim: int, name: str) -> np.ndarray:
+    """A (dim,) float32 copy of one finite, non-zero vector, its length kept."""
+    if len(normalise(value, dim, name)) != 1:
+        raise ValueError(f"{name}: expected one vector of shape ({dim},), got {np.shape(value)}")
+    return np.array(value, dtype=np.float32).reshape(dim)
 
 
 __all__ = ["Recommender"]

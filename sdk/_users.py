@@ -49,6 +49,12 @@ class Users:
             return np.stack([self.catalogue.vectors(h[-self.recent:]).mean(0) for h in histories])
         return self.encoder([self.catalogue.vectors(h[-self.span:]) for h in histories])
 
+    def of_vectors(self, history: np.ndarray) -> np.ndarray:
+        """(dim,) the user vector of a history given as its item vectors (n, dim), oldest first."""
+        if self.encoder is None:
+            return np.asarray(history[-self.recent:].mean(0), dtype=np.float32)
+        return self.encoder([history[-self.span:]])[0]
+
     def example(self, examples: Sequence[Any], name: str) -> np.ndarray:
         """The mean of item ids' and vectors' unit vectors (Qdrant's average_vector)."""
         if isinstance(examples, (str, bytes)) or not isinstance(examples, Iterable):

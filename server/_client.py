@@ -206,6 +206,15 @@ class RecommenderClient:
         )
         return _results(self._call(self.stub.Recommend, request, timeout).items, explain)
 
+    def embed_user(self, history: Sequence[str] | None = None,
+                   vectors: Sequence[Sequence[float]] | np.ndarray | None = None, strict: bool = False,
+                   timeout: float | None = None) -> np.ndarray:
+        """The user vector `recommend(history)` ranks with (see `Recommender.embed_user`): pass it,
+        unchanged, as `recommend(user_vector=…)`, e.g. to every shard of a sharded catalogue."""
+        rows = [] if vectors is None else [pb.Vector(values=np.asarray(v, dtype=np.float32).tolist()) for v in vectors]
+        request = pb.EmbedUserRequest(history=list(history or ()), history_vectors=rows, strict=strict)
+        return np.asarray(self._call(self.stub.EmbedUser, request, timeout).vector.values, dtype=np.float32)
+
     def similar_items(self, item_id: str, k: int = 10, filter: Mapping[str, Any] | None = None,
                       timeout: float | None = None) -> list[Any]:
         request = pb.SimilarItemsRequest(id=item_id, k=k, filter=_conditions(filter))

@@ -76,6 +76,19 @@ def vector(field: str, values: Sequence[float], dim: int) -> np.ndarray:
     return array
 
 
+def vector_list(field: str, values: Sequence[pb.Vector], dim: int, limits: Limits) -> np.ndarray | None:
+    """(n, dim) float32 of a repeated Vector field (at most `max_ids`); None when empty."""
+    if not values:
+        return None
+    if len(values) > limits.max_ids:
+        raise InvalidField(f"{field}: {len(values)} vectors, limit {limits.max_ids}")
+    rows = [vector(f"{field}[{i}]", v.values, dim) for i, v in enumerate(values)]
+    for i, row in enumerate(rows):
+        if not row.any():
+            raise InvalidField(f"{field}[{i}]: all zeros (an item vector has length 1)")
+    return np.stack(rows)
+
+
 def _scalar(field: str, value: struct_pb2.Value) -> Any:
     kind = value.WhichOneof("kind")
     if kind not in _SCALARS:

@@ -113,6 +113,14 @@ class DataPlane:
         with self.compute.slot(timeout):
             return rec.recommend(**query)
 
+    def embed_user(self, history: list[str] | None, vectors: np.ndarray | None, strict: bool,
+                   timeout: float | None = None) -> tuple[np.ndarray, list[str]]:
+        """(user vector, history ids skipped as unknown)."""
+        rec = self.recommender
+        with self.compute.slot(timeout):
+            vector = rec.embed_user(history, vectors, strict=strict)
+        return vector, [i for i in history or () if i not in rec]
+
     def similar_items(self, item_id: str, k: int, filter: Mapping[str, Any] | None,
                       timeout: float | None = None) -> list[Recommendation]:
         rec = self.recommender

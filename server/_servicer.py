@@ -70,6 +70,15 @@ class RecommenderServicer:
             negative=negative or None, strict=request.strict, timeout=_timeout(context))
         return pb.RecommendResponse(items=cv.scored(results, request.explain), unknown_ids=list(results.unknown_ids))
 
+    def EmbedUser(self, request: pb.EmbedUserRequest, context: grpc.ServicerContext) -> pb.EmbedUserResponse:
+        history = cv.item_ids("history", request.history, self._limits)
+        vectors = cv.vector_list("history_vectors", request.history_vectors, self._plane.recommender.dim,
+                                 self._limits)
+        if bool(history) == (vectors is not None):
+            raise cv.InvalidField("history: give exactly one of history (ids) or history_vectors")
+        vector, unknown = self._plane.embed_user(history or None, vectors, request.strict, _timeout(context))
+        return pb.EmbedUserResponse(vector=pb.Vector(values=vector.tolist()), unknown_ids=unknown)
+
     def SimilarItems(self, request: pb.SimilarItemsRequest, context: grpc.ServicerContext) -> pb.SimilarItemsResponse:
         item = cv.item_id("id", request.id, self._limits)
         results = self._plane.similar_items(item, cv.k(request, self._limits), cv.filter_(request.filter, self._limits),

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 DIM = 16
+TEMPERATURE = 20.0  # the tiny user model's vector length (see _user_model)
 TOPICS = {
     "office": ["stapler", "paper", "pen", "ink", "desk", "folder", "binder", "marker"],
     "garden": ["shovel", "seed", "hose", "soil", "rake", "flower", "pot", "grass"],
@@ -59,12 +60,14 @@ def _encoder(path: Path, vocab: int, rng: np.random.Generator, dim: int = DIM) -
 
 
 def _user_model(path: Path, max_history: int) -> None:
-    """A user model that is visibly not the mean: the user is their most recent item."""
+    """A user model that is visibly not the mean: the user is their most recent item, times
+    TEMPERATURE, as a trained user vector's length is its learned softmax temperature."""
     nodes = [
         helper.make_node("Gather", ["history", "last"], ["recent"], axis=1),
         helper.make_node("Gather", ["mask", "last"], ["recent_mask"], axis=1),
         helper.make_node("Unsqueeze", ["recent_mask", "axis1"], ["m2"]),
-        helper.make_node("Mul", ["recent", "m2"], ["user_vector"]),
+        helper.make_node("Mul", ["recent", "m2"], ["masked"]),
+        helper.make_node("Mul", ["masked", "temperature"], ["user_vector"]),
     ]
     graph = helper.make_graph(
         nodes, "tiny_user_model",
@@ -72,7 +75,8 @@ def _user_model(path: Path, max_history: int) -> None:
          helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", max_history])],
         [helper.make_tensor_value_info("user_vector", TensorProto.FLOAT, ["batch", DIM])],
         [numpy_helper.from_array(np.array(max_history - 1, np.int64), "last"),
-         numpy_helper.from_array(np.array([1], np.int64), "axis1")])
+         numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+         numpy_helper.from_array(np.array(TEMPERATURE, np.float32), "temperature")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))

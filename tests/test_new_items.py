@@ -75,6 +75,13 @@ def test_the_bonus_lifts_new_items_under_the_user_model_only(bundle: Path) -> No
     assert np.allclose([r.score for r in exact], [r.score for r in ann], atol=1e-5)
     order = [ids[j] for j in np.argsort(-scores) if ids[j] not in history][:10]
     assert [r.item_id for r in exact] == order
+    # recommend gives the user model's scores over the user vector's length (cosines + bonus / |u|),
+    # and a user vector from embed_user (a sharded catalogue's query) ranks as its history does
+    top = [ids.index(r.item_id) for r in exact]
+    assert np.allclose([r.score for r in exact], scores[top] / np.linalg.norm(user), atol=1e-5)
+    for mode in ("exact", "ann"):
+        by_vector = rec.recommend(user_vector=rec.embed_user(history), exclude=history, k=10, mode=mode)
+        assert [r.item_id for r in by_vector] == order
     assert any(new[ids.index(r.item_id)] for r in exact)
     batch = rec.recommend_batch([history], k=10)[0]
     assert [r.item_id for r in batch] == order

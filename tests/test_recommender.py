@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny_bundle import BRANDS, make_tiny_bundle
+from _tiny_bundle import BRANDS, TEMPERATURE, make_tiny_bundle
 from lmrec import (
     BundleError,
     ExplainedRecommendation,
@@ -234,11 +234,14 @@ def test_user_model_is_used_when_the_bundle_has_one(user_model_bundle):
     rec = Recommender.load(user_model_bundle)
     history = ["office-0", "music-3", "garden-1", "kitchen-2"]  # the tiny user model: the last item
     assert [i for i, _ in rec.recommend(history, k=5)] == exact(rec, rec.get_item("kitchen-2").vector, set(history), 5)
+    user = rec.embed_user(history)  # the user model's vector, its length the model's temperature
+    np.testing.assert_allclose(user, TEMPERATURE * rec.get_item("kitchen-2").vector, atol=1e-5)
     scores = rec.score_all([history])
     ids = rec.item_ids()
-    np.testing.assert_allclose(
-        scores[0], np.stack([rec.get_item(i).vector for i in ids]) @ rec.get_item("kitchen-2").vector, atol=1e-5
-    )
+    np.testing.assert_allclose(scores[0], np.stack([rec.get_item(i).vector for i in ids]) @ user, atol=1e-4)
+    # the same history as item vectors (from another shard), and its vector as the query
+    np.testing.assert_allclose(rec.embed_user(vectors=[rec.get_item(i).vector for i in history]), user, atol=1e-6)
+    assert rec.recommend(user_vector=user, exclude=history, k=5) == rec.recommend(history, k=5)
 
 
 def test_user_segments_separate_topics(rec5):

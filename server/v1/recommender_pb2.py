@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1almrec/v1/recommender.proto\x12\x08lmrec.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"O\n\rEmbedResponse\x12!\n\x07vectors\x18\x01 \x03(\x0b\x32\x10.lmrec.v1.Vector\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\"7\n\x12\x45mbedStreamRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x12\n\nchunk_size\x18\x02 \x01(\x05\"z\n\tCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12(\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12,\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.ListValueH\x00\x42\x06\n\x04test\"8\n\nScoredItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0f\n\x07\x62\x65\x63\x61use\x18\x03 \x03(\t\"\xc9\x01\n\x10RecommendRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\x13\n\x0buser_vector\x18\x02 \x03(\x02\x12\x10\n\x08positive\x18\x03 \x03(\t\x12\x10\n\x08negative\x18\x04 \x03(\t\x12\x0e\n\x01k\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07\x65xclude\x18\x06 \x03(\t\x12#\n\x06\x66ilter\x18\x07 \x03(\x0b\x32\x13.lmrec.v1.Condition\x12\x0f\n\x07\x65xplain\x18\x08 \x01(\x08\x12\x0e\n\x06strict\x18\t \x01(\x08\x42\x04\n\x02_k\"M\n\x11RecommendResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.lmrec.v1.ScoredItem\x12\x13\n\x0bunknown_ids\x18\x02 \x03(\t\"\\\n\x13SimilarItemsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12#\n\x06\x66ilter\x18\x03 \x03(\x0b\x32\x13.lmrec.v1.ConditionB\x04\n\x02_k\";\n\x14SimilarItemsResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.lmrec.v1.ScoredItem\"X\n\rSearchRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12#\n\x06\x66ilter\x18\x03 \x03(\x0b\x32\x13.lmrec.v1.ConditionB\x04\n\x02_k\"5\n\x0eSearchResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.lmrec.v1.ScoredItem\"[\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06vector\x18\x03 \x03(\x02\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"3\n\x12UpsertItemsRequest\x12\x1d\n\x05items\x18\x01 \x03(\x0b\x32\x0e.lmrec.v1.Item\"?\n\x13UpsertItemsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x12\x16\n\x0e\x63\x61talogue_size\x18\x02 \x01(\x03\"!\n\x12\x44\x65leteItemsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"O\n\x13\x44\x65leteItemsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12\x0f\n\x07missing\x18\x02 \x03(\t\x12\x16\n\x0e\x63\x61talogue_size\x18\x03 \x01(\x03\"4\n\x0eGetItemRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0einclude_vector\x18\x02 \x01(\x08\"/\n\x0fGetItemResponse\x12\x1c\n\x04item\x18\x01 \x01(\x0b\x32\x0e.lmrec.v1.Item\"\x15\n\x13GetModelInfoRequest\"\x9a\x02\n\x06Limits\x12\x17\n\x0fmax_embed_texts\x18\x01 \x01(\x05\x12\x1e\n\x16max_embed_stream_texts\x18\x02 \x01(\x05\x12\x16\n\x0emax_text_bytes\x18\x03 \x01(\x05\x12\r\n\x05max_k\x18\x04 \x01(\x05\x12\x0f\n\x07max_ids\x18\x05 \x01(\x05\x12\x14\n\x0cmax_id_bytes\x18\x06 \x01(\x05\x12\x18\n\x10max_upsert_items\x18\x07 \x01(\x05\x12\x1a\n\x12max_metadata_bytes\x18\x08 \x01(\x05\x12\x1d\n\x15max_filter_conditions\x18\t \x01(\x05\x12\x19\n\x11max_filter_values\x18\n \x01(\x05\x12\x19\n\x11max_message_bytes\x18\x0b \x01(\x05\"\xd4\x01\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x12\n\nmax_length\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x16\n\x0e\x63\x61talogue_size\x18\x06 \x01(\x03\x12\x15\n\rlmrec_version\x18\x07 \x01(\t\x12 \n\x06limits\x18\x08 \x01(\x0b\x32\x10.lmrec.v1.Limits\x12\x18\n\x10precision_reason\x18\t \x01(\t2\x8e\x06\n\x0bRecommender\x12=\n\x05\x45mbed\x12\x16.lmrec.v1.EmbedRequest\x1a\x17.lmrec.v1.EmbedResponse\"\x03\x90\x02\x01\x12K\n\x0b\x45mbedStream\x12\x1c.lmrec.v1.EmbedStreamRequest\x1a\x17.lmrec.v1.EmbedResponse\"\x03\x90\x02\x01\x30\x01\x12I\n\tRecommend\x12\x1a.lmrec.v1.RecommendRequest\x1a\x1b.lmrec.v1.RecommendResponse\"\x03\x90\x02\x01\x12R\n\x0cSimilarItems\x12\x1d.lmrec.v1.SimilarItemsRequest\x1a\x1e.lmrec.v1.SimilarItemsResponse\"\x03\x90\x02\x01\x12@\n\x06Search\x12\x17.lmrec.v1.SearchRequest\x1a\x18.lmrec.v1.SearchResponse\"\x03\x90\x02\x01\x12O\n\x0bUpsertItems\x12\x1c.lmrec.v1.UpsertItemsRequest\x1a\x1d.lmrec.v1.UpsertItemsResponse\"\x03\x90\x02\x02\x12W\n\x11UpsertItemsStream\x12\x1c.lmrec.v1.UpsertItemsRequest\x1a\x1d.lmrec.v1.UpsertItemsResponse\"\x03\x90\x02\x02(\x01\x12O\n\x0b\x44\x65leteItems\x12\x1c.lmrec.v1.DeleteItemsRequest\x1a\x1d.lmrec.v1.DeleteItemsResponse\"\x03\x90\x02\x02\x12\x43\n\x07GetItem\x12\x18.lmrec.v1.GetItemRequest\x1a\x19.lmrec.v1.GetItemResponse\"\x03\x90\x02\x01\x12R\n\x0cGetModelInfo\x12\x1d.lmrec.v1.GetModelInfoRequest\x1a\x1e.lmrec.v1.GetModelInfoResponse\"\x03\x90\x02\x01\x42\x1e\n\x08lmrec.v1B\x10RecommenderProtoP\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1almrec/v1/recommender.proto\x12\x08lmrec.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"O\n\rEmbedResponse\x12!\n\x07vectors\x18\x01 \x03(\x0b\x32\x10.lmrec.v1.Vector\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\"7\n\x12\x45mbedStreamRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x12\n\nchunk_size\x18\x02 \x01(\x05\"z\n\tCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12(\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12,\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.ListValueH\x00\x42\x06\n\x04test\"8\n\nScoredItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0f\n\x07\x62\x65\x63\x61use\x18\x03 \x03(\t\"\xc9\x01\n\x10RecommendRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\x13\n\x0buser_vector\x18\x02 \x03(\x02\x12\x10\n\x08positive\x18\x03 \x03(\t\x12\x10\n\x08negative\x18\x04 \x03(\t\x12\x0e\n\x01k\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07\x65xclude\x18\x06 \x03(\t\x12#\n\x06\x66ilter\x18\x07 \x03(\x0b\x32\x13.lmrec.v1.Condition\x12\x0f\n\x07\x65xplain\x18\x08 \x01(\x08\x12\x0e\n\x06strict\x18\t \x01(\x08\x42\x04\n\x02_k\"M\n\x11RecommendResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.lmrec.v1.ScoredItem\x12\x13\n\x0bunknown_ids\x18\x02 \x03(\t\"^\n\x10\x45mbedUserRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12)\n\x0fhistory_vectors\x18\x02 \x03(\x0b\x32\x10.lmrec.v1.Vector\x12\x0e\n\x06strict\x18\x03 \x01(\x08\"J\n\x11\x45mbedUserResponse\x12 \n\x06vector\x18\x01 \x01(\x0b\x32\x10.lmrec.v1.Vector\x12\x13\n\x0bunknown_ids\x18\x02 \x03(\t\"\\\n\x13SimilarItemsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12#\n\x06\x66ilter\x18\x03 \x03(\x0b\x32\x13.lmrec.v1.ConditionB\x04\n\x02_k\";\n\x14SimilarItemsResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.lmrec.v1.ScoredItem\"X\n\rSearchRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12#\n\x06\x66ilter\x18\x03 \x03(\x0b\x32\x13.lmrec.v1.ConditionB\x04\n\x02_k\"5\n\x0eSearchResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.lmrec.v1.ScoredItem\"[\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06vector\x18\x03 \x03(\x02\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"3\n\x12UpsertItemsRequest\x12\x1d\n\x05items\x18\x01 \x03(\x0b\x32\x0e.lmrec.v1.Item\"?\n\x13UpsertItemsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x12\x16\n\x0e\x63\x61talogue_size\x18\x02 \x01(\x03\"!\n\x12\x44\x65leteItemsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"O\n\x13\x44\x65leteItemsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12\x0f\n\x07missing\x18\x02 \x03(\t\x12\x16\n\x0e\x63\x61talogue_size\x18\x03 \x01(\x03\"4\n\x0eGetItemRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0einclude_vector\x18\x02 \x01(\x08\"/\n\x0fGetItemResponse\x12\x1c\n\x04item\x18\x01 \x01(\x0b\x32\x0e.lmrec.v1.Item\"\x15\n\x13GetModelInfoRequest\"\x9a\x02\n\x06Limits\x12\x17\n\x0fmax_embed_texts\x18\x01 \x01(\x05\x12\x1e\n\x16max_embed_stream_texts\x18\x02 \x01(\x05\x12\x16\n\x0emax_text_bytes\x18\x03 \x01(\x05\x12\r\n\x05max_k\x18\x04 \x01(\x05\x12\x0f\n\x07max_ids\x18\x05 \x01(\x05\x12\x14\n\x0cmax_id_bytes\x18\x06 \x01(\x05\x12\x18\n\x10max_upsert_items\x18\x07 \x01(\x05\x12\x1a\n\x12max_metadata_bytes\x18\x08 \x01(\x05\x12\x1d\n\x15max_filter_conditions\x18\t \x01(\x05\x12\x19\n\x11max_filter_values\x18\n \x01(\x05\x12\x19\n\x11max_message_bytes\x18\x0b \x01(\x05\"\xd4\x01\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x12\n\nmax_length\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x16\n\x0e\x63\x61talogue_size\x18\x06 \x01(\x03\x12\x15\n\rlmrec_version\x18\x07 \x01(\t\x12 \n\x06limits\x18\x08 \x01(\x0b\x32\x10.lmrec.v1.Limits\x12\x18\n\x10precision_reason\x18\t \x01(\t2\xd9\x06\n\x0bRecommender\x12=\n\x05\x45mbed\x12\x16.lmrec.v1.EmbedRequest\x1a\x17.lmrec.v1.EmbedResponse\"\x03\x90\x02\x01\x12K\n\x0b\x45mbedStream\x12\x1c.lmrec.v1.EmbedStreamRequest\x1a\x17.lmrec.v1.EmbedResponse\"\x03\x90\x02\x01\x30\x01\x12I\n\tRecommend\x12\x1a.lmrec.v1.RecommendRequest\x1a\x1b.lmrec.v1.RecommendResponse\"\x03\x90\x02\x01\x12I\n\tEmbedUser\x12\x1a.lmrec.v1.EmbedUserRequest\x1a\x1b.lmrec.v1.EmbedUserResponse\"\x03\x90\x02\x01\x12R\n\x0cSimilarItems\x12\x1d.lmrec.v1.SimilarItemsRequest\x1a\x1e.lmrec.v1.SimilarItemsResponse\"\x03\x90\x02\x01\x12@\n\x06Search\x12\x17.lmrec.v1.SearchRequest\x1a\x18.lmrec.v1.SearchResponse\"\x03\x90\x02\x01\x12O\n\x0bUpsertItems\x12\x1c.lmrec.v1.UpsertItemsRequest\x1a\x1d.lmrec.v1.UpsertItemsResponse\"\x03\x90\x02\x02\x12W\n\x11UpsertItemsStream\x12\x1c.lmrec.v1.UpsertItemsRequest\x1a\x1d.lmrec.v1.UpsertItemsResponse\"\x03\x90\x02\x02(\x01\x12O\n\x0b\x44\x65leteItems\x12\x1c.lmrec.v1.DeleteItemsRequest\x1a\x1d.lmrec.v1.DeleteItemsResponse\"\x03\x90\x02\x02\x12\x43\n\x07GetItem\x12\x18.lmrec.v1.GetItemRequest\x1a\x19.lmrec.v1.GetItemResponse\"\x03\x90\x02\x01\x12R\n\x0cGetModelInfo\x12\x1d.lmrec.v1.GetModelInfoRequest\x1a\x1e.lmrec.v1.GetModelInfoResponse\"\x03\x90\x02\x01\x42\x1e\n\x08lmrec.v1B\x10RecommenderProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDER'].methods_by_name['EmbedStream']._serialized_options = b'\220\002\001'
   _globals['_RECOMMENDER'].methods_by_name['Recommend']._loaded_options = None
   _globals['_RECOMMENDER'].methods_by_name['Recommend']._serialized_options = b'\220\002\001'
+  _globals['_RECOMMENDER'].methods_by_name['EmbedUser']._loaded_options = None
+  _globals['_RECOMMENDER'].methods_by_name['EmbedUser']._serialized_options = b'\220\002\001'
   _globals['_RECOMMENDER'].methods_by_name['SimilarItems']._loaded_options = None
   _globals['_RECOMMENDER'].methods_by_name['SimilarItems']._serialized_options = b'\220\002\001'
   _globals['_RECOMMENDER'].methods_by_name['Search']._loaded_options = None
@@ -69,34 +71,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST']._serialized_end=649
   _globals['_RECOMMENDRESPONSE']._serialized_start=651
   _globals['_RECOMMENDRESPONSE']._serialized_end=728
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=730
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=822
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=824
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=883
-  _globals['_SEARCHREQUEST']._serialized_start=885
-  _globals['_SEARCHREQUEST']._serialized_end=973
-  _globals['_SEARCHRESPONSE']._serialized_start=975
-  _globals['_SEARCHRESPONSE']._serialized_end=1028
-  _globals['_ITEM']._serialized_start=1030
-  _globals['_ITEM']._serialized_end=1121
-  _globals['_UPSERTITEMSREQUEST']._serialized_start=1123
-  _globals['_UPSERTITEMSREQUEST']._serialized_end=1174
-  _globals['_UPSERTITEMSRESPONSE']._serialized_start=1176
-  _globals['_UPSERTITEMSRESPONSE']._serialized_end=1239
-  _globals['_DELETEITEMSREQUEST']._serialized_start=1241
-  _globals['_DELETEITEMSREQUEST']._serialized_end=1274
-  _globals['_DELETEITEMSRESPONSE']._serialized_start=1276
-  _globals['_DELETEITEMSRESPONSE']._serialized_end=1355
-  _globals['_GETITEMREQUEST']._serialized_start=1357
-  _globals['_GETITEMREQUEST']._serialized_end=1409
-  _globals['_GETITEMRESPONSE']._serialized_start=1411
-  _globals['_GETITEMRESPONSE']._serialized_end=1458
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1460
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1481
-  _globals['_LIMITS']._serialized_start=1484
-  _globals['_LIMITS']._serialized_end=1766
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1769
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1981
-  _globals['_RECOMMENDER']._serialized_start=1984
-  _globals['_RECOMMENDER']._serialized_end=2766
+  _globals['_EMBEDUSERREQUEST']._serialized_start=730
+  _globals['_EMBEDUSERREQUEST']._serialized_end=824
+  _globals['_EMBEDUSERRESPONSE']._serialized_start=826
+  _globals['_EMBEDUSERRESPONSE']._serialized_end=900
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=902
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=994
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=996
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1055
+  _globals['_SEARCHREQUEST']._serialized_start=1057
+  _globals['_SEARCHREQUEST']._serialized_end=1145
+  _globals['_SEARCHRESPONSE']._serialized_start=1147
+  _globals['_SEARCHRESPONSE']._serialized_end=1200
+  _globals['_ITEM']._serialized_start=1202
+  _globals['_ITEM']._serialized_end=1293
+  _globals['_UPSERTITEMSREQUEST']._serialized_start=1295
+  _globals['_UPSERTITEMSREQUEST']._serialized_end=1346
+  _globals['_UPSERTITEMSRESPONSE']._serialized_start=1348
+  _globals['_UPSERTITEMSRESPONSE']._serialized_end=1411
+  _globals['_DELETEITEMSREQUEST']._serialized_start=1413
+  _globals['_DELETEITEMSREQUEST']._serialized_end=1446
+  _globals['_DELETEITEMSRESPONSE']._serialized_start=1448
+  _globals['_DELETEITEMSRESPONSE']._serialized_end=1527
+  _globals['_GETITEMREQUEST']._serialized_start=1529
+  _globals['_GETITEMREQUEST']._serialized_end=1581
+  _globals['_GETITEMRESPONSE']._serialized_start=1583
+  _globals['_GETITEMRESPONSE']._serialized_end=1630
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1632
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1653
+  _globals['_LIMITS']._serialized_start=1656
+  _globals['_LIMITS']._serialized_end=1938
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1941
+  _globals['_GETMODELINFORESPONSE']._serialized_end=2153
+  _globals['_RECOMMENDER']._serialized_start=2156
+  _globals['_RECOMMENDER']._serialized_end=3013
 # @@protoc_insertion_point(module_scope)

@@ -87,6 +87,24 @@ class RecommendResponse(_message.Message):
     unknown_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class EmbedUserRequest(_message.Message):
+    __slots__ = ("history", "history_vectors", "strict")
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    STRICT_FIELD_NUMBER: _ClassVar[int]
+    history: _containers.RepeatedScalarFieldContainer[str]
+    history_vectors: _containers.RepeatedCompositeFieldContainer[Vector]
+    strict: bool
+    def __init__(self, history: _Optional[_Iterable[str]] = ..., history_vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., strict: _Optional[bool] = ...) -> None: ...
+
+class EmbedUserResponse(_message.Message):
+    __slots__ = ("vector", "unknown_ids")
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_IDS_FIELD_NUMBER: _ClassVar[int]
+    vector: Vector
+    unknown_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, vector: _Optional[_Union[Vector, _Mapping]] = ..., unknown_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class SimilarItemsRequest(_message.Message):
     __slots__ = ("id", "k", "filter")
     ID_FIELD_NUMBER: _ClassVar[int]

@@ -51,6 +51,11 @@ class RecommenderStub:
                 request_serializer=lmrec_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=lmrec_dot_v1_dot_recommender__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.EmbedUser = channel.unary_unary(
+                '/lmrec.v1.Recommender/EmbedUser',
+                request_serializer=lmrec_dot_v1_dot_recommender__pb2.EmbedUserRequest.SerializeToString,
+                response_deserializer=lmrec_dot_v1_dot_recommender__pb2.EmbedUserResponse.FromString,
+                _registered_method=True)
         self.SimilarItems = channel.unary_unary(
                 '/lmrec.v1.Recommender/SimilarItems',
                 request_serializer=lmrec_dot_v1_dot_recommender__pb2.SimilarItemsRequest.SerializeToString,
@@ -113,6 +118,17 @@ class RecommenderServicer:
         """Recommends items for a user given as a history of item ids, a user vector, or positive and
         negative example items. NOT_FOUND for unknown ids in positive/negative, and in history when
         `strict` is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmbedUser(self, request, context):
+        """The user vector Recommend ranks a history with: the bundle's user model over the history's
+        item vectors (without one, their mean). Give the history as ids, or as item vectors where the
+        items live on other shards (GetItem with include_vector); then Recommend with this vector,
+        unchanged, on every shard ranks as a history over the whole catalogue. NOT_FOUND when no
+        history id is in the catalogue, or for any unknown id when `strict` is set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -191,6 +207,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=lmrec_dot_v1_dot_recommender__pb2.RecommendRequest.FromString,
                     response_serializer=lmrec_dot_v1_dot_recommender__pb2.RecommendResponse.SerializeToString,
+            ),
+            'EmbedUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedUser,
+                    request_deserializer=lmrec_dot_v1_dot_recommender__pb2.EmbedUserRequest.FromString,
+                    response_serializer=lmrec_dot_v1_dot_recommender__pb2.EmbedUserResponse.SerializeToString,
             ),
             'SimilarItems': grpc.unary_unary_rpc_method_handler(
                     servicer.SimilarItems,
@@ -311,6 +332,33 @@ class Recommender:
             '/lmrec.v1.Recommender/Recommend',
             lmrec_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
             lmrec_dot_v1_dot_recommender__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmrec.v1.Recommender/EmbedUser',
+            lmrec_dot_v1_dot_recommender__pb2.EmbedUserRequest.SerializeToString,
+            lmrec_dot_v1_dot_recommender__pb2.EmbedUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

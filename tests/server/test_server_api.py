@@ -10,6 +10,8 @@ import lmrec
 import numpy as np
 import pytest
 from _grpc_fixtures import client, server, start_server, tiny_bundle  # noqa: F401  (fixtures; skips without the server extra)
+from _tiny_bundle import make_tiny_bundle
+from lmrec import NewItemsInfo
 from lmrec.client import RecommenderClient, RemoteError
 from lmrec.server import Limits
 from lmrec.server.v1 import recommender_pb2 as pb
@@ -74,6 +76,36 @@ def test_recommend_other_bases(client: RecommenderClient, sdk: lmrec.Recommender
         i for i, _ in sdk.recommend(positive=["music-3", "music-7"], negative=["office-0"], k=5)
     ]
     assert {"music-3", "music-7", "office-0"}.isdisjoint(i for i, _ in examples)
+
+
+def test_a_sharded_trained_catalogue_ranks_a_user_as_the_whole_one(start_server, tmp_path: Path) -> None:
+    """docs/scaling.md's scatter-gather on a trained bundle: two shards with half the items each,
+    the history's vectors fetched from their owners, EmbedUser on one shard, Recommend with that
+    vector on both, merged: the whole catalogue's ranking, new-item bonus included."""
+    rule = NewItemsInfo(k=3, temperature=0.1, shrink=0.8, bonus=0.25)
+    bundle = make_tiny_bundle(tmp_path / "trained", user_model=True, new_items=rule, trained=80)
+    whole = lmrec.Recommender.load(bundle)
+    ids = whole.item_ids()
+    shards = [start_server(bundle) for _ in range(2)]
+    clients = [RecommenderClient(f"127.0.0.1:{s.port}", timeout=10) for s in shards]
+    try:
+        for n, c in enumerate(clients):
+            c.delete_items([i for j, i in enumerate(ids) if j % 2 != n])
+        owner = {i: clients[j % 2] for j, i in enumerate(ids)}
+        for history in (["office-0", "garden-5", "kitchen-2"], ["music-3", "office-8", "garden-9"]):
+            user = clients[0].embed_user(vectors=[owner[i].get_item(i).vector for i in history])
+            np.testing.assert_allclose(user, whole.embed_user(history), atol=1e-5)
+            merged = sorted((r for c in clients for r in c.recommend(user_vector=user, exclude=history, k=10)),
+                            key=lambda r: -r.score)[:10]
+            expected = whole.recommend(history, k=10)
+            assert [r.item_id for r in merged] == [r.item_id for r in expected]
+            assert any(r.item_id not in whole.catalogue.residuals for r in expected)  # the bonus was at stake
+        response = clients[0].stub.EmbedUser(pb.EmbedUserRequest(history=["office-0", "gone-item"]), timeout=5)
+        assert list(response.unknown_ids) == ["gone-item"]
+        np.testing.assert_allclose(response.vector.values, whole.embed_user(["office-0"]), atol=1e-5)
+    finally:
+        for c in clients:
+            c.close()
 
 
 def test_filters_and_exclude(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
