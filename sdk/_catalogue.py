@@ -41,6 +41,7 @@ log = logging.getLogger("lmrec")
 Items = dict[str, tuple[str | None, dict[str, Any]]]  # id -> (text, metadata)
 Hits = list[list[tuple[str, float]]]
 _REEMBED_BATCH = 256
+_UNIT = 1.001  # user vectors up to this long are unit or mean item vectors, not a user model's
 
 
 class Catalogue:
@@ -159,7 +160,9 @@ class Catalogue:
     def _boost(self, users: Any) -> tuple[np.ndarray, np.ndarray] | None:
         """(bonus per user row, new-item slot mask). The bonus was chosen on the user model's own
         scores, u·v + bonus; the index ranks cosines, so a user vector of length |u| gets
-        bonus / |u| (the learned softmax temperature is that length, about 20 on the shared data)."""
+        bonus / |u|. That length is the model's learned inverse temperature (20-36 on the shared
+        data): a vector of length 1 or less is no user model's (a unit or mean item vector) and
+        gets none, as a normalised copy of one would otherwise drown warm items in new ones."""
         if not self.new_item_bonus:
             return None
         mask = self._new_mask
@@ -167,7 +170,7 @@ class Catalogue:
             trained = self.residuals.row  # type: ignore[union-attr]
             mask = self._new_mask = self._index.slot_mask(lambda i: i not in trained)
         norms = np.linalg.norm(np.array(users, dtype=np.float32, ndmin=2), axis=1)
-        return self.new_item_bonus / np.maximum(norms, 1e-12), mask
+        return np.where(norms > _UNIT, self.new_item_bonus / np.maximum(norms, 1e-12), 0.0), mask
 
     @property
     def has_popularity(self) -> bool:

@@ -144,7 +144,8 @@ class Recommender:
 
         The user is exactly one of `history` (ids, oldest first; no known id: the most popular
         items), `user_vector` (ranked as a history whose user vector it is: give `embed_user`'s
-        vector as it came, its length weighs the new-item bonus), or `positive` (and `negative`)
+        vector as it came, its length weighs the new-item bonus; one of length 1 or less gets
+        none), or `positive` (and `negative`)
         ids or vectors (Qdrant's average_vector). History and example items are never returned,
         nor `exclude`. `filter`:
         {"brand": "Acme"}, {"brand": ["Acme", "Zephyr"]} or a callable(item_id, metadata).

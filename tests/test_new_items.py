@@ -82,6 +82,10 @@ def test_the_bonus_lifts_new_items_under_the_user_model_only(bundle: Path) -> No
     for mode in ("exact", "ann"):
         by_vector = rec.recommend(user_vector=rec.embed_user(history), exclude=history, k=10, mode=mode)
         assert [r.item_id for r in by_vector] == order
+    # a unit-length user vector is no user model's: plain cosines, no bonus
+    unit = user / np.linalg.norm(user)
+    cosine = [ids[j] for j in np.argsort(-(matrix @ unit)) if ids[j] not in history][:10]
+    assert [r.item_id for r in rec.recommend(user_vector=unit, exclude=history, k=10)] == cosine != order
     assert any(new[ids.index(r.item_id)] for r in exact)
     batch = rec.recommend_batch([history], k=10)[0]
     assert [r.item_id for r in batch] == order
