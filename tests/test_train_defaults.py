@@ -3,6 +3,7 @@ few settings, and on a split with new items the borrowed residuals and the new-i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -167,6 +168,19 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     scorer.fit(FitContext(data, split))
     ndcg = float(evaluate(scorer.score, split.valid, split.n_items).values["ndcg@10"].mean())
     assert ndcg == pytest.approx(manifest["metrics"]["valid"]["ndcg@10"], abs=0.05)
+    # and recommend serves that ranking: a trained user vector is not unit length, and the bonus
+    # (the shipped one, and a large one) is weighed as the trainer weighed it
+    hist = [[data.item_ids[i] for i in h] for h in split.valid.histories[:40]]
+    table = rec.catalogue.residuals
+    assert table is not None and np.linalg.norm(rec.embed_user(hist[0])) > 2
+    for bonus in (table.info.bonus, 0.5):
+        table.info = dataclasses.replace(table.info, bonus=bonus)
+        scores = rec.score_all(hist)
+        for mode in ("exact", "ann"):
+            for row, h, got in zip(scores, hist, rec.recommend_batch(hist, k=10, mode=mode), strict=True):
+                at = {i: row[n] for n, i in enumerate(rec.item_ids())}
+                tenth = np.sort([v for i, v in at.items() if i not in h])[-10]
+                assert len(got) == 10 and min(at[r.item_id] for r in got) >= tenth - 1e-4
     # a bundle trained for mixed is evaluated on cold, and the report splits metrics by target
     report = tmp_path / "cold.json"
     assert main(["eval", "--data", TINY_DATA, "--split", "cold", "--seed", "1", "--methods", "lmrec-fp32",
