@@ -160,9 +160,10 @@ class Catalogue:
     def _boost(self, users: Any) -> tuple[np.ndarray, np.ndarray] | None:
         """(bonus per user row, new-item slot mask). The bonus was chosen on the user model's own
         scores, u·v + bonus; the index ranks cosines, so a user vector of length |u| gets
-        bonus / |u|. That length is the model's learned inverse temperature (20-36 on the shared
-        data): a vector of length 1 or less is no user model's (a unit or mean item vector) and
-        gets none, as a normalised copy of one would otherwise drown warm items in new ones."""
+        bonus / |u|. That length is the model's learned softmax temperature (a median of 26-41 on
+        the shared data): a vector of length 1 or less is no user model's (a unit or mean item
+        vector) and gets none, as a normalised copy of one would otherwise drown warm items in
+        new ones."""
         if not self.new_item_bonus:
             return None
         mask = self._new_mask

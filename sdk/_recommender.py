@@ -143,12 +143,11 @@ class Recommender:
         the history ids skipped (counted in `skipped_history_ids`; `strict` raises instead).
 
         The user is exactly one of `history` (ids, oldest first; no known id: the most popular
-        items), `user_vector` (ranked as a history whose user vector it is: give `embed_user`'s
-        vector as it came, its length weighs the new-item bonus; one of length 1 or less gets
-        none), or `positive` (and `negative`)
-        ids or vectors (Qdrant's average_vector). History and example items are never returned,
-        nor `exclude`. `filter`:
-        {"brand": "Acme"}, {"brand": ["Acme", "Zephyr"]} or a callable(item_id, metadata).
+        items), `user_vector` (ranked as the history it came from: give `embed_user`'s vector as
+        it is, its length weighs the new-item bonus; one of length 1 or less gets none), or
+        `positive` (and `negative`) ids or vectors (Qdrant's average_vector). History and example
+        items are never returned, nor `exclude`. `filter`: {"brand": "Acme"},
+        {"brand": ["Acme", "Zephyr"]} or a callable(item_id, metadata).
         `explain` adds the history items behind each result; `mode`: "auto", "exact" or "ann"."""
         one_user(history, user_vector, positive, negative)
         k = check_k(k, mode=mode)
@@ -202,7 +201,7 @@ class Recommender:
         rows = normalise(vectors, self.dim, "vectors")
         if not len(rows):
             raise ValueError("vectors: empty (give at least one item vector)")
-        return self.users.of_vectors(rows)
+        return self.users.from_item_vectors([rows])[0]
 
     def similar_items(self, item_id: str, k: int = 10, filter: Filter | None = None,
                       mode: str = "auto") -> list[Recommendation]:

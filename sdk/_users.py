@@ -45,15 +45,13 @@ class Users:
 
     def vectors(self, histories: Sequence[list[str]]) -> np.ndarray:
         """(b, dim) user vectors for non-empty histories of known ids."""
-        if self.encoder is None:
-            return np.stack([self.catalogue.vectors(h[-self.recent:]).mean(0) for h in histories])
-        return self.encoder([self.catalogue.vectors(h[-self.span:]) for h in histories])
+        return self.from_item_vectors([self.catalogue.vectors(h[-self.span:]) for h in histories])
 
-    def of_vectors(self, history: np.ndarray) -> np.ndarray:
-        """(dim,) the user vector of a history given as its item vectors (n, dim), oldest first."""
+    def from_item_vectors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """(b, dim) user vectors for histories given as their item vectors (n_i, dim), oldest first."""
         if self.encoder is None:
-            return np.asarray(history[-self.recent:].mean(0), dtype=np.float32)
-        return self.encoder([history[-self.span:]])[0]
+            return np.stack([h[-self.recent:].mean(0) for h in histories]).astype(np.float32)
+        return self.encoder([h[-self.span:] for h in histories])
 
     def example(self, examples: Sequence[Any], name: str) -> np.ndarray:
         """The mean of item ids' and vectors' unit vectors (Qdrant's average_vector)."""
