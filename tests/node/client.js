@@ -57,6 +57,14 @@ async function main() {
   assert.deepStrictEqual(recommended.unknown_ids, ['not-an-item']);
   assert(recommended.items.every((it) => it.id !== 'node-1' && it.because.includes('node-1')));
 
+  // a sharded catalogue's user: the history's vectors (from the shard that owns them) -> EmbedUser,
+  // whose vector Recommend ranks as that history
+  const owned = await call(rec, 'GetItem', { id: 'node-1', include_vector: true });
+  const user = await call(rec, 'EmbedUser', { history_vectors: [{ values: owned.item.vector }] });
+  assert.strictEqual(user.vector.values.length, info.dim);
+  const byVector = await call(rec, 'Recommend', { user_vector: user.vector.values, exclude: ['node-1'], k: 3 });
+  assert.deepStrictEqual(byVector.items.map((it) => it.id), recommended.items.map((it) => it.id));
+
   let badK = null;
   try {
     await call(rec, 'Recommend', { history: ['node-1'], k: 0 });
@@ -72,6 +80,7 @@ async function main() {
     upserted: Number(upserted.upserted),
     catalogue_size: Number(upserted.catalogue_size),
     recommended: recommended.items.map((it) => ({ id: it.id, score: it.score, because: it.because })),
+    embed_user_dim: user.vector.values.length,
     bad_k: badK,
   }));
   healthClient.close();

@@ -40,6 +40,7 @@ def test_node_client_calls_health_embed_upsert_recommend(
         assert summary["health"] == "SERVING"
         assert summary["embed_dims"] == [16, 16] and summary["model_dim"] == 16
         assert summary["upserted"] == 2 and summary["catalogue_size"] == 122
+        assert summary["embed_user_dim"] == 16
         assert len(summary["recommended"]) == 3
         assert summary["bad_k"]["code"] == 3 and "k" in summary["bad_k"]["details"]
         # What Node wrote is what Python reads back.
