@@ -88,6 +88,16 @@ class Recommender:
     def get_item(self, item_id: str) -> Item:
         return self.catalogue.get(item_id)
 
+    def get_items(self, ids: Sequence[str], missing_ok: bool = False) -> list[Item]:
+        """The items of `ids` in that order, read together; UnknownItemError for an unknown id, or
+        with `missing_ok` it is left out (a shard of a sharded catalogue holds only some)."""
+        ids = id_list(ids, "ids")
+        with self.catalogue.read():
+            if not missing_ok and (unknown := [i for i in ids if i not in self.catalogue]):
+                raise UnknownItemError(f"ids: unknown item id {unknown[0]!r}"
+                                       + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+            return [self.catalogue.get(i) for i in ids if i in self.catalogue]
+
     def title(self, item_id: str) -> str:
         return self.catalogue.title(item_id)
 

@@ -227,8 +227,12 @@ class RecommenderClient:
 
     def get_item(self, item_id: str, timeout: float | None = None) -> Item:
         """The item's text (None for a vector-only item), metadata and vector, as the SDK's Item."""
-        item = self._call(self.stub.GetItem, pb.GetItemRequest(id=item_id, include_vector=True), timeout).item
-        return Item(item.id, item.text or None, _struct_dict(item.metadata), np.array(item.vector, dtype=np.float32))
+        return _item(self._call(self.stub.GetItem, pb.GetItemRequest(id=item_id, include_vector=True), timeout).item)
+
+    def get_items(self, ids: Sequence[str], timeout: float | None = None) -> tuple[list[Item], list[str]]:
+        """(the items of `ids` in that order, with vectors; the ids the server does not hold)."""
+        response = self._call(self.stub.GetItems, pb.GetItemsRequest(ids=list(ids), include_vector=True), timeout)
+        return [_item(i) for i in response.items], list(response.missing)
 
     def model_info(self, timeout: float | None = None) -> dict[str, Any]:
         """Model, dim, max_length, device, precision, catalogue_size, lmrec_version and limits."""
@@ -260,6 +264,10 @@ class RecommenderClient:
         """Delete up to 1000 items; ids the server does not have come back in `missing`."""
         response = self._call(self.stub.DeleteItems, pb.DeleteItemsRequest(ids=list(ids)), timeout)
         return DeleteResult(int(response.deleted), list(response.missing), int(response.catalogue_size))
+
+
+def _item(item: pb.Item) -> Item:
+    return Item(item.id, item.text or None, _struct_dict(item.metadata), np.array(item.vector, dtype=np.float32))
 
 
 def _struct_dict(struct: struct_pb2.Struct) -> dict[str, Any]:

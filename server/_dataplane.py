@@ -137,6 +137,13 @@ class DataPlane:
     def get_item(self, item_id: str) -> Item:
         return self.recommender.get_item(item_id)
 
+    def get_items(self, ids: list[str]) -> tuple[list[Item], list[str]]:
+        """(the items found, in order; the ids missing)."""
+        rec = self.recommender
+        items = rec.get_items(ids, missing_ok=True)
+        found = {item.item_id for item in items}
+        return items, [i for i in dict.fromkeys(ids) if i not in found]
+
     def upsert(self, ids: list[str], texts: list[str | None], vectors: list[np.ndarray | None],
                metadata: list[dict[str, Any]]) -> int:
         """Durable before it returns; the catalogue size after it."""

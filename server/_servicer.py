@@ -94,6 +94,10 @@ class RecommenderServicer:
         item = self._plane.get_item(cv.item_id("id", request.id, self._limits))
         return pb.GetItemResponse(item=cv.item_out(item, request.include_vector))
 
+    def GetItems(self, request: pb.GetItemsRequest, context: grpc.ServicerContext) -> pb.GetItemsResponse:
+        items, missing = self._plane.get_items(cv.item_ids("ids", request.ids, self._limits, required=True))
+        return pb.GetItemsResponse(items=[cv.item_out(i, request.include_vector) for i in items], missing=missing)
+
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> pb.GetModelInfoResponse:
         rec = self._plane.recommender
         return pb.GetModelInfoResponse(

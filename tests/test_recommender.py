@@ -62,6 +62,12 @@ def test_load_chooses_cpu_int8_and_describes_catalogue(rec, bundle):
     assert item.metadata["topic"] == "music" and item.text.startswith("item ")
     with pytest.raises(UnknownItemError, match="'nope'"):
         rec.get_item("nope")
+    assert [i.item_id for i in rec.get_items(["music-3", "office-0"])] == ["music-3", "office-0"]
+    assert [i.item_id for i in rec.get_items(["nope", "music-3"], missing_ok=True)] == ["music-3"]
+    with pytest.raises(UnknownItemError, match=r"'nope' \(and 1 more\)"):
+        rec.get_items(["music-3", "nope", "nope2"])
+    with pytest.raises(ValueError, match="ids"):
+        rec.get_items("music-3")
     with pytest.raises(ValueError, match="device must be one of"):
         Recommender.load(bundle, device="tpu")
     with pytest.raises(ValueError, match="precision must be one of"):

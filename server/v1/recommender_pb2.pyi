@@ -193,6 +193,22 @@ class GetItemResponse(_message.Message):
     item: Item
     def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ...) -> None: ...
 
+class GetItemsRequest(_message.Message):
+    __slots__ = ("ids", "include_vector")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    include_vector: bool
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., include_vector: _Optional[bool] = ...) -> None: ...
+
+class GetItemsResponse(_message.Message):
+    __slots__ = ("items", "missing")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Item]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

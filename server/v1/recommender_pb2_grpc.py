@@ -86,6 +86,11 @@ class RecommenderStub:
                 request_serializer=lmrec_dot_v1_dot_recommender__pb2.GetItemRequest.SerializeToString,
                 response_deserializer=lmrec_dot_v1_dot_recommender__pb2.GetItemResponse.FromString,
                 _registered_method=True)
+        self.GetItems = channel.unary_unary(
+                '/lmrec.v1.Recommender/GetItems',
+                request_serializer=lmrec_dot_v1_dot_recommender__pb2.GetItemsRequest.SerializeToString,
+                response_deserializer=lmrec_dot_v1_dot_recommender__pb2.GetItemsResponse.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/lmrec.v1.Recommender/GetModelInfo',
                 request_serializer=lmrec_dot_v1_dot_recommender__pb2.GetModelInfoRequest.SerializeToString,
@@ -183,6 +188,16 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetItems(self, request, context):
+        """Up to 1000 items at once, in request order (and vectors on request), e.g. a history's vectors
+        for EmbedUser from the shard that owns them. Ids not in the catalogue are listed in
+        GetItemsResponse.missing, never NOT_FOUND. An item's text and metadata take up to 32 KiB: ask
+        for fewer ids where a client's receive limit is lower than the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModelInfo(self, request, context):
         """What the server runs: model, dimensions, device, precision, catalogue size and limits.
         """
@@ -242,6 +257,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.GetItem,
                     request_deserializer=lmrec_dot_v1_dot_recommender__pb2.GetItemRequest.FromString,
                     response_serializer=lmrec_dot_v1_dot_recommender__pb2.GetItemResponse.SerializeToString,
+            ),
+            'GetItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetItems,
+                    request_deserializer=lmrec_dot_v1_dot_recommender__pb2.GetItemsRequest.FromString,
+                    response_serializer=lmrec_dot_v1_dot_recommender__pb2.GetItemsResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
@@ -521,6 +541,33 @@ class Recommender:
             '/lmrec.v1.Recommender/GetItem',
             lmrec_dot_v1_dot_recommender__pb2.GetItemRequest.SerializeToString,
             lmrec_dot_v1_dot_recommender__pb2.GetItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmrec.v1.Recommender/GetItems',
+            lmrec_dot_v1_dot_recommender__pb2.GetItemsRequest.SerializeToString,
+            lmrec_dot_v1_dot_recommender__pb2.GetItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

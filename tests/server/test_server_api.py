@@ -91,9 +91,13 @@ def test_a_sharded_trained_catalogue_ranks_a_user_as_the_whole_one(start_server,
     try:
         for n, c in enumerate(clients):
             c.delete_items([i for j, i in enumerate(ids) if j % 2 != n])
-        owner = {i: clients[j % 2] for j, i in enumerate(ids)}
         for history in (["office-0", "garden-5", "kitchen-2"], ["music-3", "office-8", "garden-9"]):
-            user = clients[0].embed_user(vectors=[owner[i].get_item(i).vector for i in history])
+            held = {}  # each shard answers for the ids it holds, and lists the others as missing
+            for c in clients:
+                items, missing = c.get_items(history)
+                held.update((item.item_id, item.vector) for item in items)
+                assert sorted(missing) == sorted(set(history) - {item.item_id for item in items})
+            user = clients[0].embed_user(vectors=[held[i] for i in history])
             np.testing.assert_allclose(user, whole.embed_user(history), atol=1e-5)
             merged = sorted((r for c in clients for r in c.recommend(user_vector=user, exclude=history, k=10)),
                             key=lambda r: -r.score)[:10]
@@ -125,6 +129,15 @@ def test_similar_items_and_search_match_the_sdk(client: RecommenderClient, sdk: 
 def test_k_above_the_catalogue_returns_the_whole_catalogue(client: RecommenderClient) -> None:
     assert len(client.search("pen", k=1000)) == 120
     assert len(client.similar_items("office-0", k=1000)) == 119
+
+
+def test_get_items_answers_in_order_and_lists_the_missing(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
+    items, missing = client.get_items(["music-3", "no-such-item", "office-0", "music-3"])
+    assert [i.item_id for i in items] == ["music-3", "office-0", "music-3"] and missing == ["no-such-item"]
+    assert items[1].text == sdk.get_item("office-0").text and items[1].metadata == sdk.get_item("office-0").metadata
+    np.testing.assert_allclose(items[0].vector, sdk.get_item("music-3").vector, atol=1e-7)
+    bare = client.stub.GetItems(pb.GetItemsRequest(ids=["office-0"]), timeout=5)
+    assert not bare.items[0].vector and not bare.missing
 
 
 def test_upsert_get_delete_roundtrip(client: RecommenderClient) -> None:

@@ -68,6 +68,9 @@ CASES = [
     ("SimilarItems", pb.SimilarItemsRequest(id="no-such-item"), NOT_FOUND, ["no-such-item"]),
     ("SimilarItems", pb.SimilarItemsRequest(id=""), INVALID, ["id", "empty"]),
     ("GetItem", pb.GetItemRequest(id="no-such-item"), NOT_FOUND, ["no-such-item"]),
+    ("GetItems", pb.GetItemsRequest(), INVALID, ["ids", "at least 1"]),
+    ("GetItems", pb.GetItemsRequest(ids=["x"] * 1001), INVALID, ["ids", "1001", "1000"]),
+    ("GetItems", pb.GetItemsRequest(ids=["office-0", ""]), INVALID, ["ids[1]", "empty"]),
     # malformed filters
     (
         "Search",
