@@ -229,10 +229,13 @@ class RecommenderClient:
         """The item's text (None for a vector-only item), metadata and vector, as the SDK's Item."""
         return _item(self._call(self.stub.GetItem, pb.GetItemRequest(id=item_id, include_vector=True), timeout).item)
 
-    def get_items(self, ids: Sequence[str], timeout: float | None = None) -> tuple[list[Item], list[str]]:
-        """(the items of `ids` in that order, with vectors; the ids the server does not hold)."""
+    def get_items(self, ids: Sequence[str], missing_ok: bool = False, timeout: float | None = None) -> list[Item]:
+        """The items of `ids` in that order, with vectors; RemoteNotFound for an id the server does
+        not hold, or with `missing_ok` it is left out (a shard holds only some)."""
         response = self._call(self.stub.GetItems, pb.GetItemsRequest(ids=list(ids), include_vector=True), timeout)
-        return [_item(i) for i in response.items], list(response.missing)
+        if response.missing and not missing_ok:
+            raise RemoteNotFound(grpc.StatusCode.NOT_FOUND, f"ids: unknown item id {response.missing[0]!r}")
+        return [_item(i) for i in response.items]
 
     def model_info(self, timeout: float | None = None) -> dict[str, Any]:
         """Model, dim, max_length, device, precision, catalogue_size, lmrec_version and limits."""

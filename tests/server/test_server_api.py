@@ -94,9 +94,7 @@ def test_a_sharded_trained_catalogue_ranks_a_user_as_the_whole_one(start_server,
         for history in (["office-0", "garden-5", "kitchen-2"], ["music-3", "office-8", "garden-9"]):
             held = {}  # each shard answers for the ids it holds, and lists the others as missing
             for c in clients:
-                items, missing = c.get_items(history)
-                held.update((item.item_id, item.vector) for item in items)
-                assert sorted(missing) == sorted(set(history) - {item.item_id for item in items})
+                held.update((item.item_id, item.vector) for item in c.get_items(history, missing_ok=True))
             user = clients[0].embed_user(vectors=[held[i] for i in history])
             np.testing.assert_allclose(user, whole.embed_user(history), atol=1e-5)
             merged = sorted((r for c in clients for r in c.recommend(user_vector=user, exclude=history, k=10)),
@@ -132,8 +130,13 @@ def test_k_above_the_catalogue_returns_the_whole_catalogue(client: RecommenderCl
 
 
 def test_get_items_answers_in_order_and_lists_the_missing(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
-    items, missing = client.get_items(["music-3", "no-such-item", "office-0", "music-3"])
-    assert [i.item_id for i in items] == ["music-3", "office-0", "music-3"] and missing == ["no-such-item"]
+    asked = ["music-3", "no-such-item", "office-0", "music-3"]
+    response = client.stub.GetItems(pb.GetItemsRequest(ids=asked, include_vector=True), timeout=5)
+    assert [i.id for i in response.items] == ["music-3", "office-0", "music-3"]
+    assert list(response.missing) == ["no-such-item"]
+    with pytest.raises(RemoteError, match="no-such-item"):
+        client.get_items(asked)
+    items = client.get_items(asked, missing_ok=True)
     assert items[1].text == sdk.get_item("office-0").text and items[1].metadata == sdk.get_item("office-0").metadata
     np.testing.assert_allclose(items[0].vector, sdk.get_item("music-3").vector, atol=1e-7)
     bare = client.stub.GetItems(pb.GetItemsRequest(ids=["office-0"]), timeout=5)
