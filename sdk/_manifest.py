@@ -44,12 +44,29 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class UserModelInfo:
-    """`user_encoder.onnx`: (history (b, max_history, dim), mask (b, max_history)) -> (b, dim)."""
+    """`user_encoder.onnx`: (history (b, max_history, dim), mask (b, max_history)) -> (b, dim).
+
+    The user vector the SDK ranks with turns `recent_weight` of its direction towards the mean of
+    the last `recent_items` item vectors, its length kept: (1 - w) u + w |u| m̂. The user model
+    ranks by what a history says overall, the last items by what the user is on now; w is chosen
+    on validation (0: the user model alone)."""
 
     max_history: int = 50
     hidden: int | None = None
     layers: int | None = None
     heads: int | None = None
+    recent_items: int = 3
+    recent_weight: float = 0.0
+
+    def check(self) -> None:
+        if not _positive_int(self.max_history):
+            raise TypeError(f"user_model.max_history must be a positive integer, got {self.max_history!r}")
+        if not _positive_int(self.recent_items) or self.recent_items > self.max_history:
+            raise TypeError(f"user_model.recent_items must be a positive integer up to max_history "
+                            f"{self.max_history}, got {self.recent_items!r}")
+        w = self.recent_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1:
+            raise TypeError(f"user_model.recent_weight must be a number in [0, 1), got {w!r}")
 
 
 @dataclass(frozen=True)
@@ -169,6 +186,7 @@ class Manifest:
             values["data"] = DataInfo(**_known(DataInfo, raw.get("data") or {}))
             if raw.get("user_model") is not None:
                 values["user_model"] = UserModelInfo(**_known(UserModelInfo, raw["user_model"]))
+                values["user_model"].check()
             if raw.get("new_items") is not None:
                 values["new_items"] = NewItemsInfo(**_known(NewItemsInfo, raw["new_items"]))
                 values["new_items"].check()
@@ -181,9 +199,6 @@ class Manifest:
         if not _positive_int(manifest.recent):
             raise BundleError(f"{where}: {cls.MANIFEST} field 'recent' must be a positive integer, "
                               f"got {manifest.recent!r}")
-        if manifest.user_model is not None and not _positive_int(manifest.user_model.max_history):
-            raise BundleError(f"{where}: {cls.MANIFEST} field 'user_model.max_history' must be a positive "
-                              f"integer, got {manifest.user_model.max_history!r}")
         return manifest
 
     @classmethod

@@ -23,6 +23,8 @@ class Users:
         self.catalogue = catalogue
         self.encoder = encoder
         self.recent = recent
+        info = catalogue.bundle.manifest.user_model if encoder is not None else None
+        self.mix = (info.recent_items, info.recent_weight) if info is not None and info.recent_weight else None
         self.span = encoder.max_history if encoder is not None else recent  # history items that shape a user
         self.skipped = 0  # unknown ids dropped from histories
         self._lock = threading.Lock()
@@ -51,7 +53,13 @@ class Users:
         """(b, dim) user vectors for histories given as their item vectors (n_i, dim), oldest first."""
         if self.encoder is None:
             return np.stack([h[-self.recent:].mean(0) for h in histories]).astype(np.float32)
-        return self.encoder([h[-self.span:] for h in histories])
+        users = self.encoder([h[-self.span:] for h in histories])
+        if self.mix is None:
+            return users
+        items, weight = self.mix  # UserModelInfo: (1 - w) u + w |u| m̂, m̂ the last items' unit mean
+        last = np.stack([h[-items:].mean(0) for h in histories])
+        last /= np.maximum(np.linalg.norm(last, axis=1, keepdims=True), 1e-12)
+        return ((1 - weight) * users + weight * np.linalg.norm(users, axis=1, keepdims=True) * last).astype(np.float32)
 
     def example(self, examples: Sequence[Any], name: str) -> np.ndarray:
         """The mean of item ids' and vectors' unit vectors (Qdrant's average_vector)."""

@@ -113,9 +113,10 @@ def add_tiny_encoder(writer: BundleWriter, dim: int = DIM, seed: int = 0) -> Tex
 
 def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: bool = False,
                      max_history: int = 8, recent: int | None = None, new_items: NewItemsInfo | None = None,
-                     trained: int = 80) -> Path:
+                     trained: int = 80, recent_weight: float = 0.0) -> Path:
     """With `new_items`, the first `trained` items get random residuals (a residual table) and the
-    others borrow theirs, as a trained bundle's catalogue does."""
+    others borrow theirs, as a trained bundle's catalogue does; `recent_weight` turns the user
+    model's vectors towards the last 3 items (UserModelInfo)."""
     rng = np.random.default_rng(seed)
     ids, texts, metas = tiny_items(n_items, seed)
     with BundleWriter(out) as writer:
@@ -138,5 +139,6 @@ def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: b
             manifest = manifest.replace(new_items=new_items)
         if user_model:
             _user_model(writer.path(Manifest.USER_ENCODER), max_history)
-            manifest = manifest.replace(user_model=UserModelInfo(max_history=max_history))
+            manifest = manifest.replace(user_model=UserModelInfo(max_history=max_history, recent_items=3,
+                                                                 recent_weight=recent_weight))
         return writer.finish(manifest)

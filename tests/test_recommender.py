@@ -250,6 +250,27 @@ def test_user_model_is_used_when_the_bundle_has_one(user_model_bundle):
     assert rec.recommend(user_vector=user, exclude=history, k=5) == rec.recommend(history, k=5)
 
 
+def test_the_last_items_turn_the_user_vector_as_the_manifest_says(tmp_path):
+    bundle = make_tiny_bundle(tmp_path / "b", user_model=True, recent_weight=0.4)
+    rec = Recommender.load(bundle, precision="fp32")
+    history = ["office-0", "music-3", "garden-1", "kitchen-2"]  # the tiny user model: 20 x the last item
+    vectors = np.stack([rec.get_item(i).vector for i in history])
+    last = vectors[-3:].mean(0) / np.linalg.norm(vectors[-3:].mean(0))
+    expected = 0.6 * TEMPERATURE * vectors[-1] + 0.4 * TEMPERATURE * last
+    np.testing.assert_allclose(rec.embed_user(history), expected, atol=1e-5)
+    np.testing.assert_allclose(rec.embed_user(vectors=vectors), expected, atol=1e-5)
+    assert [i for i, _ in rec.recommend(history, k=5)] == exact(rec, expected, set(history), 5)
+    ids = rec.item_ids()
+    np.testing.assert_allclose(rec.score_all([history])[0], np.stack([rec.get_item(i).vector for i in ids]) @ expected,
+                               atol=1e-4)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for bad in (1.0, -0.1, "0.2"):
+        manifest["user_model"]["recent_weight"] = bad
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match="recent_weight"):
+            Recommender.load(bundle)
+
+
 def test_user_segments_separate_topics(rec5):
     rec = rec5
     histories = [[f"{t}-{i}" for i in range(start, start + 20, 4)] for t, start in

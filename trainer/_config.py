@@ -58,6 +58,10 @@ class TrainConfig:
     # added to new items' scores under the user model; None: chosen on validation where the split
     # has new items (the least that ranks them as well as the untrained encoder does), else 0
     new_item_bonus: float | None = None
+    # the user vector served turns recent_weight of its direction towards the mean of the last
+    # recent_items item vectors (lmrec.UserModelInfo); None: the weight is chosen on validation
+    recent_items: int = 3
+    recent_weight: float | None = None
     # training-only logit offset popularity_prior * log(1 + training count): the user model learns what
     # a user wants beyond popularity, the one thing a new item cannot have (see bench/RESULTS.md, "Quality")
     popularity_prior: float = 0.0
@@ -152,6 +156,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "mlm_probability": (0.01, 0.9),
     "residual_dropout": (0.0, 1.0),
     "popularity_prior": (0.0, 10.0),
+    "recent_items": (1, 1000),
     "borrow_k": (0, 1000),
     "borrow_temperature": (1e-3, 100.0),
     "borrow_shrink": (0.0, 10.0),
@@ -164,7 +169,7 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 _INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "softmax_items", "epochs", "patience",
          "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs", "borrow_k", "text_epochs",
-         "text_batch", "text_max_length"}
+         "text_batch", "text_max_length", "recent_items"}
 
 
 def check_ranges(settings: Any, ranges: dict[str, tuple[float, float]], ints: set[str], prefix: str) -> None:
@@ -198,6 +203,12 @@ def check(cfg: TrainConfig) -> None:
     if bonus is not None and (isinstance(bonus, bool) or not isinstance(bonus, (int, float)) or not 0 <= bonus <= 10):
         raise LmrecError(f"config new_item_bonus={bonus!r}: must be a number from 0 to 10, "
                          "or null (chosen on validation)")
+    weight = cfg.recent_weight
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1):
+        raise LmrecError(f"config recent_weight={weight!r}: must be a number from 0 to below 1, "
+                         "or null (chosen on validation)")
+    if cfg.recent_items > cfg.max_history:
+        raise LmrecError(f"config recent_items={cfg.recent_items}: must be at most max_history={cfg.max_history}")
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:

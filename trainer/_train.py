@@ -9,9 +9,10 @@ Stages, each chosen on validation NDCG@10 (the test cases are never looked at):
    Without a config file, a few settings are searched by successive halving (_autotune.py);
 4. `next` (optional) — the encoder's top layers fine-tune with sampled InfoNCE, then `user2`.
 Each phase early-stops on its own curve and the best model of any phase, or the untrained one, is
-kept. On a split with new items (cold, mixed) validation is every user's next item, and the
-new-item bonus is then chosen on it (Trainer.calibrate_bonus: new items may cost warm targets at
-most 3 %, and should rank as well as under the untrained encoder). `--budget` bounds the time;
+kept. Then the serving settings are chosen on validation (Trainer.calibrate): the weight of the
+last items in the user vector and, on a split with new items (cold, mixed: validation is every
+user's next item), the new-item bonus (new items may cost warm targets at most 3 %, and should rank
+as well as under the untrained encoder). `--budget` bounds the time;
 checkpoints make `resume` continue an interrupted run (a search is replayed: it is deterministic),
 and a failed export keeps the trained model.
 """
@@ -291,7 +292,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     trainer.device = torch.device("cpu")
     if trainer.tower.borrow is not None:
         trainer.tower.borrow = trainer.tower.borrow.cpu()
-    reports["new_items"] = trainer.calibrate_bonus(floor) if floor is not None else {"bonus": trainer.bonus}
+    reports.update(trainer.calibrate(floor))
     valid = trainer.validate()
     seconds = time.perf_counter() - started
     log(f"best: phase {trainer.best['phase']} epoch {trainer.best['epoch']}, valid ndcg@10 {valid['ndcg@10']:.4f} "
@@ -352,7 +353,9 @@ def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrit
         "encoder": ENCODER_KINDS[chosen].format(layers=cfg.finetune_layers),
         "encoder_fine_tuned": chosen in ("text", "finetuned"),
         **reports,
-        "best": {"phase": trainer.best["phase"], "epoch": trainer.best["epoch"], "valid_ndcg@10": valid["ndcg@10"]},
+        # the model kept, at its own validation; metrics.valid is the served one's (calibrated after)
+        "best": {"phase": trainer.best["phase"], "epoch": trainer.best["epoch"],
+                 "valid_ndcg@10": float(trainer.best["valid"])},
         "history": trainer.history,
         "seconds": round(seconds, 1),
         "seconds_per_epoch": float(np.median([h["seconds"] for h in epochs])) if epochs else None,
@@ -371,7 +374,8 @@ def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrit
             residuals=None if residuals is None else residuals.numpy(),
             user_encoder=user_path,
             user_model=UserModelInfo(
-                max_history=cfg.max_history, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads
+                max_history=cfg.max_history, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+                recent_items=cfg.recent_items, recent_weight=trainer.recent_weight,
             ),
             fingerprint=meta["fingerprint"],
             training=training,

@@ -22,6 +22,7 @@ from ._config import TrainConfig
 ENCODER_CHECKPOINT_EVERY = 25  # steps of the encoder phase between checkpoints
 BONUS_GRID = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)
 WARM_COST = 0.03  # the most of warm targets' validation NDCG@10 the new-item bonus may cost
+RECENT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # weights of the last items in the served user vector
 
 
 def log_line(message: str) -> None:
@@ -63,6 +64,7 @@ class Trainer:
         self.tower = ItemTower(torch.from_numpy(base_vectors), torch.from_numpy(self.seen), cfg.adapter,
                                cfg.residual, self._borrow_matrix(base_vectors)).to(self.device)
         self.bonus = 0.0  # added to new items' scores (calibrate_bonus sets it after training)
+        self.recent_weight = 0.0  # of the last items in the user vector (calibrate sets it after training)
         self.valid_new = split.new_targets(split.valid)  # validation cases whose target is a new item
         self.user = UserModel(base_vectors.shape[1], cfg.max_history, cfg.hidden, cfg.layers, cfg.heads,
                               cfg.dropout).to(self.device)
@@ -110,6 +112,29 @@ class Trainer:
         n = len(base_vectors)
         return torch.sparse_coo_tensor(np.stack([i, j]), weights.ravel(), (n, n),
                                        check_invariants=True).coalesce().to(self.device)
+
+    def calibrate(self, floor: float | None) -> dict[str, Any]:
+        """The serving settings, chosen on validation after training: for each weight of the last
+        items in the user vector (`RECENT_GRID`, or `cfg.recent_weight`), the new-item bonus by
+        `calibrate_bonus` where validation has new targets (`floor` set); the weight whose
+        validation NDCG@10 is best, with its bonus, wins. The user model ranks by what a history
+        says overall; its last items say what the user is on now, and lift new items that resemble
+        them (bench/RESULTS.md, "The last items in the user vector")."""
+        weights = RECENT_GRID if self.cfg.recent_weight is None else (float(self.cfg.recent_weight),)
+        tried = []
+        for weight in weights:
+            self.recent_weight = weight
+            bonus = self.calibrate_bonus(floor) if floor is not None else {"bonus": self.bonus}
+            tried.append({"weight": weight, "bonus": bonus, "ndcg@10": self.validate()["ndcg@10"]})
+        best = max(tried, key=lambda t: t["ndcg@10"])  # the first of equals: the least weight
+        self.recent_weight, self.bonus = best["weight"], float(best["bonus"]["bonus"])
+        if len(tried) > 1:
+            self.log(f"last {self.cfg.recent_items} items weigh {self.recent_weight:g} in the user vector: valid "
+                     f"ndcg@10 {best['ndcg@10']:.4f} ({tried[0]['ndcg@10']:.4f} without)")
+        grid = [{"weight": t["weight"], "bonus": t["bonus"]["bonus"], "ndcg@10": t["ndcg@10"]} for t in tried]
+        recent = {"items": self.cfg.recent_items, "weight": self.recent_weight,
+                  "chosen_on": "config" if self.cfg.recent_weight is not None else "validation", "grid": grid}
+        return {"new_items": best["bonus"], "recent": recent}
 
     def calibrate_bonus(self, floor: float, grid: Sequence[float] = BONUS_GRID) -> dict[str, Any]:
         """The new-item bonus, on validation of every user: new items must not cost the warm targets
@@ -225,12 +250,17 @@ class Trainer:
         self.user.eval()
         add = self.bonus if bonus is None else bonus
         offset = torch.from_numpy((~self.seen).astype(np.float32) * add).to(self.device) if add else None
+        weight, last = self.recent_weight, self.cfg.recent_items
 
         def score(histories: Sequence[np.ndarray]) -> np.ndarray:
             with torch.no_grad():
                 idx = torch.from_numpy(left_pad(histories, self.cfg.max_history)).to(self.device)
                 x, m = gather(vectors, idx)
-                out = self.user.last(x, m) @ vectors.T
+                user = self.user.last(x, m)
+                if weight:  # as the SDK serves it (lmrec.UserModelInfo): (1 - w) u + w |u| m̂
+                    recent = torch.nn.functional.normalize((x[:, -last:] * m[:, -last:, None]).sum(1), dim=-1)
+                    user = (1 - weight) * user + weight * user.norm(dim=-1, keepdim=True) * recent
+                out = user @ vectors.T
                 return (out if offset is None else out + offset).float().cpu().numpy()
 
         return score
