@@ -128,9 +128,14 @@ class Trainer:
             tried.append({"weight": weight, "bonus": bonus, "ndcg@10": self.validate()["ndcg@10"]})
         best = max(tried, key=lambda t: t["ndcg@10"])  # the first of equals: the least weight
         self.recent_weight, self.bonus = best["weight"], float(best["bonus"]["bonus"])
-        if len(tried) > 1:
-            self.log(f"last {self.cfg.recent_items} items weigh {self.recent_weight:g} in the user vector: valid "
-                     f"ndcg@10 {best['ndcg@10']:.4f} ({tried[0]['ndcg@10']:.4f} without)")
+        self.log(f"last {self.cfg.recent_items} items weigh {self.recent_weight:g} in the user vector: valid "
+                 f"ndcg@10 {best['ndcg@10']:.4f} ({tried[0]['ndcg@10']:.4f} at weight 0)")
+        if best["bonus"].get("chosen_on") == "validation":
+            row = next(r for r in best["bonus"]["grid"] if r["bonus"] == self.bonus)
+            floor, reached = best["bonus"]["floor"], best["bonus"]["reached_floor"]
+            self.log(f"new-item bonus {self.bonus:g}: new targets {row['new']:.4f} (untrained encoder {floor:.4f}"
+                     f"{'' if reached else ', not reached'}), warm targets {row['warm']:.4f} "
+                     f"({best['bonus']['grid'][0]['warm']:.4f} without)")
         grid = [{"weight": t["weight"], "bonus": t["bonus"]["bonus"], "ndcg@10": t["ndcg@10"]} for t in tried]
         recent = {"items": self.cfg.recent_items, "weight": self.recent_weight,
                   "chosen_on": "config" if self.cfg.recent_weight is not None else "validation", "grid": grid}
@@ -162,9 +167,6 @@ class Trainer:
         reaching = [r for r in allowed if r["new"] >= floor]
         chosen = reaching[0] if reaching else max(allowed, key=lambda r: r["new"])
         self.bonus = float(chosen["bonus"])
-        self.log(f"new-item bonus {self.bonus:g}: valid ndcg@10 {chosen['ndcg@10']:.4f}; new targets "
-                 f"{chosen['new']:.4f} (untrained encoder {floor:.4f}{'' if reaching else ', not reached'}), "
-                 f"warm targets {chosen['warm']:.4f} ({rows[0]['warm']:.4f} without)")
         return {"bonus": self.bonus, "chosen_on": "validation", "floor": floor, "warm_cost": WARM_COST,
                 "grid": rows, "reached_floor": bool(reaching)}
 
