@@ -10,8 +10,9 @@ The served user vector is (1 - w) u + w |u| m̂, m̂ the unit mean of the last 3
 the new-item bonus by the trainer's rule for that w (warm targets at most 3 % below the same w
 without a bonus; within that the least bonus whose new targets reach the untrained encoder's,
 else the best), this picks w as `Trainer.calibrate` does, on validation NDCG@10, and scores test:
-all, warm and new targets against the bundle as shipped (w 0, its bonus) and against the
-untrained encoder, with paired bootstrap 95 % CIs (2 000 resamples). A held-out-items bundle is
+all, warm and new targets against the bundle as shipped (w 0, its bonus), against the untrained
+encoder, and against `lmrec-plain` at the same w (new items at their text vectors, no bonus: the
+mixed split's warm-target rule), with paired bootstrap 95 % CIs (2 000 resamples). A held-out-items bundle is
 scored on the mixed split, a warm one on the warm split. The weights and the bonus are the
 trainer's own grids (lmrec.trainer._trainer), applied through the SDK to the int8 bundle.
 """
@@ -43,8 +44,9 @@ def _three(v: np.ndarray, new: np.ndarray) -> dict:
 
 def main() -> None:
     args, data, split, ctx, _ = mixed_setup(__doc__.split("\n\n")[0], warm_ok=True)
-    scorer, zeroshot = BundleScorer(args.bundle), BASELINES["zeroshot"]()
-    for s in (scorer, zeroshot):
+    scorer, plain = BundleScorer(args.bundle), BundleScorer(args.bundle, new_items=False)
+    zeroshot = BASELINES["zeroshot"]()
+    for s in (scorer, plain, zeroshot):
         s.fit(ctx)
     rec = scorer.rec
     if rec.users.encoder is None:
@@ -52,6 +54,7 @@ def main() -> None:
     table = rec.catalogue.residuals
     unseen = np.array([table is not None and i not in table for i in data.item_ids], dtype=np.float64)
     matrix = rec.catalogue.matrix()[1][scorer.to_bundle].astype(np.float64)
+    plain_matrix = plain.rec.catalogue.matrix()[1][plain.to_bundle].astype(np.float64)  # new items: text alone
     shipped_bonus = rec.catalogue.new_item_bonus
     parts: dict = {}
     for part in ("valid", "test"):
@@ -64,12 +67,19 @@ def main() -> None:
         last /= np.linalg.norm(last, axis=1, keepdims=True)
         zs = np.concatenate([ndcg_rows(zeroshot.score(hist[a:a + 512]), targets[a:a + 512], hist[a:a + 512])
                              for a in range(0, len(targets), 512)])
-        grid = {}
+        grid, plain_grid = {}, {}
+        plain_users = np.concatenate([plain.rec.users.vectors(ids[a:a + 512])
+                                      for a in range(0, len(ids), 512)]).astype(np.float64)
+        plain_norm = np.linalg.norm(plain_users, axis=1, keepdims=True)
+        plain_last = np.stack([plain_matrix[h[-LAST:]].mean(0) for h in hist])
+        plain_last /= np.linalg.norm(plain_last, axis=1, keepdims=True)
         for w in WEIGHTS:
             base = ((1 - w) * users + w * norm * last) @ matrix.T  # the trainer's units: u·v (+ bonus)
             for b in BONUSES if unseen.any() else (0.0,):
                 grid[(w, b)] = ndcg_rows(base + b * unseen, targets, hist)
-        parts[part] = {"new": split.new_targets(cases), "zeroshot": zs, "grid": grid}
+            plain_grid[w] = ndcg_rows(((1 - w) * plain_users + w * plain_norm * plain_last) @ plain_matrix.T,
+                                      targets, hist)
+        parts[part] = {"new": split.new_targets(cases), "zeroshot": zs, "grid": grid, "plain": plain_grid}
     valid, test = parts["valid"], parts["test"]
     new_v = valid["new"]
     floor = float(valid["zeroshot"][new_v].mean()) if new_v.any() else None
@@ -92,6 +102,8 @@ def main() -> None:
                     "shipped_bonus": shipped_bonus, "tried": tried, "chosen": chosen,
                     "test": {"chosen": _three(served, new_t), "shipped": _three(shipped, new_t),
                              "zeroshot": _three(test["zeroshot"], new_t),
+                             "plain_same_weight": _three(test["plain"][chosen["weight"]], new_t),
+                             "plain_shipped": _three(test["plain"][0.0], new_t),
                              "all_ratio": float(served.mean() / shipped.mean()), "ci_all": _ci(served - shipped, rng)}}
     if new_t.any():
         report["test"]["ci_new"] = _ci(served[new_t] - shipped[new_t], rng)
