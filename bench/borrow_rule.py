@@ -22,8 +22,7 @@ import json
 
 import numpy as np
 from lmrec.evaluation import BundleScorer
-from lmrec.trainer.baselines import BASELINES
-from new_items import mixed_setup, ndcg_rows  # bench/ is the script's folder
+from new_items import fitted_scorers, mixed_setup, ndcg_rows  # bench/ is the script's folder
 
 GAMMAS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)  # the trainer's grid, to 1
 RULES = ((10, 0.05), (10, 0.02), (10, 0.01), (5, 0.05), (5, 0.02), (3, 0.02))  # (k, temperature)
@@ -48,10 +47,7 @@ def _grid(scorer: BundleScorer, cases: object, new: np.ndarray, shipped: float) 
 
 def main() -> None:
     args, data, split, ctx, new = mixed_setup(__doc__.split("\n\n")[0])
-    scorer, plain = BundleScorer(args.bundle), BundleScorer(args.bundle, new_items=False)
-    zeroshot = BASELINES["zeroshot"]()
-    for s in (scorer, plain, zeroshot):
-        s.fit(ctx)
+    scorer, plain, zeroshot = fitted_scorers(args.bundle, ctx)
     rec = scorer.rec
     table = rec.catalogue.residuals
     if table is None:

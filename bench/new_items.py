@@ -60,6 +60,15 @@ def _ci(diff: np.ndarray, rng: np.random.Generator) -> list[float]:
     return [round(float(x), 4) for x in np.percentile(means, [2.5, 97.5])]
 
 
+def fitted_scorers(bundle: str, ctx: FitContext) -> tuple[BundleScorer, BundleScorer, Any]:
+    """The bundle (`lmrec`), the same with its new-item pieces off (`lmrec-plain`) and the
+    untrained encoder (`zeroshot`), fitted on the split: the three every new-item script scores."""
+    scorers = (BundleScorer(bundle), BundleScorer(bundle, new_items=False), BASELINES["zeroshot"]())
+    for s in scorers:
+        s.fit(ctx)
+    return scorers
+
+
 def mixed_setup(description: str, warm_ok: bool = False) -> tuple[argparse.Namespace, Any, Any, FitContext,
                                                                    np.ndarray]:
     """The command line of a script over a held-out-items bundle (--data, --bundle, --seed, --json)

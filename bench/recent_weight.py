@@ -22,9 +22,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from lmrec.evaluation import BundleScorer
-from lmrec.trainer.baselines import BASELINES
-from new_items import mixed_setup, ndcg_rows  # bench/ is the script's folder
+from new_items import fitted_scorers, mixed_setup, ndcg_rows  # bench/ is the script's folder
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # the trainer's RECENT_GRID
 BONUSES = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)  # its BONUS_GRID
@@ -44,10 +42,7 @@ def _three(v: np.ndarray, new: np.ndarray) -> dict:
 
 def main() -> None:
     args, data, split, ctx, _ = mixed_setup(__doc__.split("\n\n")[0], warm_ok=True)
-    scorer, plain = BundleScorer(args.bundle), BundleScorer(args.bundle, new_items=False)
-    zeroshot = BASELINES["zeroshot"]()
-    for s in (scorer, plain, zeroshot):
-        s.fit(ctx)
+    scorer, plain, zeroshot = fitted_scorers(args.bundle, ctx)
     rec = scorer.rec
     if rec.users.encoder is None:
         raise SystemExit(f"{args.bundle}: no user model")

@@ -20,19 +20,14 @@ import json
 
 import numpy as np
 from borrow_rule import GAMMAS, WARM_COST, _grid, _masked  # bench/ is the script's folder
-from lmrec.evaluation import BundleScorer
-from lmrec.trainer.baselines import BASELINES
-from new_items import mixed_setup, ndcg_rows
+from new_items import fitted_scorers, mixed_setup, ndcg_rows
 
 LAMBDAS = (0.003, 0.03, 0.3)
 
 
 def main() -> None:
     args, data, split, ctx, _ = mixed_setup(__doc__.split("\n\n")[0])
-    scorer, plain = BundleScorer(args.bundle), BundleScorer(args.bundle, new_items=False)
-    zeroshot = BASELINES["zeroshot"]()
-    for s in (scorer, plain, zeroshot):
-        s.fit(ctx)
+    scorer, plain, zeroshot = fitted_scorers(args.bundle, ctx)
     rec = scorer.rec
     table = rec.catalogue.residuals
     if table is None:
