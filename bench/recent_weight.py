@@ -6,14 +6,14 @@ bundles trained before it existed (the same trained models, the weight applied a
         --seed 0 --json bench/results/recent-weight/amazon-office-cold-s0.json
 
 The served user vector is (1 - w) u + w |u| m̂, m̂ the unit mean of the last 3 item vectors
-(lmrec.UserModelInfo). For each w of the trainer's grid and, where validation has new targets,
-the new-item bonus by the trainer's rule for that w (warm targets at most 3 % below the same w
-without a bonus; within that the least bonus whose new targets reach the untrained encoder's,
-else the best), this picks w as `Trainer.calibrate` does, on validation NDCG@10, and scores test:
-all, warm and new targets against the bundle as shipped (w 0, its bonus), against the untrained
+(lmrec.UserModelInfo). For each w of the trainer's grid and, where validation has new targets, the
+new-item bonus by the trainer's rule for that w (warm targets at most 3 % below the same w without a
+bonus; within that the least bonus whose new targets reach the untrained encoder's, else the best),
+this picks w as `Trainer.calibrate` does, on validation NDCG@10, and scores test: all, warm and new
+targets against the bundle as shipped (its w, 0 before stop 29, and bonus), against the untrained
 encoder, and against `lmrec-plain` at the same w (new items at their text vectors, no bonus: the
-mixed split's warm-target rule), with paired bootstrap 95 % CIs (2 000 resamples). A held-out-items bundle is
-scored on the mixed split, a warm one on the warm split. The weights and the bonus are the
+mixed split's warm-target rule), with paired bootstrap 95 % CIs (2 000 resamples). A held-out-items
+bundle is scored on the mixed split, a warm one on the warm split. The weights and the bonus are the
 trainer's own grids (lmrec.trainer._trainer), applied through the SDK to the int8 bundle.
 """
 
@@ -46,6 +46,9 @@ def main() -> None:
     rec = scorer.rec
     if rec.users.encoder is None:
         raise SystemExit(f"{args.bundle}: no user model")
+    shipped_weight = rec.manifest.user_model.recent_weight if rec.manifest.user_model is not None else 0.0
+    for r in (rec, plain.rec):  # the user model alone: a bundle trained since stop 29 carries its weight
+        r.users.mix = None
     table = rec.catalogue.residuals
     unseen = np.array([table is not None and i not in table for i in data.item_ids], dtype=np.float64)
     matrix = rec.catalogue.matrix()[1][scorer.to_bundle].astype(np.float64)
@@ -90,16 +93,18 @@ def main() -> None:
         tried.append({"weight": w, "bonus": b, "valid": _three(valid["grid"][(w, b)], new_v)})
     chosen = max(tried, key=lambda t: t["valid"]["all"])
     new_t = test["new"]
-    shipped = test["grid"][(0.0, shipped_bonus)] if (0.0, shipped_bonus) in test["grid"] else test["grid"][(0.0, 0.0)]
+    shipped = test["grid"][(shipped_weight, shipped_bonus)]
     served = test["grid"][(chosen["weight"], chosen["bonus"])]
+    alone = test["grid"][(0.0, tried[0]["bonus"])]  # the user model alone, with the bonus the rule gives it
     rng = np.random.default_rng(0)
     report: dict = {"data": data.name, "split": split.kind, "seed": args.seed, "bundle": args.bundle,
-                    "shipped_bonus": shipped_bonus, "tried": tried, "chosen": chosen,
+                    "shipped_bonus": shipped_bonus, "shipped_weight": shipped_weight, "tried": tried, "chosen": chosen,
                     "test": {"chosen": _three(served, new_t), "shipped": _three(shipped, new_t),
                              "zeroshot": _three(test["zeroshot"], new_t),
                              "plain_same_weight": _three(test["plain"][chosen["weight"]], new_t),
                              "plain_shipped": _three(test["plain"][0.0], new_t),
-                             "all_ratio": float(served.mean() / shipped.mean()), "ci_all": _ci(served - shipped, rng)}}
+                             "all_ratio": float(served.mean() / shipped.mean()), "ci_all": _ci(served - shipped, rng),
+                             "weight_0": _three(alone, new_t), "ci_all_vs_weight_0": _ci(served - alone, rng)}}
     if new_t.any():
         report["test"]["ci_new"] = _ci(served[new_t] - shipped[new_t], rng)
         report["test"]["new_vs_zeroshot"] = float(served[new_t].mean() / test["zeroshot"][new_t].mean())
