@@ -131,11 +131,11 @@ class Trainer:
         self.log(f"last {self.cfg.recent_items} items weigh {self.recent_weight:g} in the user vector: valid "
                  f"ndcg@10 {best['ndcg@10']:.4f} ({tried[0]['ndcg@10']:.4f} at weight 0)")
         if best["bonus"].get("chosen_on") == "validation":
-            row = next(r for r in best["bonus"]["grid"] if r["bonus"] == self.bonus)
-            floor, reached = best["bonus"]["floor"], best["bonus"]["reached_floor"]
-            self.log(f"new-item bonus {self.bonus:g}: new targets {row['new']:.4f} (untrained encoder {floor:.4f}"
-                     f"{'' if reached else ', not reached'}), warm targets {row['warm']:.4f} "
-                     f"({best['bonus']['grid'][0]['warm']:.4f} without)")
+            chosen = best["bonus"]
+            row = next(r for r in chosen["grid"] if r["bonus"] == self.bonus)
+            self.log(f"new-item bonus {self.bonus:g}: new targets {row['new']:.4f} (untrained encoder "
+                     f"{chosen['floor']:.4f}{'' if chosen['reached_floor'] else ', not reached'}), warm targets "
+                     f"{row['warm']:.4f} ({chosen['grid'][0]['warm']:.4f} without)")
         grid = [{"weight": t["weight"], "bonus": t["bonus"]["bonus"], "ndcg@10": t["ndcg@10"]} for t in tried]
         recent = {"items": self.cfg.recent_items, "weight": self.recent_weight,
                   "chosen_on": "config" if self.cfg.recent_weight is not None else "validation", "grid": grid}
