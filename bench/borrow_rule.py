@@ -45,6 +45,20 @@ def _grid(scorer: BundleScorer, cases: object, new: np.ndarray, shipped: float) 
     return {"whole": whole, "among": among}
 
 
+def references(plain: BundleScorer, zeroshot: object, split: object, new: np.ndarray) -> tuple[dict, dict, dict]:
+    """(validation and test cases, their new-target masks, `lmrec-plain`'s and zero-shot's
+    NDCG@10 on warm and new targets in each): what a new-item rule is held against."""
+    parts = {part: getattr(split, part) for part in ("valid", "test")}
+    is_new = {part: split.new_targets(cases) for part, cases in parts.items()}  # type: ignore[attr-defined]
+    reference = {}
+    for part, cases in parts.items():
+        ref = {"lmrec-plain": _grid(plain, cases, new, 0.0)["whole"][0],
+               "zeroshot": ndcg_rows(_masked(zeroshot, cases), cases.targets)}
+        reference[part] = {name: {"warm": float(v[~is_new[part]].mean()), "new": float(v[is_new[part]].mean())}
+                           for name, v in ref.items()}
+    return parts, is_new, reference
+
+
 def main() -> None:
     args, data, split, ctx, new = mixed_setup(__doc__.split("\n\n")[0])
     scorer, plain, zeroshot = fitted_scorers(args.bundle, ctx)
@@ -56,14 +70,7 @@ def main() -> None:
     ids = [i for i in rec.item_ids() if i not in table]
     items = [rec.catalogue.get(i) for i in ids]
     texts = [item.text or item.item_id for item in items]
-    parts = {part: getattr(split, part) for part in ("valid", "test")}
-    is_new = {part: split.new_targets(cases) for part, cases in parts.items()}
-    reference = {}
-    for part, cases in parts.items():
-        ref = {"lmrec-plain": _grid(plain, cases, new, 0.0)["whole"][0],
-               "zeroshot": ndcg_rows(_masked(zeroshot, cases), cases.targets)}
-        reference[part] = {name: {"warm": float(v[~is_new[part]].mean()), "new": float(v[is_new[part]].mean())}
-                           for name, v in ref.items()}
+    parts, is_new, reference = references(plain, zeroshot, split, new)
     report: dict = {"data": data.name, "seed": args.seed, "bundle": args.bundle,
                     "shipped": {"k": shipped.k, "temperature": shipped.temperature, "bonus": shipped.bonus},
                     "reference": reference, "rules": []}

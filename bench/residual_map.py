@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from borrow_rule import GAMMAS, WARM_COST, _grid, _masked  # bench/ is the script's folder
-from new_items import fitted_scorers, mixed_setup, ndcg_rows
+from borrow_rule import GAMMAS, WARM_COST, _grid, references  # bench/ is the script's folder
+from new_items import fitted_scorers, mixed_setup
 
 LAMBDAS = (0.003, 0.03, 0.3)
 
@@ -37,14 +37,7 @@ def main() -> None:
     items = [rec.catalogue.get(i) for i in ids]
     texts, metas = [it.text or it.item_id for it in items], [it.metadata for it in items]
     text = rec.embed_texts(texts)
-    parts = {part: getattr(split, part) for part in ("valid", "test")}
-    is_new = {part: split.new_targets(cases) for part, cases in parts.items()}
-    reference = {}
-    for part, cases in parts.items():
-        ref = {"lmrec-plain": _grid(plain, cases, unseen, 0.0)["whole"][0],
-               "zeroshot": ndcg_rows(_masked(zeroshot, cases), cases.targets)}
-        reference[part] = {n: {"warm": float(v[~is_new[part]].mean()), "new": float(v[is_new[part]].mean())}
-                           for n, v in ref.items()}
+    parts, is_new, reference = references(plain, zeroshot, split, unseen)
     t, r = table.text.astype(np.float64), table.residual.astype(np.float64)
     gram, cross = t.T @ t, t.T @ r
     scale = np.trace(gram) / len(gram)
