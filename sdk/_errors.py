@@ -21,6 +21,12 @@ class UnknownItemError(LmrecError, KeyError):
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0]) if self.args else ""
 
+    @classmethod
+    def of(cls, field: str, unknown: list[str]) -> UnknownItemError:
+        """The error for a list `field` with the ids `unknown` (the first named, the rest counted)."""
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        return cls(f"{field}: unknown item id {unknown[0]!r}{more}")
+
 
 class StateError(LmrecError):
     """A state directory is damaged, in use, or belongs to another bundle."""

@@ -94,8 +94,7 @@ class Recommender:
         ids = id_list(ids, "ids")
         with self.catalogue.read():
             if not missing_ok and (unknown := [i for i in ids if i not in self.catalogue]):
-                raise UnknownItemError(f"ids: unknown item id {unknown[0]!r}"
-                                       + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+                raise UnknownItemError.of("ids", unknown)
             return [self.catalogue.get(i) for i in ids if i in self.catalogue]
 
     def title(self, item_id: str) -> str:

@@ -36,8 +36,7 @@ class Users:
         unknown = [i for i in history if i not in self.catalogue] if len(known) != len(history) else []
         if unknown:
             if strict:
-                raise UnknownItemError(f"{name}: unknown item id {unknown[0]!r}"
-                                       + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+                raise UnknownItemError.of(name, unknown)
             with self._lock:
                 self.skipped += len(unknown)
         return known, unknown
