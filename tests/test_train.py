@@ -137,6 +137,8 @@ def test_a_resumed_run_counts_the_budget_the_runs_before_it_spent(tiny_bert_dir:
     assert any("the --budget ran out after epoch 1" in line for line in lines)
     assert [h["epoch"] for h in resumed.history] == [0, 1]  # no epoch past the spent budget; the model is kept
     assert verify_bundle(resumed.bundle) == []
+    assert json.loads((resumed.bundle / "manifest.json").read_text())["training"]["budget"] == {
+        "minutes": 30, "cut": ["user"]}
 
 
 def test_a_failed_int8_gate_never_loses_the_training(trained: Path, tiny_bert_dir: Path, tmp_path: Path,

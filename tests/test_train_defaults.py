@@ -129,14 +129,23 @@ def test_no_search_takes_the_splits_defaults_and_a_config_file_keeps_its_objecti
     assert objectives(tmp_path / "file") == ["text", "cl", "cooc"]  # a config file fixes everything
 
 
-def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Path, tmp_path: Path,
+@pytest.mark.parametrize(("text_epochs", "cut"), [(1, ["search"]), (2, ["text", "search"])])
+def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Path, tmp_path: Path, text_epochs: int,
+                                                               cut: list[str],
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    result = train(TINY_DATA, tmp_path / "late", seed=2, config=_config(tiny_bert_dir, text_epochs=1), search=True,
+    config = _config(tiny_bert_dir, text_epochs=text_epochs)
+    result = train(TINY_DATA, tmp_path / "late", seed=2, config=config, search=True,
                    fixed=set(FAST) | {"base_model"}, budget=1e-6, progress=False)
     err = capsys.readouterr().err
     assert "warning: the passes over the catalogue took" in err and "raise --budget" in err
     assert "search: 1 candidate(s), about 0 epochs before the winner's own" in err
-    search = json.loads((result.bundle / "manifest.json").read_text())["training"]["search"]
+    training = json.loads((result.bundle / "manifest.json").read_text())["training"]
+    search = training["search"]
+    # a text stage of one epoch ended on its own (epochs, not the clock); of two, the clock cut it
+    assert training["text"]["epochs"] == 1
+    assert training["text"]["stopped"] == ("epochs" if text_epochs == 1 else "budget")
+    assert training["budget"] == {"minutes": 1e-6, "cut": cut}
+    assert f"cut {', '.join(cut)} short" in err and "may not reproduce" in err
     assert search["stopped_by_budget"] and "spent the --budget" in search["skipped"]
     assert len(search["candidates"]) == 1  # no search: an epoch a candidate would overrun it 4 times
     assert [h["epoch"] for h in result.history if h["phase"] == "user"] == [1]
@@ -266,6 +275,8 @@ def test_a_resumed_stage_counts_the_budget_its_run_spent(tiny_bert_dir: Path, tm
     assert "resumed: 40.0 min of the 30-min --budget spent before (in the stages kept)" in lines
     assert any(line.startswith("warning: the passes over the catalogue took") for line in lines)
     assert [h["epoch"] for h in result.history] == [0, 1]  # one epoch past a spent budget; the model is kept
+    assert json.loads((result.bundle / "manifest.json").read_text())["training"]["budget"]["cut"] == ["user"]
+    assert any("--budget cut user short" in line for line in lines)
     assert result.seconds > 40 * 60
 
 

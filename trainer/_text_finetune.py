@@ -136,11 +136,11 @@ def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen:
             mark = " (best)" if improved else ""
             log(f"text epoch {epoch}: loss {row['loss']:.4f}, valid ndcg@10 {valid:.4f}{mark}, {train_seconds:.0f}s")
         history.append(row)
-        if out_of_time:
-            stopped = "budget"
-            break
         if stale >= TEXT_PATIENCE:
             stopped = "patience"
+            break
+        if out_of_time and epoch < cfg.text_epochs:  # at the last epoch the stage ended on its own
+            stopped = "budget"
             break
     kept = best_top is not None
     if kept:
