@@ -97,6 +97,17 @@ def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_
     assert chosen["max_length"] == FAST["max_length"]  # fixed settings stay as given
 
 
+def test_the_searchs_winner_is_the_model_its_recorded_settings_train_alone(tiny_bert_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    # the candidates train in turns; each draws dropout from its own generator, as it would alone
+    searched = train(TINY_DATA, tmp_path / "searched", seed=2, config=_config(tiny_bert_dir), search=True,
+                     fixed=set(FAST) | {"base_model"}, progress=False)
+    training = json.loads((searched.bundle / "manifest.json").read_text())["training"]
+    recorded = TrainConfig(**{**training["config"], "objectives": tuple(training["config"]["objectives"])})
+    alone = train(TINY_DATA, tmp_path / "alone", seed=2, config=recorded, search=False, progress=False)
+    assert np.array_equal(np.load(searched.bundle / "item_vectors.npy"), np.load(alone.bundle / "item_vectors.npy"))
+
+
 def test_a_search_with_new_items_keeps_cl_and_cooc_off_and_races_the_popularity_prior(
         tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = train(TINY_DATA, tmp_path / "mixed", split="mixed", seed=1, config=_config(tiny_bert_dir), search=True,

@@ -78,6 +78,10 @@ class Trainer:
         self.elapsed = 0.0  # seconds of this run so far, across resumes
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"valid": -1.0}
+        # this trainer's own torch generator state (dropout): the search's candidates train in turns,
+        # and each must draw as it would alone, so that the winner is the model its settings train
+        # by themselves (`--config` of the recorded settings gives the same bundle)
+        self.torch_rng = torch.get_rng_state()
         self.partial_state: dict[str, Any] | None = None
         self.label = ""  # prefixes the log lines (a search names its candidates)
 
@@ -182,7 +186,6 @@ class Trainer:
         return torch.optim.Adam(groups, weight_decay=self.cfg.weight_decay)
 
     def state_dict(self) -> dict[str, Any]:
-        import torch
 
         return {
             "tower": self.tower.state_dict(),
@@ -199,11 +202,10 @@ class Trainer:
             "best": self.best,
             "partial": self.partial_state,
             "rng": self.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": self.torch_rng,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        import torch
 
         self.tower.load_state_dict(state["tower"])
         self.user.load_state_dict(state["user"])
@@ -213,7 +215,7 @@ class Trainer:
         self.phase_best, self.elapsed = state["phase_best"], state["elapsed"]
         self.history, self.best, self.partial_state = state["history"], state["best"], state["partial"]
         self.rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+        self.torch_rng = state["torch_rng"]
 
     def _snapshot(self, valid: float, phase: str) -> None:
         self.best = {"valid": valid, "phase": phase, "epoch": self.epoch, "encoder_version": self.encoder_version,
@@ -297,6 +299,18 @@ class Trainer:
 
     # -- the user phase -------------------------------------------------------------------------
     def user_epoch(self) -> float:
+        """One epoch of the user phase, drawing from this trainer's own torch generator."""
+        import torch
+
+        if self.device.type != "cpu":  # CUDA draws dropout from the device's generator: one trainer at a time
+            return self._user_epoch()
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.torch_rng)
+            loss = self._user_epoch()
+            self.torch_rng = torch.get_rng_state()
+        return loss
+
+    def _user_epoch(self) -> float:
         import torch
 
         from .objectives import (
@@ -436,6 +450,7 @@ class Trainer:
         bar = progress_bar(total=cfg.encoder_steps, initial=self.epoch, desc="encoder", enabled=self.progress,
                    unit="step")
         running = 0.0
+        torch.set_rng_state(self.torch_rng)  # one trainer from here on: its own stream, on the global generator
         while self.epoch < cfg.encoder_steps:
             partial.top.train()
             self.tower.train()
@@ -475,6 +490,7 @@ class Trainer:
             bar.set_postfix(loss=f"{running:.3f}")
             if self.epoch % ENCODER_CHECKPOINT_EVERY == 0 or self.epoch == cfg.encoder_steps:
                 self.partial_state = {"top": partial.top.state_dict(), "opt": opt.state_dict()}
+                self.torch_rng = torch.get_rng_state()
                 save()
         bar.close()
         self.log(
