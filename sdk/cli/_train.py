@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train with the split's defaults (no cl/cooc where items are held out, unless --objectives "
                         "sets them) instead of searching a few settings on validation")
     p.add_argument("--budget", type=float, default=45.0, metavar="MINUTES",
-                   help="time bound of training, counted from the start: encoder fine-tuning stops at 30%% of it, "
+                   help="time bound of training, counted from the start: encoder fine-tuning stops at 40%% of it, "
                         "the search and user model at 85%%, each keeping its best so far (the user model trains at "
                         "least one epoch); export follows. A stage the clock stops may differ run to run: the "
                         "manifest's training.budget.cut names it (default: %(default)g, enough for every stage to "
