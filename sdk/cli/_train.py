@@ -45,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="time bound of training, counted from the start: encoder fine-tuning stops at 40%% of it, "
                         "the search and user model at 85%%, each keeping its best so far (the user model trains at "
                         "least one epoch); export follows. A stage the clock stops may differ run to run: the "
-                        "manifest's training.budget.cut names it (default: %(default)g, enough for every stage to "
-                        "end on its own on MovieLens-size data on a 2-core CPU; 0: no bound)")
+                        "manifest's training.budget.cut names it (default: %(default)g, a whole run on MovieLens-size "
+                        "data on a 2-core CPU; 0: no bound)")
     p.add_argument(
         "--base-model", default=None, help="Hugging Face model folder or Hub id (default: packaged all-MiniLM-L6-v2)"
     )
