@@ -186,7 +186,6 @@ class Trainer:
         return torch.optim.Adam(groups, weight_decay=self.cfg.weight_decay)
 
     def state_dict(self) -> dict[str, Any]:
-
         return {
             "tower": self.tower.state_dict(),
             "user": self.user.state_dict(),
@@ -206,7 +205,6 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-
         self.tower.load_state_dict(state["tower"])
         self.user.load_state_dict(state["user"])
         self.opt.load_state_dict(state["opt"])
@@ -302,7 +300,7 @@ class Trainer:
         """One epoch of the user phase, drawing from this trainer's own torch generator."""
         import torch
 
-        if self.device.type != "cpu":  # CUDA draws dropout from the device's generator: one trainer at a time
+        if self.device.type != "cpu":  # CUDA draws dropout from the device's generator, shared: on CPU only
             return self._user_epoch()
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self.torch_rng)
