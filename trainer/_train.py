@@ -36,7 +36,7 @@ from ._trainer import Trainer, log_line, sample_pool
 
 MIN_TRAIN_USERS = 2
 DEFAULT_BUDGET = 45.0  # minutes: a whole run on MovieLens-size data on a 2-core CPU (Office-size: 12-16 min)
-TEXT_SHARE = 0.4  # of the budget, at most, for objective `text` (MovieLens warm, 20 epochs: 14 min beside another run)
+TEXT_SHARE = 0.4  # of the budget, at most, for objective `text` (MovieLens warm's 20 epochs: 15.5 min beside a run)
 TRAIN_SHARE = 0.85  # of the budget, at most, until the user phases stop (export takes the rest)
 TRAIN_SPLITS = ("warm", "cold", "mixed")
 
