@@ -20,7 +20,7 @@ from conftest import TINY_DATA  # noqa: E402
 from lmrec import LmrecError  # noqa: E402
 from lmrec.cli import main  # noqa: E402
 from lmrec.evaluation import BundleScorer, FitContext, evaluate, make_split, training_items  # noqa: E402
-from lmrec.trainer import TrainConfig, train  # noqa: E402
+from lmrec.trainer import TrainConfig, load_config, train  # noqa: E402
 
 FAST = {"epochs": 3, "patience": 3, "max_length": 64, "hidden": 16, "max_history": 12, "batch_size": 32,
         "text_epochs": 4, "text_batch": 32}
@@ -103,8 +103,9 @@ def test_the_searchs_winner_is_the_model_its_recorded_settings_train_alone(tiny_
     searched = train(TINY_DATA, tmp_path / "searched", seed=2, config=_config(tiny_bert_dir), search=True,
                      fixed=set(FAST) | {"base_model"}, progress=False)
     training = json.loads((searched.bundle / "manifest.json").read_text())["training"]
-    recorded = TrainConfig(**{**training["config"], "objectives": tuple(training["config"]["objectives"])})
-    alone = train(TINY_DATA, tmp_path / "alone", seed=2, config=recorded, search=False, progress=False)
+    record = tmp_path / "config.json"  # what `lmrec train --config` of the manifest's settings reads
+    record.write_text(json.dumps(training["config"]))
+    alone = train(TINY_DATA, tmp_path / "alone", seed=2, config=load_config(record), search=False, progress=False)
     assert np.array_equal(np.load(searched.bundle / "item_vectors.npy"), np.load(alone.bundle / "item_vectors.npy"))
 
 
