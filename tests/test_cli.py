@@ -35,6 +35,16 @@ def test_version() -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == f"lmrec {lmrec.__version__}"
 
 
+def test_train_help_shows_the_budget_the_trainer_uses() -> None:
+    from lmrec.trainer import DEFAULT_BUDGET, TEXT_SHARE, TRAIN_SHARE
+
+    proc = lmrec_cli("train", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert f"default: {DEFAULT_BUDGET:g}," in text
+    assert f"stops at {TEXT_SHARE:.0%} of it" in text and f"at {TRAIN_SHARE:.0%}," in text
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_bundle(tmp_path_factory.mktemp("cli") / "tiny")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._budget import DEFAULT_BUDGET, TEXT_SHARE, TRAIN_SHARE
 from ._config import OBJECTIVES, TrainConfig, load_config, parse_objectives
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ __all__ = [
     "OBJECTIVES",
     "load_config",
     "parse_objectives",
+    "DEFAULT_BUDGET",
+    "TEXT_SHARE",
+    "TRAIN_SHARE",
     "demo",
     "TorchEncoder",
     "cached_item_vectors",

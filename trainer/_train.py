@@ -30,14 +30,12 @@ from typing import Any
 import numpy as np
 from lmrec import BundleWriter, DataError, LmrecError, Manifest, __version__, require
 
+from ._budget import DEFAULT_BUDGET, TEXT_SHARE, TRAIN_SHARE
 from ._checkpoint import CHECKPOINT, checkpoint_dir, load_checkpoint, load_stage, save_checkpoint, save_stage
 from ._config import TrainConfig
 from ._trainer import Trainer, log_line, sample_pool
 
 MIN_TRAIN_USERS = 2
-DEFAULT_BUDGET = 45.0  # minutes: a whole run on MovieLens-size data on a 2-core CPU (Office-size: 12-16 min)
-TEXT_SHARE = 0.4  # of the budget, at most, for objective `text` (MovieLens warm's 20 epochs: 15.5 min beside a run)
-TRAIN_SHARE = 0.85  # of the budget, at most, until the user phases stop (export takes the rest)
 TRAIN_SPLITS = ("warm", "cold", "mixed")
 
 

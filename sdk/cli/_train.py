@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from lmrec.trainer import DEFAULT_BUDGET, TEXT_SHARE, TRAIN_SHARE
+
 from .._errors import LmrecError, require
 from ..data import DEFAULT_SPEC
 from ._args import add_parity_flags, non_negative_int
@@ -41,12 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-search", action="store_true",
                    help="train with the split's defaults (no cl/cooc where items are held out, unless --objectives "
                         "sets them) instead of searching a few settings on validation")
-    p.add_argument("--budget", type=float, default=45.0, metavar="MINUTES",
-                   help="time bound of training, counted from the start: encoder fine-tuning stops at 40%% of it, "
-                        "the search and user model at 85%%, each keeping its best so far (the user model trains at "
-                        "least one epoch); export follows. A stage the clock stops may differ run to run: the "
-                        "manifest's training.budget.cut names it (default: %(default)g, a whole run on MovieLens-size "
-                        "data on a 2-core CPU; 0: no bound)")
+    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET, metavar="MINUTES",
+                   help=f"time bound of training, counted from the start: encoder fine-tuning stops at "
+                        f"{TEXT_SHARE * 100:.0f}%% of it, the search and user model at {TRAIN_SHARE * 100:.0f}%%, each "
+                        "keeping its best so far (the user model trains at least one epoch); export follows. A stage "
+                        "the clock stops may differ run to run: the manifest's training.budget.cut names it "
+                        "(default: %(default)g, a whole run on MovieLens-size data on a 2-core CPU; 0: no bound)")
     p.add_argument(
         "--base-model", default=None, help="Hugging Face model folder or Hub id (default: packaged all-MiniLM-L6-v2)"
     )
