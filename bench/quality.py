@@ -93,8 +93,9 @@ def summary(folder: Path) -> None:
                 o = _mean(by_seed, other)[0]
                 print(f"target: mean lmrec / {other} = {lm / o:.3f}" if o else f"target: {other} scores 0")
         if split == "mixed":
-            print(f"new targets: lmrec {_mean(by_seed, 'lmrec', 'new')[0]:.4f} vs zeroshot "
-                  f"{_mean(by_seed, 'zeroshot', 'new')[0]:.4f} (not below)")
+            new, floor = _mean(by_seed, "lmrec", "new")[0], _mean(by_seed, "zeroshot", "new")[0]
+            print(f"new targets: lmrec {new:.4f} vs zeroshot {floor:.4f} = {new / floor:.3f}x "
+                  f"(not below: {'met' if new >= floor else 'missed'})")
             if "lmrec-plain" in r["results"]:
                 warm, plain = _mean(by_seed, "lmrec", "warm")[0], _mean(by_seed, "lmrec-plain", "warm")[0]
                 print(f"warm targets: lmrec {warm:.4f} = {warm / plain:.1%} of lmrec-plain {plain:.4f} "
