@@ -17,6 +17,7 @@ figures beside the bundle as shipped.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 
@@ -59,8 +60,22 @@ def references(plain: BundleScorer, zeroshot: object, split: object, new: np.nda
     return parts, is_new, reference
 
 
+def _rules(text: str) -> list[tuple[int, float]]:
+    """`10:0.05,5:0.02` → [(10, 0.05), (5, 0.02)]."""
+    try:
+        return [(int(k), float(t)) for k, _, t in (r.partition(":") for r in text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rules {text!r}: expected K:TEMPERATURE[,K:TEMPERATURE...]") from None
+
+
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rules", type=_rules, default=list(RULES),
+                   help="the (k, temperature) rules to score, K:T comma-separated; the first is the γ grid's "
+                        "reference for the shipped bundle, so give the bundle's own first (default: all six)")
+
+
 def main() -> None:
-    args, data, split, ctx, new = mixed_setup(__doc__.split("\n\n")[0])
+    args, data, split, ctx, new = mixed_setup(__doc__.split("\n\n")[0], options=_options)
     scorer, plain, zeroshot = fitted_scorers(args.bundle, ctx)
     rec = scorer.rec
     table = rec.catalogue.residuals
@@ -74,7 +89,7 @@ def main() -> None:
     report: dict = {"data": data.name, "seed": args.seed, "bundle": args.bundle,
                     "shipped": {"k": shipped.k, "temperature": shipped.temperature, "bonus": shipped.bonus},
                     "reference": reference, "rules": []}
-    for k, temperature in RULES:
+    for k, temperature in args.rules:
         table.info = dataclasses.replace(shipped, k=k, temperature=temperature)
         rec.add_items(ids, texts, metadata=[item.metadata for item in items])  # borrows by the rule just set
         row: dict = {"k": k, "temperature": temperature}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +69,21 @@ def fitted_scorers(bundle: str, ctx: FitContext) -> tuple[BundleScorer, BundleSc
     return scorers
 
 
-def mixed_setup(description: str, warm_ok: bool = False) -> tuple[argparse.Namespace, Any, Any, FitContext,
-                                                                   np.ndarray]:
-    """The command line of a script over a held-out-items bundle (--data, --bundle, --seed, --json)
-    and the mixed split it is scored on: (args, data, split, fit context, mask of the new items).
-    `warm_ok`: a bundle trained on the warm split is scored on it (no new items)."""
+def mixed_setup(description: str, warm_ok: bool = False,
+                options: Callable[[argparse.ArgumentParser], None] | None = None
+                ) -> tuple[argparse.Namespace, Any, Any, FitContext, np.ndarray]:
+    """The command line of a script over a held-out-items bundle (--data, --bundle, --seed, --json;
+    `options` adds the script's own) and the mixed split it is scored on: (args, data, split, fit
+    context, mask of the new items). `warm_ok`: a bundle trained on the warm split is scored on it
+    (no new items)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", required=True)
     p.add_argument("--bundle", required=True,
                    help=f"a bundle trained with --split cold or mixed{' (or warm)' if warm_ok else ''}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
+    if options is not None:
+        options(p)
     args = p.parse_args()
     data = load_dataset(args.data)
     trained_on = json.loads((Path(args.bundle) / "manifest.json").read_text())["training"]["split"]
