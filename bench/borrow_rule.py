@@ -1,11 +1,12 @@
-"""How sharply should a new item borrow residuals? The rule's k and temperature, chosen on validation.
+"""How sharply should a new item borrow residuals? The rule's k, temperature and shrink, chosen on validation.
 
     cd /work/main && HF_HUB_OFFLINE=1 .venv/bin/python bench/borrow_rule.py \\
         --data amazon:../shared/data/amazon-office --bundle out/quality/amazon-office-cold-s0 \\
         --seed 0 --json bench/results/borrow-rule/amazon-office-s0.json
 
-A new item borrows the softmax(cos / temperature)-weighted residuals of its k nearest trained items
-(training lends dropped items the bundle's rule, k 10 and temperature 0.05 by default). This
+A new item borrows the softmax(cos / temperature)-weighted residuals of its k nearest trained items,
+times shrink (training lends dropped items the bundle's rule, k 10, temperature 0.05, shrink 1 by
+default). This
 re-applies other rules to the new items of a trained bundle through the SDK (the user model and the
 trained items are untouched) and scores the mixed split: validation and test, warm and new targets,
 the new-item bonus γ over the trainer's grid, and NDCG@10 among new items only. Then it chooses
@@ -60,17 +61,21 @@ def references(plain: BundleScorer, zeroshot: object, split: object, new: np.nda
     return parts, is_new, reference
 
 
-def _rules(text: str) -> list[tuple[int, float]]:
-    """`10:0.05,5:0.02` → [(10, 0.05), (5, 0.02)]."""
+def _rules(text: str) -> list[tuple[int, float, float]]:
+    """`10:0.05,10:0.05:0.5` → [(10, 0.05, 1.0), (10, 0.05, 0.5)] (k, temperature, shrink)."""
     try:
-        return [(int(k), float(t)) for k, _, t in (r.partition(":") for r in text.split(","))]
+        rules = [[float(x) for x in r.split(":")] for r in text.split(",")]
+        if any(len(r) not in (2, 3) for r in rules):
+            raise ValueError
+        return [(int(r[0]), r[1], r[2] if len(r) == 3 else 1.0) for r in rules]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--rules {text!r}: expected K:TEMPERATURE[,K:TEMPERATURE...]") from None
+        raise argparse.ArgumentTypeError(f"--rules {text!r}: expected K:TEMPERATURE[:SHRINK][,...]") from None
 
 
 def _options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rules", type=_rules, default=list(RULES),
-                   help="the (k, temperature) rules to score, K:T comma-separated; the first is the γ grid's "
+    p.add_argument("--rules", type=_rules, default=[(k, t, 1.0) for k, t in RULES],
+                   help="the (k, temperature, shrink) rules to score, K:T[:SHRINK] comma-separated (shrink 1 "
+                        "when left out; 0 leaves new items at their text vectors); the first is the γ grid's "
                         "reference for the shipped bundle, so give the bundle's own first (default: all six)")
 
 
@@ -87,12 +92,13 @@ def main() -> None:
     texts = [item.text or item.item_id for item in items]
     parts, is_new, reference = references(plain, zeroshot, split, new)
     report: dict = {"data": data.name, "seed": args.seed, "bundle": args.bundle,
-                    "shipped": {"k": shipped.k, "temperature": shipped.temperature, "bonus": shipped.bonus},
+                    "shipped": {"k": shipped.k, "temperature": shipped.temperature, "shrink": shipped.shrink,
+                                "bonus": shipped.bonus},
                     "reference": reference, "rules": []}
-    for k, temperature in args.rules:
-        table.info = dataclasses.replace(shipped, k=k, temperature=temperature)
+    for k, temperature, shrink in args.rules:
+        table.info = dataclasses.replace(shipped, k=k, temperature=temperature, shrink=shrink)
         rec.add_items(ids, texts, metadata=[item.metadata for item in items])  # borrows by the rule just set
-        row: dict = {"k": k, "temperature": temperature}
+        row: dict = {"k": k, "temperature": temperature, "shrink": shrink}
         for part, cases in parts.items():
             g = _grid(scorer, cases, new, shipped.bonus)
             mask = is_new[part]
@@ -100,7 +106,7 @@ def main() -> None:
                          "new": float(v[mask].mean())} for gamma, v in zip(GAMMAS, g["whole"], strict=True)]
             row[part] = {"among_new": float(g["among"][mask].mean()), "by_gamma": by_gamma}
         report["rules"].append(row)
-        print(f"k {k} T {temperature}: among new valid {row['valid']['among_new']:.4f} test "
+        print(f"k {k} T {temperature} shrink {shrink}: among new valid {row['valid']['among_new']:.4f} test "
               f"{row['test']['among_new']:.4f}", flush=True)
     table.info = shipped
     floor_warm = (1 - WARM_COST) * reference["valid"]["lmrec-plain"]["warm"]
@@ -113,7 +119,7 @@ def main() -> None:
     report["shipped_test"] = base["test"]["by_gamma"][at] | {"among_new": base["test"]["among_new"]}
     if best is not None:
         r, n = best
-        report["chosen"] = {"k": r["k"], "temperature": r["temperature"], "gamma": GAMMAS[n],
+        report["chosen"] = {"k": r["k"], "temperature": r["temperature"], "shrink": r["shrink"], "gamma": GAMMAS[n],
                             "reached_floor": bool(reaching), "valid": r["valid"]["by_gamma"][n],
                             "test": r["test"]["by_gamma"][n] | {"among_new": r["test"]["among_new"]}}
     print(json.dumps({k: report.get(k) for k in ("shipped", "shipped_test", "chosen")}, indent=1))
