@@ -6,14 +6,14 @@
 
 A new item borrows the softmax(cos / temperature)-weighted residuals of its k nearest trained items,
 times shrink (training lends dropped items the bundle's rule, k 10, temperature 0.05, shrink 1 by
-default). This
-re-applies other rules to the new items of a trained bundle through the SDK (the user model and the
-trained items are untouched) and scores the mixed split: validation and test, warm and new targets,
-the new-item bonus γ over the trainer's grid, and NDCG@10 among new items only. Then it chooses
-(rule, γ) on validation as the trainer chooses γ (warm targets at most 3 % below the same bundle
-with its new-item pieces off, `lmrec-plain`; within that the pair with the most new-target NDCG@10
-that reaches the untrained encoder's, else the most new-target NDCG@10) and reports the pair's test
-figures beside the bundle as shipped.
+default). This re-applies other rules to the new items of a trained bundle through the SDK (the user
+model and the trained items are untouched) and scores the mixed split: validation and test, warm
+and new targets, the new-item bonus γ over the trainer's grid, and NDCG@10 among new items only.
+Then it chooses (rule, γ) on validation by issue 12's warm rule (warm targets at most 3 % below the
+same bundle with its new-item pieces off, `lmrec-plain`, where the trainer counts its 3 % from γ 0
+of the same bundle; within that the pair with the most new-target NDCG@10 that reaches the
+untrained encoder's, else the most new-target NDCG@10) and reports the pair's test figures beside
+the bundle as shipped.
 """
 
 from __future__ import annotations
