@@ -3,6 +3,7 @@
     cd /work/main && HF_HUB_OFFLINE=1 .venv/bin/python bench/content_mix.py \\
         --data amazon:../shared/data/amazon-office --bundle out/quality/amazon-office-cold-s0 \\
         --seed 0 --json bench/results/content-mix/amazon-office-s0.json
+    python bench/content_mix.py summary bench/results/content-mix32     # means per dataset and β
 
 A bundle trained with held-out items scores a new item by its user model (text vector through the
 adapter plus a borrowed residual) and the new-item bonus γ. This script adds, for new items only,
@@ -17,15 +18,21 @@ gives them), and measures on the mixed split:
 - the same term on every item, warm ones too (an ensemble of the user model and text similarity):
   β chosen on validation NDCG@10 of all targets at γ 0, then γ by the trainer's rule (the least γ
   whose new targets reach the untrained encoder's, warm targets at most 3 % below γ 0; else the
-  most new-target NDCG@10 within that), against the shipped bundle. A bundle trained on the warm
-  split gets this part alone, on the warm split (n chosen with β).
+  most new-target NDCG@10 within that), against the shipped bundle; and the same for every β of
+  the grid (`every_item_by_beta`), to read off what one β fixed for every dataset would give, and
+  for the same query met by the served item vectors instead of the text vectors (`query_by_beta`:
+  a change of the user's query alone, which the SDK's one index could serve). A
+  bundle trained on the warm split gets this part alone, on the warm split (n chosen with β).
 Paired bootstrap over users, 2 000 resamples. About two minutes a bundle on one core.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from lmrec.evaluation import BundleScorer
@@ -49,22 +56,31 @@ def _z(s: np.ndarray) -> np.ndarray:
     return (s - s.mean(1, keepdims=True)) / s.std(1, keepdims=True)
 
 
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ensemble-only", action="store_true", help="skip the term on new items only (the slow part)")
+
+
 def main() -> None:
-    args, data, split, ctx, new = mixed_setup(__doc__.split("\n\n")[0], warm_ok=True)
+    args, data, split, ctx, new = mixed_setup(__doc__.split("\n\n")[0], warm_ok=True, options=_options)
     lm, zs = BundleScorer(args.bundle, "fp32"), BASELINES["zeroshot"]()
     lm.fit(ctx)
     zs.fit(ctx)
     rec = lm.rec
     shipped = float(np.max(rec.catalogue.bonus_of(rec.item_ids())))
     text = rec.embed_texts(list(data.item_texts))
+    item_vectors = rec.catalogue.vectors([lm.item_ids[i] for i in range(len(lm.item_ids))])
     parts = {}
     for part in ("valid", "test"):
         cases = getattr(split, part)
         hist = list(cases.histories)
         user = np.concatenate([lm.score(hist[i:i + 512]) for i in range(0, len(hist), 512)]) - shipped * new
-        content = {n: np.stack([text[h[-n:]].mean(0) for h in hist]) @ text.T for n in LAST_N}
+        recent = {n: np.stack([text[h[-n:]].mean(0) for h in hist]) for n in LAST_N}
         parts[part] = {"hist": hist, "targets": cases.targets, "new_target": split.new_targets(cases),
-                       "user": user, "zeroshot": zs.score(hist), "content": content}
+                       "user": user, "zeroshot": zs.score(hist),
+                       "content": {n: r @ text.T for n, r in recent.items()},
+                       # the same query met by the served item vectors (text + residual): a term the
+                       # SDK's one index can hold, as a change of the user's query alone
+                       "query": {n: r @ item_vectors.T for n, r in recent.items()}}
     held_out = bool(new.any())
 
     def among(part: str, scores: np.ndarray) -> np.ndarray:
@@ -76,9 +92,13 @@ def main() -> None:
         p = parts[part]
         return p["user"] + beta * p["user"].std(1, keepdims=True) * _z(p["content"][n]) * (1.0 if every else new)
 
-    def every_item(part: str, n: int, b: float, gamma: float) -> np.ndarray:
+    def every_item(part: str, n: int, b: float, gamma: float, side: str = "content") -> np.ndarray:
         p = parts[part]
-        return ndcg_rows(mixed(part, n, b, every=True) + gamma * new, p["targets"], p["hist"])
+        if side == "content":
+            scores = mixed(part, n, b, every=True)
+        else:
+            scores = p["user"] + b * p["user"].std(1, keepdims=True) * _z(p[side][n])
+        return ndcg_rows(scores + gamma * new, p["targets"], p["hist"])
 
     def split_means(part: str, v: np.ndarray) -> dict:
         t = parts[part]["new_target"]
@@ -94,28 +114,48 @@ def main() -> None:
         n = max(LAST_N, key=lambda k: max(every_item("valid", k, b, 0.0).mean() for b in BETAS))
     report: dict = {"data": data.name, "seed": args.seed, "bundle": args.bundle, "shipped_gamma": shipped,
                     "last_n": n}
-    if held_out:
+    if held_out and not args.ensemble_only:
         _new_items_only(report, parts, among, mixed, n, shipped, new, rng)
-    b_every = max(BETAS, key=lambda b: every_item("valid", n, b, 0.0).mean())
-    row: dict = {"beta": b_every, "gamma": 0.0}
+    for part in ("valid", "test"):
+        p = parts[part]
+        p["zeroshot_ndcg"] = ndcg_rows(p["zeroshot"], p["targets"], p["hist"])
+        report[f"zeroshot_{part}"] = split_means(part, p["zeroshot_ndcg"])
+    floor_new = 0.0
     if held_out:
-        zs_new = ndcg_rows(parts["valid"]["zeroshot"], parts["valid"]["targets"], parts["valid"]["hist"])
-        floor_new = float(zs_new[parts["valid"]["new_target"]].mean())
-        grid = [(g, split_means("valid", every_item("valid", n, b_every, g))) for g in GAMMAS]
+        floor_new = float(parts["valid"]["zeroshot_ndcg"][parts["valid"]["new_target"]].mean())
+
+    def gamma_by_rule(b: float, side: str = "content") -> float:
+        """The trainer's rule for the bonus, at ensemble weight b (0 without held-out items)."""
+        if not held_out:
+            return 0.0
+        grid = [(g, split_means("valid", every_item("valid", n, b, g, side))) for g in GAMMAS]
         allowed = [(g, m) for g, m in grid if m["warm"] >= (1 - WARM_COST) * grid[0][1]["warm"]]
         reaching = [(g, m) for g, m in allowed if m["new"] >= floor_new]
-        row["gamma"] = reaching[0][0] if reaching else max(allowed, key=lambda x: x[1]["new"])[0]
+        return reaching[0][0] if reaching else max(allowed, key=lambda x: x[1]["new"])[0]
+
+    def scored(b: float, gamma: float, side: str = "content") -> dict:
+        row: dict = {"beta": b, "gamma": gamma}
+        for part in ("valid", "test"):
+            mine, base = every_item(part, n, b, gamma, side), every_item(part, n, 0.0, shipped)
+            row[part] = split_means(part, mine)
+            t = parts[part]["new_target"]
+            row[f"{part}_vs_shipped"] = {"all": _paired(mine, base, rng)}
+            if held_out:
+                row[f"{part}_vs_shipped"] |= {"warm": _paired(mine[~t], base[~t], rng),
+                                              "new": _paired(mine[t], base[t], rng)}
+                row[f"{part}_new_vs_zeroshot"] = _paired(mine[t], parts[part]["zeroshot_ndcg"][t], rng)
+        return row
+
+    report["shipped"] = {part: split_means(part, every_item(part, n, 0.0, shipped)) for part in ("valid", "test")}
+    b_every = max(BETAS, key=lambda b: every_item("valid", n, b, 0.0).mean())
+    row = scored(b_every, gamma_by_rule(b_every))
+    if held_out:
         row["floor_new_valid"] = round(floor_new, 4)
-    for part in ("valid", "test"):
-        mine, base = every_item(part, n, b_every, row["gamma"]), every_item(part, n, 0.0, shipped)
-        row[part] = split_means(part, mine)
-        t = parts[part]["new_target"]
-        row[f"{part}_vs_shipped"] = {"all": _paired(mine, base, rng)}
-        if held_out:
-            row[f"{part}_vs_shipped"] |= {"warm": _paired(mine[~t], base[~t], rng),
-                                          "new": _paired(mine[t], base[t], rng)}
     report["every_item"] = row
     print("every item", json.dumps(row), flush=True)
+    # every β of the grid with its own γ by the rule: what one β fixed for every dataset would give
+    report["every_item_by_beta"] = [scored(b, gamma_by_rule(b)) for b in BETAS]
+    report["query_by_beta"] = [scored(b, gamma_by_rule(b, "query"), "query") for b in BETAS]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -158,5 +198,38 @@ def _new_items_only(report: dict, parts: dict, among: Callable, mixed: Callable,
     print("whole catalogue", json.dumps(report["whole_catalogue"]), flush=True)
 
 
+def summary(folder: Path) -> None:
+    """Per dataset and β, means over the reports in `folder` against the shipped bundle; then each
+    bundle's β by the trainer's rule on validation (the most new-target NDCG@10 whose warm targets
+    keep 97 % of β 0's)."""
+    reports = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    for side in ("every_item_by_beta", "query_by_beta"):
+        print(f"\n{side}: test ratio to the shipped bundle, all / warm / new (valid all); new × zero-shot")
+        for ds in sorted({r["data"] for r in reports}):
+            mine = [r for r in reports if r["data"] == ds and side in r]
+            for i, b in enumerate(BETAS):
+                rows = [r[side][i] for r in mine]
+                ratio = " / ".join(f"{np.mean([x['test_vs_shipped'][k]['ratio'] for x in rows]):.3f}"
+                                   for k in rows[0]["test_vs_shipped"])
+                valid = np.mean([x["valid_vs_shipped"]["all"]["ratio"] for x in rows])
+                zs = [x["test_new_vs_zeroshot"]["ratio"] for x in rows if "test_new_vs_zeroshot" in x]
+                print(f"  {ds:24s} β {b:<5} {ratio} ({valid:.3f})" + (f"; new {np.mean(zs):.3f}×" if zs else ""))
+        print("  β by the rule on validation: β, γ | valid warm % of β 0 | test all (CI) | warm | new × zero-shot (CI)")
+        for r in reports:
+            rows = r[side]
+            if "new" not in rows[0]["valid"]:
+                continue
+            best = max((x for x in rows if x["valid"]["warm"] >= (1 - WARM_COST) * rows[0]["valid"]["warm"]),
+                       key=lambda x: x["valid"]["new"])
+            t, z = best["test_vs_shipped"], best["test_new_vs_zeroshot"]
+            print(f"  {r['data']:24s} s{r['seed']} | {best['beta']}, {best['gamma']} | "
+                  f"{100 * best['valid']['warm'] / rows[0]['valid']['warm']:.1f} % | "
+                  f"{t['all']['ratio']:.3f} {t['all']['diff_ci95']} | {t['warm']['ratio']:.3f} | "
+                  f"{z['ratio']:.3f} {z['diff_ci95']}")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["summary"]:
+        summary(Path(sys.argv[2]))
+    else:
+        main()
