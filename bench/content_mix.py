@@ -4,6 +4,7 @@
         --data amazon:../shared/data/amazon-office --bundle out/quality/amazon-office-cold-s0 \\
         --seed 0 --json bench/results/content-mix/amazon-office-s0.json
     python bench/content_mix.py summary bench/results/content-mix32     # means per dataset and β
+    python bench/content_mix.py testlike bench/results/content-mix32 bench/results/content-mix32-testlike
 
 A bundle trained with held-out items scores a new item by its user model (text vector through the
 adapter plus a borrowed residual) and the new-item bonus γ. This script adds, for new items only,
@@ -220,8 +221,7 @@ def summary(folder: Path) -> None:
             rows = r[side]
             if "new" not in rows[0]["valid"]:
                 continue
-            best = max((x for x in rows if x["valid"]["warm"] >= (1 - WARM_COST) * rows[0]["valid"]["warm"]),
-                       key=lambda x: x["valid"]["new"])
+            best = _by_rule(rows, "valid")
             t, z = best["test_vs_shipped"], best["test_new_vs_zeroshot"]
             print(f"  {r['data']:24s} s{r['seed']} | {best['beta']}, {best['gamma']} | "
                   f"{100 * best['valid']['warm'] / rows[0]['valid']['warm']:.1f} % | "
@@ -229,8 +229,33 @@ def summary(folder: Path) -> None:
                   f"{z['ratio']:.3f} {z['diff_ci95']}")
 
 
+def _by_rule(rows: list[dict], part: str) -> dict:
+    """The row with the most new-target NDCG@10 whose warm targets keep 97 % of β 0's, on `part`."""
+    return max((x for x in rows if x[part]["warm"] >= (1 - WARM_COST) * rows[0][part]["warm"]),
+               key=lambda x: x[part]["new"])
+
+
+def testlike(shipped: Path, shorter: Path) -> None:
+    """β by the rule on a test-like validation: the test cases of a model trained on the same data
+    without each user's last interaction (reports in `shorter`, same names as in `shipped`), which
+    are the shipped model's validation targets one step beyond an untrained history item."""
+    for f in sorted(shorter.glob("*.json")):
+        a = json.loads((shipped / f.name).read_text())["every_item_by_beta"]
+        t = json.loads(f.read_text())["every_item_by_beta"]
+        valid, like = _by_rule(a, "valid"), a[t.index(_by_rule(t, "test"))]
+        at = [round(r[p]["warm"] / rows[0][p]["warm"], 3) for r, rows, p in
+              ((a[BETAS.index(0.2)], a, "valid"), (t[BETAS.index(0.2)], t, "test"), (a[BETAS.index(0.2)], a, "test"))]
+        s, z = like["test_vs_shipped"], like["test_new_vs_zeroshot"]
+        print(f"{f.stem}: β by validation {valid['beta']}, by the test-like validation {like['beta']}; "
+              f"warm at β 0.2 × β 0 (validation / test-like / test) {at}; shipped model's test at "
+              f"β {like['beta']}: all {s['all']['ratio']} {s['all']['diff_ci95']}, warm {s['warm']['ratio']}, "
+              f"new × zero-shot {z['ratio']} {z['diff_ci95']}")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["summary"]:
         summary(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["testlike"]:
+        testlike(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
         main()
