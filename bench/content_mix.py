@@ -90,16 +90,13 @@ def main() -> None:
         rows = np.flatnonzero(p["new_target"])
         return ndcg_rows(scores[rows], p["targets"][rows], [p["hist"][r] for r in rows], new)
 
-    def mixed(part: str, n: int, beta: float, every: bool = False) -> np.ndarray:
+    def mixed(part: str, n: int, beta: float) -> np.ndarray:
         p = parts[part]
-        return p["user"] + beta * p["user"].std(1, keepdims=True) * _z(p["content"][n]) * (1.0 if every else new)
+        return p["user"] + beta * p["user"].std(1, keepdims=True) * _z(p["content"][n]) * new
 
     def every_item(part: str, n: int, b: float, gamma: float, side: str = "content") -> np.ndarray:
         p = parts[part]
-        if side == "content":
-            scores = mixed(part, n, b, every=True)
-        else:
-            scores = p["user"] + b * p["user"].std(1, keepdims=True) * _z(p[side][n])
+        scores = p["user"] + b * p["user"].std(1, keepdims=True) * _z(p[side][n])
         return ndcg_rows(scores + gamma * new, p["targets"], p["hist"])
 
     def split_means(part: str, v: np.ndarray) -> dict:
@@ -243,8 +240,8 @@ def testlike(shipped: Path, shorter: Path) -> None:
         a = json.loads((shipped / f.name).read_text())["every_item_by_beta"]
         t = json.loads(f.read_text())["every_item_by_beta"]
         valid, like = _by_rule(a, "valid"), a[t.index(_by_rule(t, "test"))]
-        at = [round(r[p]["warm"] / rows[0][p]["warm"], 3) for r, rows, p in
-              ((a[BETAS.index(0.2)], a, "valid"), (t[BETAS.index(0.2)], t, "test"), (a[BETAS.index(0.2)], a, "test"))]
+        i = BETAS.index(0.2)
+        at = [round(rows[i][p]["warm"] / rows[0][p]["warm"], 3) for rows, p in ((a, "valid"), (t, "test"), (a, "test"))]
         s, z = like["test_vs_shipped"], like["test_new_vs_zeroshot"]
         print(f"{f.stem}: β by validation {valid['beta']}, by the test-like validation {like['beta']}; "
               f"warm at β 0.2 × β 0 (validation / test-like / test) {at}; shipped model's test at "
