@@ -21,7 +21,7 @@ import numpy as np
 
 from ._durable import fsync_dir, fsync_tree, sha256_file
 from ._errors import BundleError
-from ._manifest import FORMAT_VERSION, FileEntry, Manifest
+from ._manifest import FileEntry, Manifest
 from ._residuals import ResidualTable
 
 M = Manifest  # file names: M.ITEMS, M.VECTORS, …
@@ -315,7 +315,7 @@ class BundleWriter:
             if rel == M.MANIFEST:
                 raise BundleError(f"bundle {self.out_dir}: {M.MANIFEST} must only be written by finish()")
             files[rel] = FileEntry(sha256_file(fpath), fpath.stat().st_size)
-        final = manifest.replace(files=files, format_version=FORMAT_VERSION)
+        final = manifest.replace(files=files, format_version=manifest.format_needed())
         (self.tmp_dir / M.MANIFEST).write_text(final.dumps(), encoding="utf-8")
         fsync_tree(self.tmp_dir)
         self._check_target()

@@ -7,6 +7,10 @@ opening replays the newest snapshot plus the log. `reopen()` moves the catalogue
 (a model update): deletes stay deleted and upserts are re-embedded by the new encoder, in a fresh
 state directory that replaces the old one in one atomic exchange, so a failure leaves this
 catalogue exactly as it was. Thread-safe: reads share one lock, writes take it alone.
+
+A bundle whose user model ranks with a text term (`UserModelInfo.text_weight`) keeps each item's
+text vector beside its vector, in the index: an item embedded here its encoder output, one
+upserted as a vector alone that vector (it has no other), and the log records both.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ log = logging.getLogger("lmrec")
 
 Items = dict[str, tuple[str | None, dict[str, Any]]]  # id -> (text, metadata)
 Hits = list[list[tuple[str, float]]]
+Carried = tuple[str, str | None, dict[str, Any], np.ndarray, np.ndarray | None]  # id, text, meta, vector, text vector
 _REEMBED_BATCH = 256
 _UNIT = 1.001  # user vectors up to this long are unit or mean item vectors, not a user model's
 
@@ -69,12 +74,17 @@ class Catalogue:
              threads: int | None = None) -> Catalogue:
         """The bundle's items, plus the changes in `state_dir` (created if missing)."""
         lock = RWLock()
+        with_text = bundle.manifest.text_weight > 0
         if bundle.has(Manifest.INDEX):  # the bundle verified its checksums
             index = VectorIndex.load(bundle.file(Manifest.INDEX), verify=False, threads=threads, lock=lock)
             if index.dim != bundle.dim or index.ids() != bundle.item_ids:
                 raise BundleError(
                     f"bundle {bundle.path}: index/ does not hold the items of {Manifest.ITEMS} (dim {index.dim})"
                 )
+            _check_text(index, with_text, f"bundle {bundle.path}: index/")
+        elif with_text:
+            raise BundleError(f"bundle {bundle.path}: its user model ranks with a text term (user_model.text_weight), "
+                              "but it has no index/ holding the items' text vectors")
         else:
             params = {k: v for k, v in bundle.manifest.index.items() if k in ("M", "ef_construction", "ef")}
             index = build_index(np.asarray(bundle.item_vectors), bundle.item_ids, params, threads=threads, lock=lock)
@@ -85,6 +95,7 @@ class Catalogue:
         try:
             if recovery.snapshot is not None:
                 index = VectorIndex.load(recovery.snapshot / Manifest.INDEX, threads=threads, lock=lock)
+                _check_text(index, with_text, f"{recovery.snapshot}: {Manifest.INDEX}/")
                 items = read_items(recovery.snapshot / Manifest.ITEMS)
                 if index.ids() != list(items):
                     raise BundleError(f"{recovery.snapshot}: index and {Manifest.ITEMS} list different items")
@@ -122,6 +133,19 @@ class Catalogue:
         """(ids, vectors) of the whole catalogue in `ids()` order (hold `read()` while using it)."""
         return self._index.matrix()
 
+    @property
+    def text_weight(self) -> float:
+        """β of the bundle's text term (0.0: it ranks without one)."""
+        return self.bundle.manifest.text_weight
+
+    def text_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """(n, dim) text vectors of `ids` (a bundle with a text term only)."""
+        return self._index.text_vectors(ids)
+
+    def text_matrix(self) -> np.ndarray:
+        """The items' text vectors in `ids()` order (a bundle with a text term only; hold `read()`)."""
+        return self._index.matrix(text=True)[1]
+
     def metadata(self, item_id: str) -> Mapping[str, Any]:
         return self._items[item_id][1]
 
@@ -138,13 +162,15 @@ class Catalogue:
         return str(meta.get("title") or text or item_id)
 
     def search(self, queries: Any, k: int, filter: Filter | None = None,
-               exclude: Sequence[set[str]] | None = None, mode: str = "auto", users: bool = False) -> Hits:
+               exclude: Sequence[set[str]] | None = None, mode: str = "auto", users: bool = False,
+               text: np.ndarray | None = None) -> Hits:
         """Top-`k` (id, score) per query row; fewer when fewer items pass (see VectorIndex.search).
         Scores are cosines, plus the bundle's new-item bonus when the queries are `users` (vectors
-        of the user model, whose scores the bonus was calibrated on)."""
+        of the user model, whose scores the bonus was calibrated on), plus `text` · each item's
+        text vector when given (Users.text_queries)."""
         with self._lock.read():
             return self._index.search(queries, k, filter=predicate(filter, self.metadata), exclude=exclude, mode=mode,
-                                      boost=self._boost(queries) if users else None)
+                                      boost=self._boost(queries) if users else None, text=text)
 
     @property
     def new_item_bonus(self) -> float:
@@ -226,14 +252,17 @@ class Catalogue:
         for n in todo:
             if text_list[n] is None:
                 raise ValueError(f"texts[{n}]: item {ids[n]!r} has neither a text nor a vector")
+        text_rows = list(rows)  # a vector upserted alone is its own text vector: there is no other
         if todo:
             embedded = self.encoder.embed([text_list[n] for n in todo], batch_size=batch_size)  # type: ignore[misc]
+            for n, t in zip(todo, embedded, strict=True):
+                text_rows[n] = t
             if self.residuals is not None:
                 embedded = self.residuals.apply([ids[n] for n in todo], embedded)
             for n, v in zip(todo, embedded, strict=True):
                 rows[n] = v
-        change = Upsert(ids, np.stack(rows).astype(np.float32), text_list, metas)
-        self._write(change)
+        text_vectors = np.stack(text_rows).astype(np.float32) if self._index.has_text else None
+        self._write(Upsert(ids, np.stack(rows).astype(np.float32), text_list, metas, text_vectors))
 
     def delete(self, ids: Sequence[str], missing_ok: bool = False) -> list[str]:
         """Remove items; returns the ids that were not in the catalogue. Unless `missing_ok`, an
@@ -309,8 +338,10 @@ class Catalogue:
                 raise LmrecError("this catalogue is closed: it cannot be reopened on another bundle")
             upserts, deletes = self._changes()
             same_encoder = bool(self.bundle.manifest.encoder_sha256() & bundle.manifest.encoder_sha256())
-            # a text's item vector also holds the residual it got from the bundle's table and rule
-            keep_vectors = same_encoder and _residual_rule(self.bundle) == _residual_rule(bundle)
+            # a text's item vector also holds the residual it got from the bundle's table and rule;
+            # a bundle with a text term needs the text vectors too, which only such a bundle kept
+            keep_vectors = (same_encoder and _residual_rule(self.bundle) == _residual_rule(bundle)
+                            and (self._index.has_text or not bundle.manifest.text_weight))
             staged = None
             if self._state is not None:
                 self._state.snapshot(self._write_snapshot)
@@ -340,11 +371,13 @@ class Catalogue:
                         "(first: %s)", len(dropped), ", ".join(dropped[:5]))
         return new
 
-    def _changes(self) -> tuple[list[tuple[str, str | None, dict[str, Any], np.ndarray]], list[str]]:
-        """(upserts as (id, text, metadata, vector), deleted ids) relative to this catalogue's bundle."""
+    def _changes(self) -> tuple[list[Carried], list[str]]:
+        """(upserts as (id, text, metadata, vector, text vector or None), deleted ids) relative to
+        this catalogue's bundle."""
         bundle = self.bundle
         position = {item: n for n, item in enumerate(bundle.item_ids)}
         ids, matrix = self._index.matrix()
+        text_matrix = self._index.matrix(text=True)[1] if self._index.has_text else None
         known = np.array([position.get(i, -1) for i in ids], dtype=np.int64)
         same = np.zeros(len(ids), dtype=bool)
         hit = known >= 0
@@ -355,22 +388,27 @@ class Catalogue:
             text, meta = self._items[item]
             p = int(known[n])
             if not same[n] or text != bundle.item_texts[p] or meta != bundle.item_meta[p]:
-                upserts.append((item, text, meta, np.array(matrix[n])))
+                upserts.append((item, text, meta, np.array(matrix[n]),
+                                None if text_matrix is None else np.array(text_matrix[n])))
         live = set(ids)
         return upserts, [i for i in bundle.item_ids if i not in live]
 
-    def _carry(self, upserts: list[tuple[str, str | None, dict[str, Any], np.ndarray]], deletes: list[str],
-               keep_vectors: bool, same_encoder: bool) -> list[str]:
-        """Upserts keep their vectors (`keep_vectors`) or their texts are embedded again; one
-        without a text keeps the vector it was given when the encoder is the same, else it is
-        dropped (returned)."""
+    def _carry(self, upserts: list[Carried], deletes: list[str], keep_vectors: bool, same_encoder: bool) -> list[str]:
+        """Upserts keep their vectors (and text vectors: `keep_vectors`) or their texts are
+        embedded again; one without a text keeps the vector it was given when the encoder is the
+        same, else it is dropped (returned)."""
         dropped = [u[0] for u in upserts if not (keep_vectors or u[1] or same_encoder)]
         skip = set(dropped)
         for start in range(0, len(upserts), _REEMBED_BATCH):
             batch = [u for u in upserts[start:start + _REEMBED_BATCH] if u[0] not in skip]
-            if batch:
-                self.upsert([u[0] for u in batch], texts=[u[1] for u in batch], metadata=[u[2] for u in batch],
-                            vectors=[u[3] if keep_vectors or not u[1] else None for u in batch])
+            kept = [u for u in batch if keep_vectors or not u[1]]
+            if kept:  # written as they are: a vector-only upsert's text vector is its vector
+                text = [u[3] if u[4] is None else u[4] for u in kept] if self._index.has_text else None
+                self._write(Upsert([u[0] for u in kept], np.stack([u[3] for u in kept]), [u[1] for u in kept],
+                                   [u[2] for u in kept], None if text is None else np.stack(text)))
+            again = [u for u in batch if not (keep_vectors or not u[1])]
+            if again:
+                self.upsert([u[0] for u in again], texts=[u[1] for u in again], metadata=[u[2] for u in again])
         gone = [i for i in deletes if i in self._index]
         if gone:
             self.delete(gone)
@@ -385,9 +423,16 @@ def _residual_rule(bundle: Bundle) -> tuple[Any, ...] | None:
     return entry.sha256, info.k, info.temperature, info.shrink
 
 
+def _check_text(index: VectorIndex, needed: bool, where: str) -> None:
+    if needed and not index.has_text:
+        raise BundleError(f"{where} holds no text vectors, and the bundle's user model ranks with a text term "
+                          "(user_model.text_weight)")
+
+
 def _apply(index: VectorIndex, items: Items, change: Change) -> None:
     if isinstance(change, Upsert):
-        index.add(change.ids, change.vectors)
+        own = change.text_vectors if change.text_vectors is not None else change.vectors
+        index.add(change.ids, change.vectors, own if index.has_text else None)
         for item, text, meta in zip(change.ids, change.texts, change.metas, strict=True):
             items[item] = (text, meta)
     else:

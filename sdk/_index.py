@@ -8,6 +8,11 @@ matrix kept next to the graph serves exact search, `vectors()` and scoring the w
 
 Below `exact_threshold` live items (or when k is large relative to the catalogue) search is exact
 numpy: as fast as the graph at that size, and never misses a neighbour.
+
+An index made `with_text` also keeps each item's text vector (the encoder's output, before
+training's residual) in its slot, for bundles that rank users by the user model plus the text
+similarity to their last items (lmrec.UserModelInfo.text_weight): search then takes a second query
+per row for those text vectors, and the graph proposes candidates that are re-ranked by the sum.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ from ._rwlock import RWLock
 FORMAT = 1
 GRAPH_FILE = "hnsw.bin"
 PARAMS_FILE = "index.json"
+TEXT_FILE = "text.npy"
+# With a text query the graph proposes this many times the results asked for (at least
+# _TEXT_MIN_FETCH), re-ranked exactly by the full score: the text term is a fraction of the user
+# model's score, so the sum's top items stand high in the user vector's own ranking.
+_TEXT_FETCH = 4
+_TEXT_MIN_FETCH = 100
 
 # Chosen on real item vectors (zero-shot all-MiniLM-L6-v2 on Amazon Office and MovieLens) so that
 # recall@10 against exact search is >= 0.99 for item and user (mean-vector) queries alike; ef 64
@@ -91,7 +102,7 @@ class VectorIndex:
     DEFAULTS: ClassVar[dict[str, Any]] = DEFAULT_PARAMS  # what a bundle's index is built with
 
     def __init__(self, dim: int, params: Mapping[str, Any] | None = None, capacity: int = 1024,
-                 threads: int | None = None, lock: RWLock | None = None) -> None:
+                 threads: int | None = None, lock: RWLock | None = None, with_text: bool = False) -> None:
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         p = _check_params(params or {})
@@ -106,6 +117,7 @@ class VectorIndex:
                                random_seed=self.seed)
         self._graph.set_ef(self.ef)
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self._text = np.zeros((capacity, dim), dtype=np.float32) if with_text else None
         self._live = np.zeros(capacity, dtype=bool)
         self._slot_ids: list[str | None] = []  # slot -> id (None: deleted, free for reuse)
         self._slots: dict[str, int] = {}  # id -> slot
@@ -116,6 +128,11 @@ class VectorIndex:
     def params(self) -> dict[str, Any]:
         """What goes in a bundle manifest: space, M, ef_construction, ef."""
         return {"space": "ip", "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef}
+
+    @property
+    def has_text(self) -> bool:
+        """Whether each item's text vector is kept beside its vector (`with_text`)."""
+        return self._text is not None
 
     @property
     def slots(self) -> int:
@@ -143,16 +160,29 @@ class VectorIndex:
         with self._lock.read():
             return self._vectors[self._slots_of(ids)]
 
-    def matrix(self) -> tuple[list[str], np.ndarray]:
-        """(live ids, their vectors) in slot order: a read-only view when no slot is free, else a
-        copy. A view sees later upserts: the caller keeps writers out while using it."""
+    def text_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored text vectors of `ids`, (n, dim) (an index `with_text` only)."""
+        if self._text is None:
+            raise ValueError("this index keeps no text vectors (made without with_text)")
+        with self._lock.read():
+            return self._text[self._slots_of(ids)]
+
+    def matrix(self, text: bool = False) -> tuple[list[str], np.ndarray]:
+        """(live ids, their vectors, or with `text` their text vectors) in slot order: a read-only
+        view when no slot is free, else a copy. A view sees later upserts: the caller keeps
+        writers out while using it."""
+        source = self._vectors
+        if text:
+            if self._text is None:
+                raise ValueError("this index keeps no text vectors (made without with_text)")
+            source = self._text
         with self._lock.read():
             n = len(self._slot_ids)
             if not self._free:
-                view = self._vectors[:n].view()
+                view = source[:n].view()
                 view.flags.writeable = False
                 return list(self._slot_ids), view  # type: ignore[arg-type]
-            return [i for i in self._slot_ids if i is not None], self._vectors[:n][self._live[:n]]
+            return [i for i in self._slot_ids if i is not None], source[:n][self._live[:n]]
 
     def set_ef(self, ef: int) -> None:
         """Search breadth of the graph (recall vs speed); saved with the index."""
@@ -169,12 +199,18 @@ class VectorIndex:
             raise UnknownItemError(f"{name}: unknown item id {e.args[0]!r}") from None
 
     # -- writes -------------------------------------------------------------------------------
-    def add(self, ids: Sequence[str], vectors: Any) -> None:
-        """Insert or replace (upsert) `ids` with `vectors` (n, dim); vectors are L2-normalised."""
+    def add(self, ids: Sequence[str], vectors: Any, text: Any = None) -> None:
+        """Insert or replace (upsert) `ids` with `vectors` (n, dim); vectors are L2-normalised.
+        An index `with_text` also takes each item's `text` vector (n, dim), and no other does."""
         ids = _check_ids(ids)
         vecs = normalise(vectors, self.dim)
         if len(vecs) != len(ids):
             raise ValueError(f"vectors: {len(vecs)} rows for {len(ids)} ids")
+        if (text is None) != (self._text is None):
+            raise ValueError("text: an index with_text takes each item's text vector, and no other index does")
+        texts = None if text is None else normalise(text, self.dim, "text")
+        if texts is not None and len(texts) != len(ids):
+            raise ValueError(f"text: {len(texts)} rows for {len(ids)} ids")
         if not ids:
             return
         with self._lock.write():
@@ -192,6 +228,8 @@ class VectorIndex:
             self._reserve(len(self._slot_ids) + fresh)
             self._graph.add_items(vecs, slots, num_threads=self.threads)
             self._vectors[slots] = vecs
+            if texts is not None:
+                self._text[slots] = texts  # type: ignore[index]
             self._live[slots] = True
             self._slot_ids.extend([None] * fresh)
             for item, slot in zip(ids, slots.tolist(), strict=True):
@@ -204,9 +242,9 @@ class VectorIndex:
             return
         capacity = max(needed, 2 * capacity)
         self._graph.resize_index(capacity)
-        grown = np.zeros((capacity, self.dim), dtype=np.float32)
-        grown[: len(self._slot_ids)] = self._vectors[: len(self._slot_ids)]
-        self._vectors = grown
+        self._vectors = _grown(self._vectors, capacity, len(self._slot_ids))
+        if self._text is not None:
+            self._text = _grown(self._text, capacity, len(self._slot_ids))
         self._live = np.concatenate([self._live, np.zeros(capacity - len(self._live), dtype=bool)])
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -217,6 +255,8 @@ class VectorIndex:
             for item, slot in zip(ids, slots, strict=True):
                 self._graph.mark_deleted(slot)
                 self._vectors[slot] = 0.0
+                if self._text is not None:
+                    self._text[slot] = 0.0
                 self._live[slot] = False
                 self._slot_ids[slot] = None
                 del self._slots[item]
@@ -231,7 +271,8 @@ class VectorIndex:
 
     def search(self, queries: Any, k: int, filter: Callable[[str], bool] | None = None,
                exclude: Sequence[Collection[str]] | None = None, mode: str = "auto",
-               boost: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[tuple[str, float]]]:
+               boost: tuple[np.ndarray, np.ndarray] | None = None,
+               text: Any = None) -> list[list[tuple[str, float]]]:
         """Top-`k` (id, cosine) per query row, best first.
 
         `filter(id)` keeps an item when true; `exclude[i]` are ids never returned for query i.
@@ -239,9 +280,13 @@ class VectorIndex:
         "ann"; "auto" is exact below `exact_threshold` items or when k is large for the size.
         `boost` (values, slot mask from `slot_mask`) adds each query's value (one per query row)
         to those slots' scores; the graph path then also scores the boosted slots exactly and
-        merges (they are the few new items).
+        merges (they are the few new items). `text` (one row per query, not normalised: its
+        length weighs it) adds its inner product with each item's text vector (an index
+        `with_text`); the graph path then re-ranks `_TEXT_FETCH` times k of the graph's hits by
+        the full score.
         """
         q = normalise(queries, self.dim, "queries")
+        tq = self._text_queries(text, len(q))
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if mode not in SEARCH_MODES:
@@ -259,10 +304,26 @@ class VectorIndex:
                 values = np.broadcast_to(np.asarray(boost[0], dtype=np.float32), (len(q),))
                 boosted = (values, boost[1][:len(self._slot_ids)])
             if not exact:
-                found = self._search_graph(q, k, min(widest, live), filter, exclude)
+                wanted = k if tq is None else min(max(k * _TEXT_FETCH, k + _TEXT_MIN_FETCH), live)
+                found = self._search_graph(q, wanted, min(widest + wanted - k, live), filter, exclude)
                 if found is not None:
-                    return found if boosted is None else self._merge_boosted(q, k, found, boosted, filter, exclude)
-            return self._search_exact(q, k, filter, exclude, boosted)
+                    if boosted is None and tq is None:
+                        return found
+                    return self._rerank(q, k, found, boosted, tq, filter, exclude)
+            return self._search_exact(q, k, filter, exclude, boosted, tq)
+
+    def _text_queries(self, text: Any, rows: int) -> np.ndarray | None:
+        """`search`'s text queries as float32 (rows, dim), or None when there are none (or all zero)."""
+        if text is None:
+            return None
+        if self._text is None:
+            raise ValueError("text: this index keeps no text vectors (made without with_text)")
+        tq = np.array(text, dtype=np.float32, ndmin=2)
+        if tq.shape != (rows, self.dim):
+            raise ValueError(f"text: expected shape ({rows}, {self.dim}), one row per query, got {np.shape(text)}")
+        if not np.isfinite(tq).all():
+            raise ValueError("text: contains NaN or infinite values")
+        return tq if tq.any() else None
 
     def _search_graph(self, q: np.ndarray, k: int, fetch: int, filter: Callable[[str], bool] | None,
                       exclude: Sequence[Collection[str]] | None) -> list[list[tuple[str, float]]] | None:
@@ -283,28 +344,44 @@ class VectorIndex:
             out.append(hits)
         return out
 
-    def _merge_boosted(self, q: np.ndarray, k: int, found: list[list[tuple[str, float]]],
-                       boosted: tuple[np.ndarray, np.ndarray], filter: Callable[[str], bool] | None,
-                       exclude: Sequence[Collection[str]] | None) -> list[list[tuple[str, float]]]:
-        """The graph's hits with boosted items raised, merged with the boosted slots' exact top k:
-        any item outside both ranks below k of them, so the merge is the boosted ranking."""
-        value, mask = boosted
-        slots = np.flatnonzero(mask & self._live[:len(mask)])
-        if filter is not None:
-            slots = slots[[bool(filter(self._slot_ids[s] or "")) for s in slots.tolist()]]
-        extra = self._search_exact_slots(q, k, slots, exclude, value)
+    def _rerank(self, q: np.ndarray, k: int, found: list[list[tuple[str, float]]],
+                boosted: tuple[np.ndarray, np.ndarray] | None, text: np.ndarray | None,
+                filter: Callable[[str], bool] | None,
+                exclude: Sequence[Collection[str]] | None) -> list[list[tuple[str, float]]]:
+        """The graph's hits by the full score (boosted items raised, `text` terms added), merged
+        with the boosted slots' exact top k. Without `text`, any item outside both ranks below k of
+        them, so the merge is the boosted ranking; with it, an item the graph did not propose
+        could still belong (the graph was asked for `_TEXT_FETCH` times more hits for that)."""
+        extra: list[dict[str, float]] = [{} for _ in q]
+        if boosted is not None:
+            value, mask = boosted
+            slots = np.flatnonzero(mask & self._live[:len(mask)])
+            if filter is not None:
+                slots = slots[[bool(filter(self._slot_ids[s] or "")) for s in slots.tolist()]]
+            extra = self._search_exact_slots(q, k, slots, exclude, value, text)
         out = []
         for row, hits in enumerate(found):
-            merged = {i: s + (float(value[row]) if mask[self._slots[i]] else 0.0) for i, s in hits}
+            if text is None:  # boosted: the graph's scores, raised
+                merged = {i: s + (float(value[row]) if mask[self._slots[i]] else 0.0) for i, s in hits}
+            else:
+                ids = [i for i, _ in hits]
+                slots = self._slots_of(ids)
+                score = self._vectors[slots] @ q[row] + self._text[slots] @ text[row]  # type: ignore[index]
+                if boosted is not None:
+                    score += value[row] * mask[slots]
+                merged = dict(zip(ids, score.tolist(), strict=True))
             merged.update(extra[row])
             out.append(sorted(merged.items(), key=lambda x: (-x[1], self._slots[x[0]]))[:k])
         return out
 
     def _search_exact_slots(self, q: np.ndarray, k: int, slots: np.ndarray,
-                            exclude: Sequence[Collection[str]] | None, value: np.ndarray) -> list[dict[str, float]]:
+                            exclude: Sequence[Collection[str]] | None, value: np.ndarray,
+                            text: np.ndarray | None = None) -> list[dict[str, float]]:
         if not len(slots):
             return [{} for _ in q]
         scores = _scores(q, self._vectors[slots]) + value[:, None]
+        if text is not None:
+            scores += _scores(text, self._text[slots])  # type: ignore[index]
         out = []
         for row, s in enumerate(scores):
             order = np.argsort(-s, kind="stable")
@@ -321,7 +398,8 @@ class VectorIndex:
 
     def _search_exact(self, q: np.ndarray, k: int, filter: Callable[[str], bool] | None,
                       exclude: Sequence[Collection[str]] | None,
-                      boosted: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[tuple[str, float]]]:
+                      boosted: tuple[np.ndarray, np.ndarray] | None = None,
+                      text: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
         n = len(self._slot_ids)
         allowed = self._live[:n].copy()
         if filter is not None:
@@ -330,6 +408,8 @@ class VectorIndex:
         out = []
         for start in range(0, len(q), 256):
             scores = _scores(q[start:start + 256], self._vectors[:n])
+            if text is not None:
+                scores += _scores(text[start:start + 256], self._text[:n])  # type: ignore[index]
             if boosted is not None:
                 scores[:, boosted[1][:n]] += boosted[0][start:start + 256, None]
             if blocked is not None:
@@ -349,12 +429,16 @@ class VectorIndex:
         """Write the index to directory `path` atomically (temp dir, fsync, rename)."""
         with self._lock.read(), atomic_dir(path, overwrite=overwrite) as tmp:
             self._graph.save_index(str(tmp / GRAPH_FILE))
+            files = [GRAPH_FILE]
+            if self._text is not None:
+                np.save(tmp / TEXT_FILE, self._text[:len(self._slot_ids)])
+                files.append(TEXT_FILE)
             meta = {
                 "format": FORMAT, "dim": self.dim, **self.params,
                 "exact_threshold": self.exact_threshold, "seed": self.seed,
                 "capacity": int(self._graph.get_max_elements()), "count": len(self._slots),
-                "slots": self._slot_ids,
-                "sha256": {GRAPH_FILE: sha256_file(tmp / GRAPH_FILE)},
+                "slots": self._slot_ids, "text": self._text is not None,
+                "sha256": {name: sha256_file(tmp / name) for name in files},
             }
             (tmp / PARAMS_FILE).write_text(json.dumps(meta))
 
@@ -372,16 +456,18 @@ class VectorIndex:
         if meta.get("format") != FORMAT:
             raise BundleError(f"{path / PARAMS_FILE}: format {meta.get('format')!r}, this lmrec reads {FORMAT}")
         graph_file = path / GRAPH_FILE
-        if not graph_file.is_file():
-            raise BundleError(f"{graph_file}: missing")
-        if verify and sha256_file(graph_file) != meta["sha256"][GRAPH_FILE]:
-            raise BundleError(f"{graph_file}: sha256 mismatch (corrupted or modified)")
+        with_text = bool(meta.get("text"))
+        for name in (GRAPH_FILE, TEXT_FILE) if with_text else (GRAPH_FILE,):
+            if not (path / name).is_file():
+                raise BundleError(f"{path / name}: missing")
+            if verify and sha256_file(path / name) != meta["sha256"][name]:
+                raise BundleError(f"{path / name}: sha256 mismatch (corrupted or modified)")
         slot_ids: list[str | None] = meta["slots"]
         live = [s for s, i in enumerate(slot_ids) if i is not None]
         if len(live) != meta["count"]:
             raise BundleError(f"{path / PARAMS_FILE}: count {meta['count']} but {len(live)} live slots")
         params = {k: meta[k] for k in ("space", "M", "ef_construction", "ef", "exact_threshold", "seed")}
-        self = cls(meta["dim"], params, capacity=16, threads=threads, lock=lock)
+        self = cls(meta["dim"], params, capacity=16, threads=threads, lock=lock, with_text=with_text)
         self._graph = hnswlib.Index(space="ip", dim=self.dim)
         try:
             self._graph.load_index(str(graph_file), max_elements=meta["capacity"])
@@ -393,6 +479,9 @@ class VectorIndex:
             )
         self._graph.set_ef(self.ef)  # hnswlib resets ef to 10 on load
         self._vectors = np.zeros((meta["capacity"], self.dim), dtype=np.float32)
+        if with_text:
+            self._text = _grown(_read_text(path / TEXT_FILE, (len(slot_ids), self.dim)), meta["capacity"],
+                                len(slot_ids))
         self._live = np.zeros(meta["capacity"], dtype=bool)
         self._slot_ids = slot_ids
         if live:
@@ -424,6 +513,23 @@ class VectorIndex:
                 self._vectors[: len(labels)][dead] = 0.0
                 return
         self._vectors[live] = self._graph.get_items(live.tolist(), return_type="numpy")
+
+
+def _grown(matrix: np.ndarray, capacity: int, used: int) -> np.ndarray:
+    """A zero (capacity, dim) float32 matrix holding `matrix`'s first `used` rows."""
+    out = np.zeros((capacity, matrix.shape[1]), dtype=np.float32)
+    out[:used] = matrix[:used]
+    return out
+
+
+def _read_text(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        text = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path}: not a text vector matrix ({e})") from None
+    if text.shape != shape or text.dtype != np.float32:
+        raise BundleError(f"{path}: {text.dtype} {text.shape}, expected float32 {shape} (one row per slot)")
+    return text
 
 
 # Up to this many query rows are scored one dot product per item rather than by BLAS (below).
@@ -472,11 +578,13 @@ def _read_graph_vectors(graph_file: Path, dim: int) -> tuple[np.ndarray, np.ndar
 
 
 def build_index(vectors: Any, ids: Sequence[str], params: Mapping[str, Any] | None = None,
-                threads: int | None = None, lock: RWLock | None = None) -> VectorIndex:
-    """A new index holding `ids` → `vectors` in that slot order (what the exporter writes)."""
+                threads: int | None = None, lock: RWLock | None = None, text: Any = None) -> VectorIndex:
+    """A new index holding `ids` → `vectors` in that slot order (what the exporter writes);
+    with `text`, each item's text vector too (`with_text`)."""
     vecs = np.asarray(vectors)
     if vecs.ndim != 2:
         raise ValueError(f"vectors: expected shape (n, dim), got {vecs.shape}")
-    index = VectorIndex(int(vecs.shape[1]), params, capacity=len(ids), threads=threads, lock=lock)
-    index.add(ids, vecs)
+    index = VectorIndex(int(vecs.shape[1]), params, capacity=len(ids), threads=threads, lock=lock,
+                        with_text=text is not None)
+    index.add(ids, vecs, text)
     return index

@@ -12,6 +12,8 @@ catalogue holds item-tower vectors, so each item gets its residual here as `upse
 trained item its own, any other the one it borrows (sdk/_residuals.py); vectors marked as item
 vectors (`lmrec embed --item-vectors`) already have theirs. Indexed as they come, a
 trained Office bundle lost 27 % of its test NDCG@10 (bench/RESULTS.md, "Offline pipelines").
+A bundle that ranks with a text term keeps the text vectors beside them in the index (item vectors
+stand in for their own text vectors: they are all there is).
 """
 
 from __future__ import annotations
@@ -89,13 +91,16 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
     kind = vecs.metadata.get(META_KIND, b"text").decode()
     table = bundle.residuals if kind != "item" else None
     started = time.perf_counter()
-    index = VectorIndex(dim, params, capacity=n, threads=threads)
+    with_text = bundle.manifest.text_weight > 0
+    index = VectorIndex(dim, params, capacity=n, threads=threads, with_text=with_text)
     try:
         with progress_bar(total=n, unit="items", desc="index build", enabled=progress,
                   dynamic_ncols=True, mininterval=1.0) as bar:
             for start in range(0, n, _ADD_CHUNK):
                 chunk_ids, chunk = vecs.ids[start:start + _ADD_CHUNK], vecs.array[start:start + _ADD_CHUNK]
-                index.add(chunk_ids, chunk if table is None else table.apply(chunk_ids, normalise(chunk, dim)))
+                text = normalise(chunk, dim)
+                index.add(chunk_ids, text if table is None else table.apply(chunk_ids, text),
+                          text if with_text else None)
                 bar.update(len(chunk_ids))
     except ValueError as e:  # duplicate ids, NaN or zero vectors: named by VectorIndex
         raise DataError(f"--vectors {vectors_path}: {e}") from None
@@ -113,7 +118,7 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
             "build_seconds": round(build_seconds, 2), "items_per_s": round(n / max(build_seconds, 1e-9), 1),
             "recall@10": recall, "recall_queries": min(queries, n), "peak_rss_mb": peak_rss_mb(),
             "index_bytes": index_bytes, "vectors_bytes": vectors_bytes, "items_without_text": missing_text,
-            "vectors": kind,
+            "vectors": kind, "text_vectors": with_text,
             "residuals": None if table is None else {"own": (own := sum(i in table.row for i in ids)),
                                                      "borrowed": n - own},
         }

@@ -1,7 +1,9 @@
 """`Manifest`: the typed `manifest.json` of a bundle, and the names of the files a bundle holds.
 
 Every writer builds a `Manifest` and every reader gets one from `Manifest.from_json`, so a key is
-spelt in one place. Format 2 is what this lmrec writes; format 1 bundles (lmrec 0.1) still load:
+spelt in one place. This lmrec writes format 2, or 3 for a bundle whose user model ranks with a
+text term (`UserModelInfo.text_weight`): a reader that does not know that key would rank without
+it, so such a bundle refuses to load there instead. Format 1 bundles (lmrec 0.1) still load:
 their parity record is read into the per-precision form and keys nothing reads any more
 (`pooling`, `normalize`) are dropped. Keys this version does not know are kept in `extra` and
 written back unchanged, so a derived bundle never loses what a newer writer recorded.
@@ -16,8 +18,8 @@ from typing import Any, ClassVar
 
 from ._errors import BundleError
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3  # the newest format this lmrec writes (`Manifest.format_needed`)
+READABLE_FORMATS = (1, 2, 3)
 PRECISIONS = ("fp32", "int8", "fp16")
 
 
@@ -49,7 +51,13 @@ class UserModelInfo:
     The user vector the SDK ranks with turns `recent_weight` of its direction towards the mean of
     the last `recent_items` item vectors, its length kept: (1 - w) u + w |u| m̂. The user model
     ranks by what a history says overall, the last items by what the user is on now; w is chosen
-    on validation (0: the user model alone)."""
+    on validation (0: the user model alone).
+
+    With `text_weight` β > 0, an item's score also adds β |u| cos(r, t): t its text vector (the
+    encoder's output, before training's residual), r the mean text vector of the history's last
+    `text_items` items. The fine-tuned encoder's own similarity reaches items the user model ranks
+    from borrowed residuals alone (new items); β is chosen on validation after training
+    (bench/RESULTS.md, "The encoder's similarity in the served score")."""
 
     max_history: int = 50
     hidden: int | None = None
@@ -57,6 +65,8 @@ class UserModelInfo:
     heads: int | None = None
     recent_items: int = 3
     recent_weight: float = 0.0
+    text_weight: float = 0.0
+    text_items: int = 1
 
     def check(self) -> None:
         if not _positive_int(self.max_history):
@@ -67,6 +77,12 @@ class UserModelInfo:
         w = self.recent_weight
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1:
             raise TypeError(f"user_model.recent_weight must be a number in [0, 1), got {w!r}")
+        b = self.text_weight
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 10:
+            raise TypeError(f"user_model.text_weight must be a number from 0 to 10, got {b!r}")
+        if not _positive_int(self.text_items) or self.text_items > self.max_history:
+            raise TypeError(f"user_model.text_items must be a positive integer up to max_history "
+                            f"{self.max_history}, got {self.text_items!r}")
 
 
 @dataclass(frozen=True)
@@ -235,6 +251,15 @@ class Manifest:
     def encoder_sha256(self) -> set[str]:
         """Checksums of the item encoder graphs: two bundles share an encoder when these meet."""
         return {self.files[f].sha256 for f in self.ENCODER_FILES.values() if f in self.files}
+
+    def format_needed(self) -> int:
+        """The format a writer records: 3 when ranking needs the text term, else 2."""
+        return 3 if self.user_model is not None and self.user_model.text_weight else 2
+
+    @property
+    def text_weight(self) -> float:
+        """β of the user model's text term (0.0: none, or no user model)."""
+        return 0.0 if self.user_model is None else float(self.user_model.text_weight)
 
     def gate_passed(self, precision: str) -> bool | None:
         """Whether `precision` passed its parity gate at export (None: not measured)."""

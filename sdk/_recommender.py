@@ -153,7 +153,9 @@ class Recommender:
 
         The user is exactly one of `history` (ids, oldest first; no known id: the most popular
         items), `user_vector` (ranked as the history it came from: give `embed_user`'s vector as
-        it is, its length weighs the new-item bonus; one of length 1 or less gets none), or
+        it is, its length weighs the new-item bonus; one of length 1 or less gets none; a bundle
+        whose user model ranks with a text term (`UserModelInfo.text_weight`) needs the history
+        for it, so a user vector ranks without it), or
         `positive` (and `negative`) ids or vectors (Qdrant's average_vector). History and example
         items are never returned, nor `exclude`. `filter`: {"brand": "Acme"},
         {"brand": ["Acme", "Zephyr"]} or a callable(item_id, metadata).
@@ -164,6 +166,7 @@ class Recommender:
         predicate(filter, self.catalogue.metadata)  # a malformed filter fails before any work
         basis: list[str] = []
         unknown: list[str] = []
+        text = None
         with self.catalogue.read():
             if history is not None:
                 basis, unknown = self.users.known(history, strict)
@@ -171,6 +174,7 @@ class Recommender:
                 if not basis:
                     return self._results(self.catalogue.popular(k, skip, filter), [], explain, unknown)
                 query = self.users.vectors([basis])[0]
+                text = self.users.text_queries([basis])
             elif user_vector is not None:
                 query = _one_vector(user_vector, self.dim, "user_vector")
             else:
@@ -183,7 +187,7 @@ class Recommender:
             if not np.any(query):
                 raise ValueError("recommend: the examples cancel out (the query vector is zero)")
             users = positive is None  # the new-item bonus applies to user-model queries
-            hits = self.catalogue.search(query, k, filter=filter, exclude=[skip], mode=mode, users=users)[0]
+            hits = self.catalogue.search(query, k, filter=filter, exclude=[skip], mode=mode, users=users, text=text)[0]
             return self._results(hits, basis, explain, unknown)
 
     def embed_user(self, history: Sequence[str] | None = None, vectors: Any = None,
@@ -195,7 +199,8 @@ class Recommender:
         Give the history as item ids, or as `vectors` ((n, dim), oldest first) where the items live
         elsewhere, e.g. on the other shards of a sharded catalogue (`get_item(id).vector` there):
         `recommend(user_vector=…, exclude=history)` on every shard then ranks as `recommend(history)`
-        over the whole catalogue (docs/scaling.md). Unknown ids are skipped (counted in
+        over the whole catalogue (docs/scaling.md), except for a bundle's text term, which needs
+        the history itself (UserModelInfo.text_weight). Unknown ids are skipped (counted in
         `skipped_history_ids`) unless `strict`; UnknownItemError when none is known."""
         if (history is None) == (vectors is None):
             raise ValueError("embed_user: give exactly one of history or vectors")
@@ -241,8 +246,9 @@ class Recommender:
     def score_all(self, histories: Sequence[Sequence[str]], strict: bool = False) -> np.ndarray:
         """Exact float32 scores (len(histories), len(self)) in `item_ids()` order: what `recommend`
         ranks, before exclusions — the user model's own scores, user vector · item vector plus the
-        new-item bonus, which `recommend` returns divided by the user vector's length (cosines).
-        An empty history scores by popularity (scaled to [0, 1])."""
+        new-item bonus (and the text term, UserModelInfo.text_weight), which `recommend` returns
+        divided by the user vector's length (cosines). An empty history scores by popularity
+        (scaled to [0, 1])."""
         rows_in = check_histories(histories)
         with self.catalogue.read():
             ids, matrix = self.catalogue.matrix()
@@ -250,7 +256,12 @@ class Recommender:
             out = np.empty((len(known), len(ids)), dtype=np.float32)
             rows = [n for n, h in enumerate(known) if h]
             if rows:
-                out[rows] = self.users.vectors([known[n] for n in rows]) @ matrix.T + self.catalogue.bonus_of(ids)
+                hist = [known[n] for n in rows]
+                users = self.users.vectors(hist)
+                out[rows] = users @ matrix.T + self.catalogue.bonus_of(ids)
+                text = self.users.text_queries(hist)
+                if text is not None:
+                    out[rows] += (np.linalg.norm(users, axis=1, keepdims=True) * text) @ self.catalogue.text_matrix().T
             empty = [n for n, h in enumerate(known) if not h]
             if empty:
                 if not self.catalogue.has_popularity:
@@ -268,8 +279,9 @@ class Recommender:
             out: list[list[Recommendation]] = [[] for _ in known]
             rows = [n for n, h in enumerate(known) if h]
             if rows:
-                hits = self.catalogue.search(self.users.vectors([known[n] for n in rows]), k,
-                                             exclude=[set(known[n]) for n in rows], mode=mode, users=True)
+                hist = [known[n] for n in rows]
+                hits = self.catalogue.search(self.users.vectors(hist), k, exclude=[set(h) for h in hist], mode=mode,
+                                             users=True, text=self.users.text_queries(hist))
                 for n, found in zip(rows, hits, strict=True):
                     out[n] = [Recommendation(i, s) for i, s in found]
             for n in (n for n, h in enumerate(known) if not h):

@@ -9,7 +9,7 @@ Layout of a state directory::
 
 A record is `<u32 length><u32 crc32(payload)><u32 crc32(first 8 bytes)><payload>`; the payload
 is `<u64 seq><u8 kind><u32 n>`, an n-byte JSON header (ids, texts, metadata) and the float32
-vectors, so replay needs no encoder.
+vectors, then (header `"text": true`) the items' float32 text vectors, so replay needs no encoder.
 `append` returns only after write + fsync. After a snapshot is durable a new segment starts and
 the older segments and snapshots are deleted; a crash in between leaves files that replay skips.
 
@@ -62,6 +62,7 @@ class Upsert:
     vectors: np.ndarray  # float32 (n, dim)
     texts: list[str | None]
     metas: list[dict[str, Any]]
+    text_vectors: np.ndarray | None = None  # float32 (n, dim): for a bundle that ranks by text too
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,12 @@ def _encode(seq: int, change: Change) -> bytes:
             raise ValueError(f"upsert: {vectors.shape} vectors for {len(change.ids)} ids")
         header = {"ids": change.ids, "texts": change.texts, "metas": change.metas, "dim": int(vectors.shape[1])}
         kind, body = _UPSERT, vectors.tobytes()
+        if change.text_vectors is not None:
+            text = np.ascontiguousarray(change.text_vectors, dtype="<f4")
+            if text.shape != vectors.shape:
+                raise ValueError(f"upsert: {text.shape} text vectors for {vectors.shape} vectors")
+            header["text"] = True
+            body += text.tobytes()
     else:
         header, kind, body = {"ids": change.ids}, _DELETE, b""
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode()
@@ -103,8 +110,11 @@ def _decode(payload: bytes) -> tuple[int, Change]:
     seq, kind, n = _HEAD.unpack_from(payload)
     header = json.loads(payload[_HEAD.size:_HEAD.size + n])
     if kind == _UPSERT:
-        vectors = np.frombuffer(payload, dtype="<f4", offset=_HEAD.size + n).reshape(len(header["ids"]), header["dim"])
-        return seq, Upsert(header["ids"], vectors.astype(np.float32), header["texts"], header["metas"])
+        rows = np.frombuffer(payload, dtype="<f4", offset=_HEAD.size + n).reshape(-1, len(header["ids"]), header["dim"])
+        if len(rows) != (2 if header.get("text") else 1):
+            raise ValueError(f"upsert record holds {len(rows)} blocks of vectors")
+        text = rows[1].astype(np.float32) if header.get("text") else None
+        return seq, Upsert(header["ids"], rows[0].astype(np.float32), header["texts"], header["metas"], text)
     if kind == _DELETE:
         return seq, Delete(header["ids"])
     raise ValueError(f"unknown record kind {kind}")

@@ -25,6 +25,8 @@ class Users:
         self.recent = recent
         info = catalogue.bundle.manifest.user_model if encoder is not None else None
         self.mix = (info.recent_items, info.recent_weight) if info is not None and info.recent_weight else None
+        # UserModelInfo's text term: (last items, β), or None (off, or no user model)
+        self.text = (info.text_items, info.text_weight) if info is not None and info.text_weight else None
         self.span = encoder.max_history if encoder is not None else recent  # history items that shape a user
         self.skipped = 0  # unknown ids dropped from histories
         self._lock = threading.Lock()
@@ -59,6 +61,16 @@ class Users:
         last = np.stack([h[-items:].mean(0) for h in histories])
         last /= np.maximum(np.linalg.norm(last, axis=1, keepdims=True), 1e-12)
         return ((1 - weight) * users + weight * np.linalg.norm(users, axis=1, keepdims=True) * last).astype(np.float32)
+
+    def text_queries(self, histories: Sequence[list[str]]) -> np.ndarray | None:
+        """(b, dim) the text term's queries, β r̂ per history (r̂ the unit mean text vector of its
+        last `text_items` items), in the units of the index's scores (cosines of the user vector:
+        β |u| r̂·t / |u|); None when the bundle ranks without a text term."""
+        if self.text is None:
+            return None
+        items, beta = self.text
+        recent = np.stack([self.catalogue.text_vectors(h[-items:]).mean(0) for h in histories])
+        return (beta * recent / np.maximum(np.linalg.norm(recent, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def example(self, examples: Sequence[Any], name: str) -> np.ndarray:
         """The mean of item ids' and vectors' unit vectors (Qdrant's average_vector)."""

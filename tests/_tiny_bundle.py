@@ -113,14 +113,16 @@ def add_tiny_encoder(writer: BundleWriter, dim: int = DIM, seed: int = 0) -> Tex
 
 def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: bool = False,
                      max_history: int = 8, recent: int | None = None, new_items: NewItemsInfo | None = None,
-                     trained: int = 80, recent_weight: float = 0.0) -> Path:
+                     trained: int = 80, recent_weight: float = 0.0, text_weight: float = 0.0) -> Path:
     """With `new_items`, the first `trained` items get random residuals (a residual table) and the
     others borrow theirs, as a trained bundle's catalogue does; `recent_weight` turns the user
-    model's vectors towards the last 3 items (UserModelInfo)."""
+    model's vectors towards the last 3 items, `text_weight` adds the text term of the last item's
+    text (UserModelInfo; the index then keeps the encoder's text vectors)."""
     rng = np.random.default_rng(seed)
     ids, texts, metas = tiny_items(n_items, seed)
     with BundleWriter(out) as writer:
         vectors = add_tiny_encoder(writer, DIM, seed).embed(texts)
+        text = vectors if text_weight else None
         if new_items is not None:
             table = ResidualTable(ids[:trained], vectors[:trained],
                                   0.5 * rng.normal(size=(trained, DIM)).astype(np.float32),
@@ -130,7 +132,7 @@ def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: b
         writer.add_items(ids, texts, metas)
         writer.add_array("item_vectors.npy", vectors)
         writer.add_array("popularity.npy", rng.integers(0, 1000, size=n_items))
-        index = build_index(vectors, ids)
+        index = build_index(vectors, ids, text=text)
         index.save(writer.path("index"))
         manifest = Manifest(dim=DIM, max_length=32, template="tiny", index=index.params, data=DataInfo(items=n_items))
         if recent is not None:
@@ -140,5 +142,5 @@ def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: b
         if user_model:
             _user_model(writer.path(Manifest.USER_ENCODER), max_history)
             manifest = manifest.replace(user_model=UserModelInfo(max_history=max_history, recent_items=3,
-                                                                 recent_weight=recent_weight))
+                                                                 recent_weight=recent_weight, text_weight=text_weight))
         return writer.finish(manifest)

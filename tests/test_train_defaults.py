@@ -183,6 +183,14 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     assert recent["weight"] == max(recent["grid"], key=lambda r: r["ndcg@10"])["weight"]
     assert manifest["user_model"]["recent_weight"] == recent["weight"]
     assert manifest["user_model"]["recent_items"] == recent["items"] == 3
+    # then β of the text term, each with its bonus: new targets' best with warm ones within 3 %
+    text = manifest["training"]["text"]
+    assert text["chosen_on"] == "validation" and [r["beta"] for r in text["grid"]][:2] == [0.0, 0.05]
+    kept = [r for r in text["grid"] if r["warm"] >= 0.97 * text["grid"][0]["warm"]]
+    assert text["weight"] == max(kept, key=lambda r: r["new"])["beta"] == manifest["user_model"]["text_weight"]
+    at_w = next(r for r in recent["grid"] if r["weight"] == recent["weight"])
+    assert text["grid"][0]["bonus"] == at_w["bonus"]
+    assert manifest["new_items"]["bonus"] == next(r["bonus"] for r in text["grid"] if r["beta"] == text["weight"])
     assert (bundle / "residuals.npz").is_file()
     data = lmrec.load_dataset(TINY_DATA)
     split = make_split(data, "mixed", 1)
@@ -228,6 +236,31 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     users = plain.rec.users.vectors([[data.item_ids[i] for i in h] for h in history])
     _, matrix = plain.rec.catalogue.matrix()
     assert np.allclose(plain.score(history), (users @ matrix.T)[:, plain.to_bundle], atol=1e-5)
+
+
+def test_the_sdk_serves_the_text_term_as_training_measured_it(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_bert_dir, objectives=(), text_weight=0.5, text_items=2)
+    result = train(TINY_DATA, tmp_path / "b", split="mixed", seed=1, config=cfg, progress=False)
+    manifest = json.loads((result.bundle / "manifest.json").read_text())
+    assert manifest["format_version"] == 3 and manifest["training"]["text"]["chosen_on"] == "config"
+    assert manifest["user_model"]["text_weight"] == 0.5 and manifest["user_model"]["text_items"] == 2
+    data = lmrec.load_dataset(TINY_DATA)
+    split = make_split(data, "mixed", 1)
+    scorer = BundleScorer(str(result.bundle), "fp32")
+    scorer.fit(FitContext(data, split))
+    served = evaluate(scorer.score, split.valid, split.n_items).values["ndcg@10"].mean()
+    assert served == pytest.approx(manifest["metrics"]["valid"]["ndcg@10"], abs=0.01)
+    plain = BundleScorer(str(result.bundle), "fp32", new_items=False)  # lmrec-plain: no text term either
+    plain.fit(FitContext(data, split))
+    history = split.valid.histories[:8]
+    users = plain.rec.users.vectors([[data.item_ids[i] for i in h] for h in history])
+    _, matrix = plain.rec.catalogue.matrix()
+    assert np.allclose(plain.score(history), (users @ matrix.T)[:, plain.to_bundle], atol=1e-5)
+    assert not np.allclose(scorer.score(history), plain.score(history), atol=1e-3)
+    with pytest.raises(LmrecError, match="config text_weight=-1: must be a number from 0 to 10"):
+        train(TINY_DATA, tmp_path / "c", split="mixed", config=_config(tiny_bert_dir, text_weight=-1), progress=False)
+    with pytest.raises(LmrecError, match="config text_items=13: must be at most max_history=12"):
+        train(TINY_DATA, tmp_path / "c", split="mixed", config=_config(tiny_bert_dir, text_items=13), progress=False)
 
 
 @pytest.mark.parametrize("agrees", [True, False])

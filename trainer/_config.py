@@ -62,6 +62,10 @@ class TrainConfig:
     # recent_items item vectors (lmrec.UserModelInfo); None: the weight is chosen on validation
     recent_items: int = 3
     recent_weight: float | None = None
+    # the served score adds text_weight x |u| x the cosine between an item's text vector and the mean
+    # text vector of the history's last text_items items (lmrec.UserModelInfo); None: chosen on validation
+    text_items: int = 1
+    text_weight: float | None = None
     # training-only logit offset popularity_prior * log(1 + training count): the user model learns what
     # a user wants beyond popularity, the one thing a new item cannot have (see bench/RESULTS.md, "Quality")
     popularity_prior: float = 0.0
@@ -157,6 +161,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "residual_dropout": (0.0, 1.0),
     "popularity_prior": (0.0, 10.0),
     "recent_items": (1, 1000),
+    "text_items": (1, 1000),
     "borrow_k": (0, 1000),
     "borrow_temperature": (1e-3, 100.0),
     "borrow_shrink": (0.0, 10.0),
@@ -169,7 +174,7 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 _INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "softmax_items", "epochs", "patience",
          "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs", "borrow_k", "text_epochs",
-         "text_batch", "text_max_length", "recent_items"}
+         "text_batch", "text_max_length", "recent_items", "text_items"}
 
 
 def check_ranges(settings: Any, ranges: dict[str, tuple[float, float]], ints: set[str], prefix: str) -> None:
@@ -199,16 +204,18 @@ def check(cfg: TrainConfig) -> None:
     for name in ("next", "text"):
         if name in cfg.objectives and cfg.finetune_layers < 1:
             raise LmrecError(f"objectives: {name!r} fine-tunes the encoder and needs finetune_layers >= 1")
-    bonus = cfg.new_item_bonus
-    if bonus is not None and (isinstance(bonus, bool) or not isinstance(bonus, (int, float)) or not 0 <= bonus <= 10):
-        raise LmrecError(f"config new_item_bonus={bonus!r}: must be a number from 0 to 10, "
-                         "or null (chosen on validation)")
+    for name in ("new_item_bonus", "text_weight"):
+        value = getattr(cfg, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 10):
+            raise LmrecError(f"config {name}={value!r}: must be a number from 0 to 10, or null (chosen on validation)")
     weight = cfg.recent_weight
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1):
         raise LmrecError(f"config recent_weight={weight!r}: must be a number from 0 to below 1, "
                          "or null (chosen on validation)")
-    if cfg.recent_items > cfg.max_history:
-        raise LmrecError(f"config recent_items={cfg.recent_items}: must be at most max_history={cfg.max_history}")
+    for name in ("recent_items", "text_items"):
+        if getattr(cfg, name) > cfg.max_history:
+            raise LmrecError(f"config {name}={getattr(cfg, name)}: must be at most max_history={cfg.max_history}")
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:

@@ -12,7 +12,8 @@ Each phase early-stops on its own curve and the best model of any phase, or the 
 kept. Then the serving settings are chosen on validation (Trainer.calibrate): the weight of the
 last items in the user vector and, on a split with new items (cold, mixed: validation is every
 user's next item), the new-item bonus (new items may cost warm targets at most 3 %, and should rank
-as well as under the untrained encoder). `--budget` bounds the time;
+as well as under the untrained encoder), then the weight of the text term (the fine-tuned encoder's
+similarity to the user's last item, beside the user model's score). `--budget` bounds the time;
 checkpoints make `resume` continue an interrupted run (a search is replayed: it is deterministic),
 and a failed export keeps the trained model.
 """
@@ -391,6 +392,7 @@ def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrit
             user_model=UserModelInfo(
                 max_history=cfg.max_history, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
                 recent_items=cfg.recent_items, recent_weight=trainer.recent_weight,
+                text_items=cfg.text_items, text_weight=trainer.text_weight,
             ),
             fingerprint=meta["fingerprint"],
             training=training,

@@ -23,6 +23,7 @@ ENCODER_CHECKPOINT_EVERY = 25  # steps of the encoder phase between checkpoints
 BONUS_GRID = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)
 WARM_COST = 0.03  # the most of warm targets' validation NDCG@10 the new-item bonus may cost
 RECENT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # weights of the last items in the served user vector
+TEXT_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # weights β of the text term in the served score
 
 
 def log_line(message: str) -> None:
@@ -65,6 +66,7 @@ class Trainer:
                                cfg.residual, self._borrow_matrix(base_vectors)).to(self.device)
         self.bonus = 0.0  # added to new items' scores (calibrate_bonus sets it after training)
         self.recent_weight = 0.0  # of the last items in the user vector (calibrate sets it after training)
+        self.text_weight = 0.0  # β of the text term in the served score (calibrate sets it after training)
         self.valid_new = split.new_targets(split.valid)  # validation cases whose target is a new item
         self.user = UserModel(base_vectors.shape[1], cfg.max_history, cfg.hidden, cfg.layers, cfg.heads,
                               cfg.dropout).to(self.device)
@@ -143,7 +145,39 @@ class Trainer:
         grid = [{"weight": t["weight"], "bonus": t["bonus"]["bonus"], "ndcg@10": t["ndcg@10"]} for t in tried]
         recent = {"items": self.cfg.recent_items, "weight": self.recent_weight,
                   "chosen_on": "config" if self.cfg.recent_weight is not None else "validation", "grid": grid}
-        return {"new_items": best["bonus"], "recent": recent}
+        text, bonus = self.calibrate_text(floor, best["bonus"])
+        return {"new_items": bonus, "recent": recent, "text": text}
+
+    def calibrate_text(self, floor: float | None, bonus: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """β of the text term (`TEXT_GRID`, or `cfg.text_weight`), at the chosen weight of the last
+        items, each β with its own bonus by `calibrate_bonus`. Where validation has new targets:
+        the β that ranks them best while warm targets keep at least 1 - WARM_COST of their NDCG@10
+        at β 0 (the rule of the bonus: the text term is what new items have beyond borrowed
+        residuals); else the best validation NDCG@10. The first of equals: the least β.
+        Returns (the report, the bonus report of the β chosen)."""
+        betas = TEXT_GRID if self.cfg.text_weight is None else (float(self.cfg.text_weight),)
+        rows, bonuses = [], []
+        for beta in betas:
+            self.text_weight = beta
+            chosen = self.calibrate_bonus(floor) if floor is not None and beta else bonus
+            self.bonus = float(chosen["bonus"])
+            metrics = self.validate()
+            bonuses.append(chosen)
+            rows.append({"beta": beta, "bonus": self.bonus, "ndcg@10": metrics["ndcg@10"],
+                         "new": metrics.get("ndcg@10_new"), "warm": metrics.get("ndcg@10_warm")})
+        if rows[0]["new"] is not None:
+            allowed = [r for r in rows if r["warm"] >= (1 - WARM_COST) * rows[0]["warm"]]
+            best = max(allowed, key=lambda r: r["new"])
+        else:
+            best = max(rows, key=lambda r: r["ndcg@10"])
+        n = rows.index(best)
+        self.text_weight, self.bonus = best["beta"], best["bonus"]
+        row = ", ".join(f"{k} {best[k]:.4f} ({rows[0][k]:.4f} at β 0)" for k in ("ndcg@10", "new", "warm")
+                        if best[k] is not None)
+        self.log(f"text term β {self.text_weight:g} (last {self.cfg.text_items} item(s)): valid {row}")
+        report = {"items": self.cfg.text_items, "weight": self.text_weight, "warm_cost": WARM_COST,
+                  "chosen_on": "config" if self.cfg.text_weight is not None else "validation", "grid": rows}
+        return report, bonuses[n]
 
     def calibrate_bonus(self, floor: float, grid: Sequence[float] = BONUS_GRID) -> dict[str, Any]:
         """The new-item bonus, on validation of every user: new items must not cost the warm targets
@@ -253,6 +287,9 @@ class Trainer:
         add = self.bonus if bonus is None else bonus
         offset = torch.from_numpy((~self.seen).astype(np.float32) * add).to(self.device) if add else None
         weight, last = self.recent_weight, self.cfg.recent_items
+        beta, text_items = self.text_weight, self.cfg.text_items
+        with torch.no_grad():
+            text = self.tower.text() if beta else None
 
         def score(histories: Sequence[np.ndarray]) -> np.ndarray:
             with torch.no_grad():
@@ -263,6 +300,10 @@ class Trainer:
                     recent = torch.nn.functional.normalize((x[:, -last:] * m[:, -last:, None]).sum(1), dim=-1)
                     user = (1 - weight) * user + weight * user.norm(dim=-1, keepdim=True) * recent
                 out = user @ vectors.T
+                if text is not None:  # as the SDK serves it (lmrec.UserModelInfo): + β |u| r̂·t
+                    t, tm = gather(text, idx)
+                    r = torch.nn.functional.normalize((t[:, -text_items:] * tm[:, -text_items:, None]).sum(1), dim=-1)
+                    out = out + beta * user.norm(dim=-1, keepdim=True) * (r @ text.T)
                 return (out if offset is None else out + offset).float().cpu().numpy()
 
         return score

@@ -297,6 +297,8 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
         if dim is not None or adapter is not None:
             projection, vectors = _add_projection(writer, vectors, dim, data.item_texts[:16], max_length,
                                                   fitted=adapter)
+        # the encoder's output: a bundle that ranks with a text term keeps it beside each item vector
+        text = vectors if trained is not None and trained.user_model.text_weight else None
         if trained is not None:
             vectors = _add_residuals(writer, trained, data.item_ids, vectors)
             writer.add_file(Manifest.USER_ENCODER, trained.user_encoder)
@@ -305,7 +307,7 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
         if trained is not None and trained.popularity is not None:
             counts = np.asarray(trained.popularity, dtype=np.int64)
         _log(f"building the HNSW index over {data.n_items} items")
-        index = build_index(vectors, data.item_ids)
+        index = build_index(vectors, data.item_ids, text=text)
         writer.add_catalogue(data.item_ids, data.item_texts, data.item_meta, vectors, index, counts)
 
         manifest = Manifest(

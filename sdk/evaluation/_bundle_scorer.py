@@ -20,7 +20,8 @@ class BundleScorer:
     """`lmrec` (bundle at its default CPU precision, int8) or `lmrec-fp32`; exact scores over the
     whole catalogue, or through the HNSW index with `ann=True` (items it misses rank last).
     `new_items=False` (`lmrec-plain`) turns the bundle's new-item rules off: items without a
-    residual get their text vector and no bonus (the same model without what it does for them)."""
+    residual get their text vector and no bonus, and no item the text term (the same model
+    without what it does for them)."""
 
     def __init__(self, bundle: str, precision: str = "auto", name: str = "lmrec", ann: bool = False,
                  device: str = "cpu", new_items: bool = True) -> None:
@@ -56,6 +57,7 @@ class BundleScorer:
                 self.rec.add_items([item.item_id for item in plain], texts, vectors=self.rec.embed_texts(texts),
                                    metadata=[item.metadata for item in plain])
             self.bonus = self.rec.catalogue.bonus_of(ids)
+            self.rec.users.text = None
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         hist_ids = [[self.item_ids[i] for i in h] for h in histories]

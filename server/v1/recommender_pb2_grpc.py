@@ -132,7 +132,9 @@ class RecommenderServicer:
         """The user vector Recommend ranks a history with: the bundle's user model over the history's
         item vectors (without one, their mean). Give the history as ids, or as item vectors where the
         items live on other shards (GetItem with include_vector); then Recommend with this vector,
-        unchanged, on every shard ranks as a history over the whole catalogue. NOT_FOUND when no
+        unchanged, on every shard ranks as a history over the whole catalogue, except for the text
+        term of a bundle whose GetModelInfoResponse.text_weight is above 0, which needs the history
+        itself. NOT_FOUND when no
         history id is in the catalogue, or for any unknown id when `strict` is set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
