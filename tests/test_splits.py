@@ -101,3 +101,20 @@ def test_eval_reports_mixed_metrics_by_target(tmp_path):
     assert warm["users"] + new["users"] == r["users"]
     assert abs((warm["ndcg@10"] * warm["users"] + new["ndcg@10"] * new["users"]) / r["users"] - r["ndcg@10"]) < 1e-9
     assert new["ndcg@10"] == 0  # popularity counts training interactions: a new item has none
+
+
+@pytest.mark.parametrize("kind", ["warm", "mixed"])
+def test_one_interaction_shorter_its_test_is_the_full_splits_validation(kind):
+    data = load_dataset(DATA)
+    full, shorter = make_split(data, kind, seed=5), make_split(data, kind, seed=5, drop_last=1)
+    assert np.array_equal(shorter.cold_items, full.cold_items)  # the same held-out items
+    at = {u: n for n, u in enumerate(full.valid.users.tolist())}
+    assert 0 < len(shorter.test) < len(full.valid)  # users down to 2 interactions drop out
+    for u, hist, target in zip(shorter.test.users, shorter.test.histories, shorter.test.targets, strict=True):
+        assert target == full.valid.targets[at[u]] and hist.tolist() == full.valid.histories[at[u]].tolist()
+        assert shorter.valid.histories[list(shorter.valid.users).index(u)].tolist() == hist[:-1].tolist()
+    assert sum(len(s) for s in shorter.train) < sum(len(s) for s in full.train)
+    with pytest.raises(DataError, match="drop_last applies to the leave-one-out splits only"):
+        make_split(data, "temporal", drop_last=1)
+    with pytest.raises(ValueError, match="drop_last must be an integer >= 0"):
+        make_split(data, kind, drop_last=-1)

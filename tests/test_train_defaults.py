@@ -183,14 +183,20 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     assert recent["weight"] == max(recent["grid"], key=lambda r: r["ndcg@10"])["weight"]
     assert manifest["user_model"]["recent_weight"] == recent["weight"]
     assert manifest["user_model"]["recent_items"] == recent["items"] == 3
-    # then β of the text term, each with its bonus: new targets' best with warm ones within 3 %
-    text = manifest["training"]["text"]
-    assert text["chosen_on"] == "validation" and [r["beta"] for r in text["grid"]][:2] == [0.0, 0.05]
-    kept = [r for r in text["grid"] if r["warm"] >= 0.97 * text["grid"][0]["warm"]]
-    assert text["weight"] == max(kept, key=lambda r: r["new"])["beta"] == manifest["user_model"]["text_weight"]
+    # then β of the text term, each with its bonus, on a test-like validation (the same settings
+    # trained one interaction shorter): new targets' best with warm ones within 3 % of β 0's
+    text = manifest["training"]["text_term"]
+    assert text["chosen_on"] == "test-like validation" and [r["beta"] for r in text["grid"]][:2] == [0.0, 0.05]
+    shorter = make_split(lmrec.load_dataset(TINY_DATA), "mixed", 1, drop_last=1)
+    judged = text["test_like"]["grid"]
+    assert text["test_like"]["cases"] == len(shorter.test)
+    assert [r["beta"] for r in judged] == [r["beta"] for r in text["grid"]]
+    kept = [n for n, r in enumerate(judged) if r["warm"] >= 0.97 * judged[0]["warm"]]
+    best = max(kept, key=lambda n: judged[n]["new"])
+    assert text["weight"] == text["grid"][best]["beta"] == manifest["user_model"]["text_weight"]
     at_w = next(r for r in recent["grid"] if r["weight"] == recent["weight"])
-    assert text["grid"][0]["bonus"] == at_w["bonus"]
-    assert manifest["new_items"]["bonus"] == next(r["bonus"] for r in text["grid"] if r["beta"] == text["weight"])
+    assert text["grid"][0]["bonus"] == at_w["bonus"]  # the β 0 row is the model calibrated so far
+    assert manifest["new_items"]["bonus"] == text["grid"][best]["bonus"]
     assert (bundle / "residuals.npz").is_file()
     data = lmrec.load_dataset(TINY_DATA)
     split = make_split(data, "mixed", 1)
@@ -242,7 +248,8 @@ def test_the_sdk_serves_the_text_term_as_training_measured_it(tiny_bert_dir: Pat
     cfg = _config(tiny_bert_dir, objectives=(), text_weight=0.5, text_items=2)
     result = train(TINY_DATA, tmp_path / "b", split="mixed", seed=1, config=cfg, progress=False)
     manifest = json.loads((result.bundle / "manifest.json").read_text())
-    assert manifest["format_version"] == 3 and manifest["training"]["text"]["chosen_on"] == "config"
+    text_term = manifest["training"]["text_term"]  # a fixed β needs no test-like validation
+    assert manifest["format_version"] == 3 and text_term["chosen_on"] == "config" and "test_like" not in text_term
     assert manifest["user_model"]["text_weight"] == 0.5 and manifest["user_model"]["text_items"] == 2
     data = lmrec.load_dataset(TINY_DATA)
     split = make_split(data, "mixed", 1)

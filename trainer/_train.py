@@ -295,6 +295,12 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         trainer.tower.borrow = trainer.tower.borrow.cpu()
     reports["budget"] = _budget_report(budget, reports, log)
     reports.update(trainer.calibrate(floor))
+    known = reports.get("text_term", {}).get("test_like")  # a resumed export: it ran before
+    probe = None
+    if trainer.cfg.text_weight is None and known is None:
+        probe = _test_like(trainer, dataset, split, seed, cold_share, base, device, progress, log, stop)
+    reports["text_term"], reports["new_items"] = trainer.calibrate_text(floor, probe, known)
+    save()  # with the test-like validation's grid: --resume after a failed export does not train it again
     valid = trainer.validate()
     seconds = time.perf_counter() - started
     log(f"best: phase {trainer.best['phase']} epoch {trainer.best['epoch']}, valid ndcg@10 {valid['ndcg@10']:.4f} "
@@ -309,6 +315,40 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
 
         shutil.rmtree(ckpt, ignore_errors=True)
     return TrainResult(bundle, trainer.history, valid, seconds)
+
+
+def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share: float, base: np.ndarray,
+               device: str, progress: bool, log: Callable[[str], None], stop: float | None
+               ) -> tuple[Trainer, float | None] | None:
+    """A validation that looks like test, for the weight between the fitted model and the text:
+    the kept model's settings and text vectors, its user phase trained again on the split
+    without each user's last interaction, whose test cases are the validation targets one step
+    beyond a history item its training never saw, as test is to the model shipped. Validation
+    right after the training data overrates what training fits: every fitted model loses from
+    validation to test while the encoder's text similarity gains, so a weight chosen on validation
+    leans to the fitted side (bench/RESULTS.md, "The encoder's similarity in the served score").
+    Returns (the trainer, the untrained encoder's NDCG@10 on its validation's new targets), or
+    None when the budget or the data leave no room for it."""
+    from lmrec.evaluation import HELD_OUT, make_split
+
+    if stop is not None and time.monotonic() >= stop:
+        log("test-like validation skipped: the --budget is spent (the text term's weight is chosen on validation)")
+        return None
+    parts = make_split(dataset, "mixed" if split in HELD_OUT else split, seed, cold_share=cold_share, drop_last=1)
+    if len(parts.train) < MIN_TRAIN_USERS or not len(parts.valid) or not len(parts.test):
+        log("test-like validation skipped: too few users keep a next item one interaction shorter")
+        return None
+    started = time.perf_counter()
+    probe = Trainer(dataset, parts, trainer.cfg, seed, device, progress, trainer.tower.base.cpu().numpy(), log)
+    probe.label = "test-like "
+    probe.validate_start()
+    probe.run_user_phase("user", lambda: None, stop)
+    probe.restore_best()
+    new = parts.new_targets(parts.valid)
+    floor = _last_item_ndcg(base, parts.valid, parts.n_items, new) if new.any() else None
+    log(f"test-like validation: a user phase of {probe.epoch} epoch(s) on the split one interaction shorter, "
+        f"{time.perf_counter() - started:.0f}s")
+    return probe, floor
 
 
 def _budget_report(budget: float | None, reports: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:

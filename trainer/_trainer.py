@@ -30,6 +30,17 @@ def log_line(message: str) -> None:
     print(f"[lmrec train] {message}", file=sys.stderr, flush=True)
 
 
+def text_rule(rows: list[dict[str, Any]]) -> int:
+    """The row of the β to ship. Where the cases have new targets: the most NDCG@10 on them while
+    warm targets keep at least 1 - WARM_COST of theirs at β 0 (the bonus's rule: the text term is
+    what new items have beyond borrowed residuals); else the most NDCG@10. The first of equals:
+    the least β."""
+    if rows[0]["new"] is None:
+        return max(range(len(rows)), key=lambda n: rows[n]["ndcg@10"])
+    floor = (1 - WARM_COST) * rows[0]["warm"]
+    return max((n for n, r in enumerate(rows) if r["warm"] >= floor), key=lambda n: rows[n]["new"])
+
+
 def sample_pool(seen: np.ndarray, softmax_items: int) -> np.ndarray | None:
     """The training items a step's softmax samples from, when they are more than `softmax_items`
     (objectives.catalogue_sample); None: the softmax covers them all."""
@@ -145,38 +156,52 @@ class Trainer:
         grid = [{"weight": t["weight"], "bonus": t["bonus"]["bonus"], "ndcg@10": t["ndcg@10"]} for t in tried]
         recent = {"items": self.cfg.recent_items, "weight": self.recent_weight,
                   "chosen_on": "config" if self.cfg.recent_weight is not None else "validation", "grid": grid}
-        text, bonus = self.calibrate_text(floor, best["bonus"])
-        return {"new_items": bonus, "recent": recent, "text": text}
+        return {"new_items": best["bonus"], "recent": recent}
 
-    def calibrate_text(self, floor: float | None, bonus: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """β of the text term (`TEXT_GRID`, or `cfg.text_weight`), at the chosen weight of the last
-        items, each β with its own bonus by `calibrate_bonus`. Where validation has new targets:
-        the β that ranks them best while warm targets keep at least 1 - WARM_COST of their NDCG@10
-        at β 0 (the rule of the bonus: the text term is what new items have beyond borrowed
-        residuals); else the best validation NDCG@10. The first of equals: the least β.
-        Returns (the report, the bonus report of the β chosen)."""
+    def text_grid(self, floor: float | None, cases: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Each β of the text term (`TEXT_GRID`, or `cfg.text_weight`) at the chosen weight of the
+        last items, with its own bonus by `calibrate_bonus` (on validation, where `floor` is set),
+        measured on `cases` (validation by default). Returns (rows, each row's bonus report)."""
         betas = TEXT_GRID if self.cfg.text_weight is None else (float(self.cfg.text_weight),)
         rows, bonuses = [], []
         for beta in betas:
             self.text_weight = beta
-            chosen = self.calibrate_bonus(floor) if floor is not None and beta else bonus
-            self.bonus = float(chosen["bonus"])
-            metrics = self.validate()
-            bonuses.append(chosen)
+            bonus = self.calibrate_bonus(floor) if floor is not None else {"bonus": self.bonus}
+            metrics = self.validate(cases)
+            bonuses.append(bonus)
             rows.append({"beta": beta, "bonus": self.bonus, "ndcg@10": metrics["ndcg@10"],
                          "new": metrics.get("ndcg@10_new"), "warm": metrics.get("ndcg@10_warm")})
-        if rows[0]["new"] is not None:
-            allowed = [r for r in rows if r["warm"] >= (1 - WARM_COST) * rows[0]["warm"]]
-            best = max(allowed, key=lambda r: r["new"])
-        else:
-            best = max(rows, key=lambda r: r["ndcg@10"])
-        n = rows.index(best)
-        self.text_weight, self.bonus = best["beta"], best["bonus"]
-        row = ", ".join(f"{k} {best[k]:.4f} ({rows[0][k]:.4f} at β 0)" for k in ("ndcg@10", "new", "warm")
-                        if best[k] is not None)
-        self.log(f"text term β {self.text_weight:g} (last {self.cfg.text_items} item(s)): valid {row}")
-        report = {"items": self.cfg.text_items, "weight": self.text_weight, "warm_cost": WARM_COST,
-                  "chosen_on": "config" if self.cfg.text_weight is not None else "validation", "grid": rows}
+        return rows, bonuses
+
+    def calibrate_text(self, floor: float | None, probe: tuple[Trainer, float | None] | None = None,
+                       known: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """β of the text term, by `text_rule` over `text_grid`: on the test-like validation of
+        `probe` (a trainer of these settings on the split one interaction shorter, and its floor)
+        when given, or as an earlier run reported it (`known`: a resumed export), else on
+        validation. The β chosen ships with the bonus this model's validation gave it. Returns
+        (the report, the bonus report of the β chosen)."""
+        rows, bonuses = self.text_grid(floor)
+        report: dict[str, Any] = {"items": self.cfg.text_items, "warm_cost": WARM_COST, "grid": rows,
+                                  "chosen_on": "config" if self.cfg.text_weight is not None else "validation"}
+        judged = rows
+        if known is not None:
+            judged = known["grid"]
+            report["chosen_on"], report["test_like"] = "test-like validation", known
+        elif probe is not None:
+            other, other_floor = probe
+            other.recent_weight = self.recent_weight
+            started = time.perf_counter()
+            judged = other.text_grid(other_floor, other.split.test)[0]
+            report["chosen_on"] = "test-like validation"
+            report["test_like"] = {"grid": judged, "cases": len(other.split.test),
+                                   "seconds": round(time.perf_counter() - started, 1)}
+        n = text_rule(judged)
+        self.text_weight, self.bonus = rows[n]["beta"], rows[n]["bonus"]
+        report["weight"] = self.text_weight
+        line = ", ".join(f"{k} {judged[n][k]:.4f} ({judged[0][k]:.4f} at β 0)" for k in ("ndcg@10", "new", "warm")
+                         if judged[n][k] is not None)
+        self.log(f"the text term weighs β {self.text_weight:g} (last {self.cfg.text_items} item(s)), on the "
+                 f"{report['chosen_on']}: {line}")
         return report, bonuses[n]
 
     def calibrate_bonus(self, floor: float, grid: Sequence[float] = BONUS_GRID) -> dict[str, Any]:
@@ -308,16 +333,19 @@ class Trainer:
 
         return score
 
-    def validate(self) -> dict[str, Any]:
-        """Validation metrics; where some targets are new items, also NDCG@10 on them and on the rest."""
+    def validate(self, cases: Any = None) -> dict[str, Any]:
+        """Metrics on `cases` (validation by default); where some targets are new items, also
+        NDCG@10 on them and on the rest."""
         from lmrec.evaluation import evaluate
 
-        result = evaluate(self.score_fn(), self.split.valid, self.split.n_items)
+        cases = self.split.valid if cases is None else cases
+        new = self.split.new_targets(cases)
+        result = evaluate(self.score_fn(), cases, self.split.n_items)
         out = {m: float(v.mean()) for m, v in result.values.items()}
-        if self.valid_new.any() and not self.valid_new.all():
+        if new.any() and not new.all():
             values = result.values["ndcg@10"]
-            out["ndcg@10_new"] = float(values[self.valid_new].mean())
-            out["ndcg@10_warm"] = float(values[~self.valid_new].mean())
+            out["ndcg@10_new"] = float(values[new].mean())
+            out["ndcg@10_warm"] = float(values[~new].mean())
         return out
 
     def validate_start(self, known: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -9,6 +9,10 @@
   user is evaluated whatever the target: a catalogue where some items are new, as in production.
 - `temporal`: one global cut in time; each user's first interaction after the cut is the test
   target (history = everything before it); validation uses a second cut inside the training part.
+
+`drop_last` (leave-one-out kinds) splits the data without each user's last interactions: with 1,
+its test cases are the full split's validation cases, one step beyond a history item its training
+never saw, as test is to a model trained on the full split (lmrec.trainer's test-like validation).
 """
 
 from __future__ import annotations
@@ -73,14 +77,19 @@ def _cases(users: list[int], histories: list[np.ndarray], targets: list[int]) ->
 
 
 def make_split(data: Dataset, kind: str = "warm", seed: int = 0, cold_share: float = 0.2,
-               temporal_quantile: float = 0.9) -> Split:
+               temporal_quantile: float = 0.9, drop_last: int = 0) -> Split:
     if kind not in SPLITS:
         raise DataError(f"split {kind!r}: expected one of {', '.join(SPLITS)}")
     if not 0.0 < cold_share < 1.0:
         raise DataError(f"cold_share must be in (0, 1), got {cold_share}")
+    if not isinstance(drop_last, int) or isinstance(drop_last, bool) or drop_last < 0:
+        raise ValueError(f"drop_last must be an integer >= 0, got {drop_last!r}")
     if kind == "temporal":
+        if drop_last:
+            raise DataError("split 'temporal': drop_last applies to the leave-one-out splits only")
         return _temporal(data, seed, temporal_quantile)
-    eligible = [u for u, s in enumerate(data.sequences) if len(s) >= MIN_INTERACTIONS]
+    sequences = [s[:len(s) - drop_last] for s in data.sequences] if drop_last else data.sequences
+    eligible = [u for u, s in enumerate(sequences) if len(s) >= MIN_INTERACTIONS]
     if not eligible:
         raise DataError(f"{data.name}: no user has {MIN_INTERACTIONS} or more interactions")
     cold = np.zeros(data.n_items, dtype=bool)
@@ -92,7 +101,7 @@ def make_split(data: Dataset, kind: str = "warm", seed: int = 0, cold_share: flo
     valid: tuple[list, list, list] = ([], [], [])
     test: tuple[list, list, list] = ([], [], [])
     for u in eligible:
-        seq = data.sequences[u]
+        seq = sequences[u]
         head = seq[:-2]
         head = head[~cold[head]]
         if len(head):
