@@ -22,13 +22,14 @@ if TYPE_CHECKING:
     from ._finetune import PartialEncoder
     from ._text_finetune import TextFinetuneResult, finetune_text
     from ._train import TrainResult, train
-    from ._trainer import Trainer
+    from ._trainer import Trainer, text_rule
 
 # torch is imported only when training (or the torch encoder) is asked for
 _LAZY = {
     "train": ("_train", "train"),
     "TrainResult": ("_train", "TrainResult"),
     "Trainer": ("_trainer", "Trainer"),
+    "text_rule": ("_trainer", "text_rule"),
     "checkpoint_dir": ("_checkpoint", "checkpoint_dir"),
     "demo": ("_demo", "demo"),
     "TorchEncoder": ("_encoder", "TorchEncoder"),
@@ -54,6 +55,7 @@ __all__ = [
     "train",
     "TrainResult",
     "Trainer",
+    "text_rule",
     "checkpoint_dir",
     "TrainConfig",
     "OBJECTIVES",
