@@ -14,7 +14,9 @@ reports the β each choice picks: `validation` (the trainer's rule on the valida
 `test_like` (the same rule on the test-like grid: what ships) and β 0 (no text term), with
 paired bootstrap 95 % CIs over users (2 000 resamples) against β 0 and, on new targets, against
 the untrained encoder (`zeroshot`, as `lmrec eval`); `lmrec-plain` (new-item pieces and the text
-term off) for the issue's warm-target check. About a minute a bundle on one core.
+term off) for the issue's warm-target check. A bundle shipped at β 0 keeps no text vectors: only
+its β 0 row is scored (a choice of another β is reported, not scored). About a minute a bundle
+on one core.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     zs_ndcg, plain_ndcg = ndcg(zs), ndcg(plain)
     rows, values = [], []
+    if not manifest.text_weight:  # no text vectors to score another β with
+        grid = grid[:1]
     for row in grid:
         lm.rec.users.text = (term["items"], row["beta"]) if row["beta"] else None
         if table is not None:
@@ -86,12 +90,12 @@ def main() -> None:
             row["warm_vs_plain"] = round(float(v[~is_new].mean() / plain_ndcg[~is_new].mean()), 3)
     report = {"data": data.name, "seed": args.seed, "bundle": args.bundle, "split": split.kind,
               "trained_on": manifest.training["split"], "users": len(cases),  # type: ignore[index]
-              "new_users": int(is_new.sum()), "picked": {k: None if n is None else grid[n]["beta"]
-                                                        for k, n in picked.items()},
+              "new_users": int(is_new.sum()),
+              "picked": {k: None if n is None else term["grid"][n]["beta"] for k, n in picked.items()},
               "zeroshot": means(zs_ndcg), "plain": means(plain_ndcg), "by_beta": rows}
     print(json.dumps({k: report[k] for k in ("data", "seed", "picked", "zeroshot")}))
     for name, n in picked.items():
-        if n is not None:
+        if n is not None and n < len(rows):
             print(f"  {name}: {json.dumps(rows[n])}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -106,8 +110,7 @@ def summary(folder: Path) -> None:
         print(f"\n{key[0]} ({key[1]}-trained, {mine[0]['split']} split), test NDCG@10; seeds "
               + ", ".join(str(r["seed"]) for r in mine))
         for choice in CHOICES:
-            picked = [(r, next(x for x in r["by_beta"] if x["beta"] == r["picked"][choice])) for r in mine
-                      if r["picked"][choice] is not None]
+            picked = [(r, x) for r in mine for x in r["by_beta"] if x["beta"] == r["picked"][choice]]
             if not picked:
                 continue
             cells = []
@@ -115,7 +118,8 @@ def summary(folder: Path) -> None:
                 if part in picked[0][1]["test"]:
                     cells.append(f"{part} {np.mean([x['test'][part] for _, x in picked]):.4f} "
                                  f"({np.mean([x['vs_beta0'][part]['ratio'] for _, x in picked]):.3f}× β 0)")
-            line = f"  {choice:10s} β {[x['beta'] for _, x in picked]}: " + ", ".join(cells)
+            line = (f"  {choice:10s} β {[r['picked'][choice] for r in mine]} (scored: seeds "
+                    f"{', '.join(str(r['seed']) for r, _ in picked)}): " + ", ".join(cells))
             if "new_vs_zeroshot" in picked[0][1]:
                 ratios = [x["new_vs_zeroshot"]["ratio"] for _, x in picked]
                 above = sum(x["new_vs_zeroshot"]["diff_ci95"][0] > 0 for _, x in picked)
