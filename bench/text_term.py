@@ -4,6 +4,7 @@
         --data amazon:../shared/data/amazon-office --bundle out/q34/amazon-office-cold-s0 \\
         --seed 0 --json bench/results/text-term/amazon-office-cold-s0.json
     python bench/text_term.py summary bench/results/text-term     # means per dataset and choice
+    python bench/text_term.py speed out/q34/amazon-office-cold-s0      # what the term costs a query
 
 A trained bundle's manifest holds the trainer's grid of the text term's weight β (each with the
 new-item bonus γ its validation gave it, `training.text_term.grid`) and, when β was chosen on the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +133,37 @@ def summary(folder: Path) -> None:
                                           for p in mine[0]["zeroshot"]))
 
 
+def speed(bundle: str, users: int = 200, repeats: int = 5) -> None:
+    """`recommend(history, k=10)` one query at a time, exact and through the graph, with the
+    bundle's text term and with it off (the same Recommender), on the first `users` histories of
+    its catalogue's items; median over `repeats` of the mean per query, one BLAS thread."""
+    from lmrec import Recommender
+
+    rec = Recommender.load(bundle, precision="fp32")
+    ids = rec.item_ids()
+    rng = np.random.default_rng(0)
+    histories = [[ids[j] for j in rng.choice(len(ids), 8, replace=False)] for _ in range(users)]
+    term = rec.users.text
+    print(f"{bundle}: {len(ids)} items, text term {term}")
+    for mode in ("exact", "ann"):
+        ms = {}
+        for name, text in (("without", None), ("with", term)):
+            rec.users.text = text
+            runs = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                for h in histories:
+                    rec.recommend(h, k=10, mode=mode)
+                runs.append(1000 * (time.perf_counter() - started) / users)
+            ms[name] = float(np.median(runs))
+        print(f"  {mode}: {ms['without']:.3f} ms without the term, {ms['with']:.3f} ms with it "
+              f"({ms['with'] / ms['without']:.2f}×)")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["summary"]:
         summary(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["speed"]:
+        speed(sys.argv[2])
     else:
         main()
