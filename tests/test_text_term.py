@@ -72,6 +72,15 @@ def test_the_score_adds_the_cosine_to_the_last_items_text_weighed_by_beta_and_th
     assert moved >= 2
 
 
+def test_bundle_verify_names_the_serving_settings(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmrec.cli import main
+
+    assert main(["bundle", "verify", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "format 3" in out and "new-item bonus 0.25, text term β 0.6 (last 1 item(s))" in out
+    assert "training: none (zero-shot)" in out
+
+
 def test_upserts_keep_their_text_vectors_through_the_log_snapshots_and_a_saved_bundle(bundle: Path,
                                                                                       tmp_path: Path) -> None:
     state = tmp_path / "state"

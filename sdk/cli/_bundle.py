@@ -48,7 +48,14 @@ def _summary(path: str, manifest: Manifest) -> None:
     print(f"OK {path}: {len(manifest.files)} files verified")
     print(f"  format {manifest.format_version}, base model {manifest.base_model}, "
           f"dim {manifest.dim}, max length {manifest.max_length}")
-    print(f"  data {data.spec} ({data.items} items), training {manifest.training or 'none (zero-shot)'}")
+    training = manifest.training
+    trained = (f"split {training.get('split')}, seed {training.get('seed')}, {training.get('seconds', '?')} s, "
+               f"encoder: {training.get('encoder', 'base')}") if training else "none (zero-shot)"
+    print(f"  data {data.spec} ({data.items} items), training: {trained}")
+    if manifest.user_model is not None:
+        um, bonus = manifest.user_model, manifest.new_items.bonus if manifest.new_items else 0.0
+        print(f"  serving: last {um.recent_items} items weigh {um.recent_weight:g}, new-item bonus {bonus:g}, "
+              f"text term β {um.text_weight:g} (last {um.text_items} item(s))")
     if manifest.packed:
         print(f"  packed for precision {manifest.packed['precision']} "
               f"(dropped: {', '.join(manifest.packed['dropped']) or 'nothing'})")
