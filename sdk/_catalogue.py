@@ -133,11 +133,6 @@ class Catalogue:
         """(ids, vectors) of the whole catalogue in `ids()` order (hold `read()` while using it)."""
         return self._index.matrix()
 
-    @property
-    def text_weight(self) -> float:
-        """β of the bundle's text term (0.0: it ranks without one)."""
-        return self.bundle.manifest.text_weight
-
     def text_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """(n, dim) text vectors of `ids` (a bundle with a text term only)."""
         return self._index.text_vectors(ids)
