@@ -135,8 +135,9 @@ def summary(folder: Path) -> None:
 
 def speed(bundle: str, users: int = 200, repeats: int = 5) -> None:
     """`recommend(history, k=10)` one query at a time, exact and through the graph, with the
-    bundle's text term and with it off (the same Recommender), on the first `users` histories of
-    its catalogue's items; median over `repeats` of the mean per query, one BLAS thread."""
+    bundle's text term and with it off (the same Recommender), on `users` random 8-item
+    histories; median over `repeats` of the mean per query (RESULTS ran it with
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1: one BLAS thread)."""
     from lmrec import Recommender
 
     rec = Recommender.load(bundle, precision="fp32")
