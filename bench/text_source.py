@@ -120,16 +120,11 @@ def summary(folder: Path) -> None:
                 got = np.array([test_of(r, n) for r, n in zip(mine, picks, strict=True)])
                 chosen = " / ".join(f"β {r['valid']['rows'][n]['beta']:g} g {r['valid']['rows'][n]['g']:g}"
                                     for r, n in zip(mine, picks, strict=True))
-                keys = [(x["beta"], x["g"]) for x in mine[0]["test"]["rows"]
-                        if x["source"] == source and x["where"] == where]
-                means = []
-                for beta, g in keys:
-                    idx = [next(n for n, x in enumerate(r["test"]["rows"]) if (x["source"], x["where"], x["beta"],
-                                                                              x["g"]) == (source, where, beta, g))
-                           for r in mine]
-                    means.append(((beta, g), np.mean([test_of(r, n) for r, n in zip(mine, idx, strict=True)], 0)))
-                ok = [m for m in means if m[1][1] >= 1 - WARM_COST]
-                (cb, cg), ceiling = max(ok, key=lambda m: m[1][2])
+                rows = mine[0]["test"]["rows"]  # every report's rows come in the same order
+                means = [(n, np.mean([test_of(r, n) for r in mine], 0)) for n, x in enumerate(rows)
+                         if x["source"] == source and x["where"] == where]
+                best, ceiling = max(((n, m) for n, m in means if m[1] >= 1 - WARM_COST), key=lambda nm: nm[1][2])
+                cb, cg = rows[best]["beta"], rows[best]["g"]
                 print(f"  {source:4s} on {where:3s} items: validation picks {chosen}: test all {got[:, 0].mean():.3f} "
                       f"warm {got[:, 1].mean():.3f} new × zero-shot {got[:, 2].mean():.3f} "
                       f"({' / '.join(f'{v:.2f}' for v in got[:, 2])}); test's best within the bound: "
