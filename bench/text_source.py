@@ -4,6 +4,7 @@
         --data amazon:../shared/data/amazon-office --bundle out/q34/amazon-office-cold-s0 \\
         --seed 0 --json bench/results/text-source/amazon-office-cold-s0.json
     python bench/text_source.py summary bench/results/text-source
+    python bench/text_source.py testlike bench/results/text-source bench/results/text-source-testlike
 
 The served text term (bench/text_term.py) adds β |u| cos(r, t) with t the bundle's own encoder
 output, which the item vectors already carry. This script scores, on the mixed split's validation
@@ -131,8 +132,29 @@ def summary(folder: Path) -> None:
                       f"β {cb:g} g {cg:g}, all {ceiling[0]:.3f} warm {ceiling[1]:.3f} new × zero-shot {ceiling[2]:.3f}")
 
 
+def testlike(shipped: Path, shorter: Path) -> None:
+    """The rule on a test-like validation: each shorter training's test cases (the bundle trained
+    on the data without each user's last interaction, scored with `--data` of that data) pick the
+    row, the shipped model's test is read there. Reports are paired by file name."""
+    for source in ("ft", "base"):
+        for where in ("all", "new"):
+            got, chosen = [], []
+            for f in sorted(shorter.glob("*.json")):
+                like, full = json.loads(f.read_text()), json.loads((shipped / f.name).read_text())
+                n = _pick(like["test"], source, where)
+                x, p = full["test"]["rows"][n], full["test"]["plain"]
+                got.append((x["all"] / p["all"], x["warm"] / p["warm"], x["new"] / full["test"]["zeroshot_new"]))
+                chosen.append(f"β {x['beta']:g} g {x['g']:g}")
+            m = np.array(got)
+            print(f"{source:4s} on {where:3s} items: the test-like validation picks {' / '.join(chosen)}: test all "
+                  f"{m[:, 0].mean():.3f} warm {m[:, 1].mean():.3f} new × zero-shot {m[:, 2].mean():.3f} "
+                  f"({' / '.join(f'{v:.2f}' for v in m[:, 2])})")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["summary"]:
         summary(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["testlike"]:
+        testlike(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
         main()
