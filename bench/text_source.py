@@ -101,6 +101,12 @@ def _pick(part: dict, source: str, where: str) -> int:
     return order[text_rule([part["rows"][n] for n in order])]
 
 
+def _test_ratios(report: dict, n: int) -> tuple[float, float, float]:
+    """Test row `n` of a report: all and warm targets × the plain model, new targets × zero-shot."""
+    x, p = report["test"]["rows"][n], report["test"]["plain"]
+    return x["all"] / p["all"], x["warm"] / p["warm"], x["new"] / report["test"]["zeroshot_new"]
+
+
 def summary(folder: Path) -> None:
     """Per dataset, source and place: validation's pick and the test ceiling, means over seeds."""
     reports = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
@@ -108,11 +114,6 @@ def summary(folder: Path) -> None:
         mine = [r for r in reports if r["data"] == name]
         print(f"\n{name}, seeds {', '.join(str(r['seed']) for r in mine)}: test NDCG@10 against the user model "
               f"alone (all / warm) and new targets × zero-shot")
-
-        def test_of(r: dict, n: int) -> tuple[float, float, float]:
-            x, p = r["test"]["rows"][n], r["test"]["plain"]
-            return x["all"] / p["all"], x["warm"] / p["warm"], x["new"] / r["test"]["zeroshot_new"]
-
         for part in ("valid", "test"):
             print(f"  the last item's similarity alone, new targets ({part}): " + ", ".join(
                 f"{source} {np.mean([r[part]['last_item_alone_new'][source] for r in mine]):.4f} ("
@@ -121,11 +122,11 @@ def summary(folder: Path) -> None:
         for source in ("ft", "base"):
             for where in ("all", "new"):
                 picks = [_pick(r["valid"], source, where) for r in mine]
-                got = np.array([test_of(r, n) for r, n in zip(mine, picks, strict=True)])
+                got = np.array([_test_ratios(r, n) for r, n in zip(mine, picks, strict=True)])
                 chosen = " / ".join(f"β {r['valid']['rows'][n]['beta']:g} g {r['valid']['rows'][n]['g']:g}"
                                     for r, n in zip(mine, picks, strict=True))
                 rows = mine[0]["test"]["rows"]  # every report's rows come in the same order
-                means = [(n, np.mean([test_of(r, n) for r in mine], 0)) for n, x in enumerate(rows)
+                means = [(n, np.mean([_test_ratios(r, n) for r in mine], 0)) for n, x in enumerate(rows)
                          if x["source"] == source and x["where"] == where]
                 best, ceiling = max(((n, m) for n, m in means if m[1] >= WARM_BOUND), key=lambda nm: nm[1][2])
                 cb, cg = rows[best]["beta"], rows[best]["g"]
@@ -145,9 +146,8 @@ def testlike(shipped: Path, shorter: Path) -> None:
             for f in sorted(shorter.glob("*.json")):
                 like, full = json.loads(f.read_text()), json.loads((shipped / f.name).read_text())
                 n = _pick(like["test"], source, where)
-                x, p = full["test"]["rows"][n], full["test"]["plain"]
-                got.append((x["all"] / p["all"], x["warm"] / p["warm"], x["new"] / full["test"]["zeroshot_new"]))
-                chosen.append(f"β {x['beta']:g} g {x['g']:g}")
+                got.append(_test_ratios(full, n))
+                chosen.append(f"β {full['test']['rows'][n]['beta']:g} g {full['test']['rows'][n]['g']:g}")
             m = np.array(got)
             print(f"{source:4s} on {where:3s} items: the test-like validation picks {' / '.join(chosen)}: test all "
                   f"{m[:, 0].mean():.3f} warm {m[:, 1].mean():.3f} new × zero-shot {m[:, 2].mean():.3f} "
