@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._durable import fsync_dir, fsync_tree, sha256_file
+from ._durable import check_creatable, fsync_dir, fsync_tree, sha256_file
 from ._errors import BundleError
 from ._manifest import FileEntry, Manifest
 from ._residuals import ResidualTable
@@ -238,13 +238,12 @@ class BundleWriter:
     def check_target(out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:
         """Whether a bundle may be written at `out_dir`: callers check before any expensive work."""
         out = Path(out_dir).expanduser()
-        if not out.exists():
-            return
-        if not overwrite:
+        if out.exists() and not overwrite:
             raise BundleError(f"--out {out}: already exists (pass --overwrite to replace it; a bundle is never "
                               "written into)")
-        if not out.is_dir() or (any(out.iterdir()) and not (out / M.MANIFEST).is_file()):
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / M.MANIFEST).is_file())):
             raise BundleError(f"--out {out}: exists and is not a bundle; refusing to replace it")
+        check_creatable(out, "--out", BundleError)  # the bundle is written beside it, then renamed
 
     def __enter__(self) -> BundleWriter:
         return self

@@ -12,10 +12,13 @@ import hashlib
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from ._errors import LmrecError
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:
@@ -41,6 +44,22 @@ def fsync_tree(root: Path) -> None:
         for name in files:
             fsync_file(os.path.join(dirpath, name))
         fsync_dir(dirpath)
+
+
+def check_creatable(target: str | os.PathLike[str], flag: str, error: type[Exception] = LmrecError) -> None:
+    """Raise `error` naming `flag` unless `target` (a file or directory) can be created: its nearest
+    existing folder must take a new file. Tried with a file there, then removed: permission bits
+    say nothing for root, nor about read-only or virtual file systems."""
+    folder = Path(target).expanduser().absolute().parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise error(f"{flag} {target}: cannot create it ({existing} is not a directory)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lmrec-write-check-", dir=existing)
+    except OSError as e:
+        raise error(f"{flag} {target}: cannot create it ({existing} is not writable: {e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._bundle import Bundle
-from ._durable import fsync_dir
+from ._durable import check_creatable, fsync_dir
 from ._errors import DataError, LmrecError
 from ._manifest import Manifest
 from ._progress import progress_bar
@@ -125,6 +125,7 @@ def embed_file(bundle_dir: str | os.PathLike[str], items: str | os.PathLike[str]
         raise ValueError("workers: use 1 with device 'cuda' (one process feeds the GPU)")
     item_format(items)
     vector_format(out, "--out")
+    check_creatable(out, "--out")
     if item_vectors and out.suffix.lower() != ".parquet":
         raise ValueError(f"--out {out}: item vectors need a .parquet file (its metadata marks them as such)")
     bundle = Bundle.open(bundle_dir)

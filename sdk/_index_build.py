@@ -73,6 +73,7 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
 
     if not isinstance(queries, int) or isinstance(queries, bool) or queries < 0:
         raise ValueError(f"queries {queries!r}: must be an integer >= 0")
+    BundleWriter.check_target(out, overwrite)  # before the build, which takes minutes on a large catalogue
     bundle = Bundle.open(bundle_dir)
     vecs = read_vectors(Path(vectors_path))
     n, dim = vecs.array.shape

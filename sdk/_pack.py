@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._bundle import Bundle, check_name
-from ._durable import fsync_dir, fsync_tree
+from ._durable import check_creatable, fsync_dir, fsync_tree
 from ._errors import BundleError, LmrecError, require
 from ._manifest import FileEntry, Manifest
 
@@ -77,6 +77,7 @@ def pack_bundle(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str],
         raise LmrecError(f"{out}: the archive name must end in {SUFFIX}")
     if out.exists() and not overwrite:
         raise LmrecError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_creatable(out, "archive")
     bundle = Bundle.open(bundle_dir)
     raw = (bundle.path / MANIFEST).read_bytes()
     files = dict(bundle.manifest.files)
@@ -227,6 +228,7 @@ def unpack_bundle(archive: str | os.PathLike[str], out_dir: str | os.PathLike[st
             raise LmrecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
         if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file()):
             raise LmrecError(f"{out_dir}: exists and is not a bundle; refusing to replace it")
+    check_creatable(out_dir, "bundle directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

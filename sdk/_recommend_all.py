@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._bundle import read_manifest
+from ._durable import check_creatable
 from ._errors import LmrecError
 from ._progress import progress_bar
 from ._tables import require_parquet
@@ -38,6 +39,7 @@ def recommend_all(bundle_dir: str | os.PathLike[str], data_spec: str, out: str |
         raise LmrecError(f"--out {out}: must end in .parquet")
     if out.exists() and not overwrite:
         raise LmrecError(f"--out {out}: already exists (pass --overwrite to replace it)")
+    check_creatable(out, "--out")
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise LmrecError(f"-k {k}: must be an integer >= 1")
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:

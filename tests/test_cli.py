@@ -87,6 +87,44 @@ def test_train_export_and_serve_refuse_bad_outputs_before_work(tmp_path: Path, b
     assert proc.returncode == 2 and "--bundle" in proc.stderr and "not a directory" in proc.stderr
 
 
+def test_every_output_that_cannot_be_created_is_refused_before_work(tmp_path: Path, bundle: Path) -> None:
+    # a regular file as the folder: refused for root too (permission bits are not what is tested)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("mine")
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"id": "a", "text": "a red pen"}\n')
+    vectors = bundle / "item_vectors.npy"
+    data = ["--data", "synthetic:items=300,users=200,seed=1"]
+    cases = [
+        (["train", *data, "--out", str(blocked / "b")], "--out"),
+        (["train", *data, "--out", str(tmp_path / "b"), "--plot", str(blocked / "p.png")], "--plot"),
+        (["export", "--out", str(blocked / "b")], "--out"),
+        (["eval", *data, "--methods", "pop", "--json", str(blocked / "r.json")], "--json"),
+        (["embed", "--bundle", str(bundle), "--items", str(items), "--out", str(blocked / "v.npy")], "--out"),
+        (["recommend-all", "--bundle", str(bundle), *data, "--out", str(blocked / "r.parquet")], "--out"),
+        (["recommend-all", "--bundle", str(bundle), *data, "--out", str(tmp_path / "r.parquet"),
+          "--json", str(blocked / "r.json")], "--json"),
+        (["index", "build", "--bundle", str(bundle), "--vectors", str(vectors), "--out", str(blocked / "b")], "--out"),
+        (["bundle", "pack", str(bundle), str(blocked / "b.tar.zst")], "archive"),
+        (["data", "stats", *data, "--json", str(blocked / "s.json")], "--json"),
+    ]
+    for args, flag in cases:
+        proc = lmrec_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr[-500:])
+        assert f"{flag} {blocked}" in proc.stderr and "cannot create it" in proc.stderr, (args, proc.stderr[-500:])
+        assert "Traceback" not in proc.stderr
+    assert blocked.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "items.jsonl"]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (a file system that takes no files)")
+def test_an_output_on_a_file_system_that_takes_no_files_is_refused() -> None:
+    proc = lmrec_cli("eval", "--data", "synthetic:items=300,users=200,seed=1", "--methods", "pop",
+                     "--json", "/proc/lmrec-report.json")
+    assert proc.returncode == 2, proc.stderr
+    assert "--json /proc/lmrec-report.json: cannot create it (/proc" in proc.stderr, proc.stderr
+    assert "pop" not in proc.stdout  # nothing was evaluated
+
+
 def test_progress_goes_to_a_terminal_only(tmp_path: Path, bundle: Path) -> None:
     items = tmp_path / "items.jsonl"
     items.write_text("".join(f'{{"id": "i{n}", "text": "pen ink paper {n}"}}\n' for n in range(300)))

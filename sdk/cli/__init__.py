@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._errors import LmrecError
+from ._checks import output_file
 
 # Modules under lmrec.cli, in the order a user needs them (the order of `lmrec --help`). Each
 # defines register(subparsers).
@@ -39,9 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Report files any command may write at its end (--json, --plot): checked before the command runs.
+REPORT_FILES = ("json", "plot")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        for name in REPORT_FILES:
+            output_file(getattr(args, name, None), f"--{name}")
         return int(args.run(args) or 0)
     except LmrecError as e:
         print(f"lmrec {args.command}: error: {e}", file=sys.stderr)

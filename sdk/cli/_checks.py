@@ -5,22 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._durable import check_creatable
 from .._errors import LmrecError
 
 
-def output_file(path: str | os.PathLike[str] | None, flag: str, overwrite: bool = True) -> None:
-    """`path` can be written: not a directory, its folder exists or can be made and is writable."""
+def output_file(path: str | os.PathLike[str] | None, flag: str) -> None:
+    """`path` can be written (a report file, replaced if it exists): not a directory, its folder
+    exists or can be made and takes a new file."""
     if path is None:
         return
     target = Path(path).expanduser()
     if target.is_dir():
         raise LmrecError(f"{flag} {target}: is a directory (expected a file to write)")
-    if target.exists() and not overwrite:
-        raise LmrecError(f"{flag} {target}: already exists (pass --overwrite to replace it)")
-    folder = target.parent
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise LmrecError(f"{flag} {target}: cannot create it ({existing} is not a writable directory)")
+    check_creatable(target, flag)
 
 
 def bundle_dir(path: str | os.PathLike[str] | None, flag: str = "--bundle") -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from .._errors import LmrecError, require
 from ..data import DEFAULT_SPEC, load_dataset
 from ._args import positive_int
-from ._checks import bundle_dir, output_file
+from ._checks import bundle_dir
 
 BASELINES = ("pop", "itemknn", "zeroshot", "sasrec")
 BUNDLE_METHODS = {"lmrec": "auto", "lmrec-fp32": "fp32", "lmrec-plain": "fp32"}
@@ -133,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
         raise LmrecError(f"--device {args.device!r}: expected cpu, cuda or auto")
     if not 0.0 < args.cold_share < 1.0:
         raise LmrecError(f"--cold-share {args.cold_share}: must be between 0 and 1")
-    output_file(args.json, "--json")
-    output_file(args.plot, "--plot")
     if args.plot:
         require("matplotlib", "train", "--plot")
     scorers = make_scorers(methods, args)
