@@ -93,12 +93,14 @@ class ServerConfig:
             raise LmrecError(f"--grace: {self.grace_s:g}, must be >= 0 seconds")
         if self.threads is not None and self.threads < 1:
             raise LmrecError(f"--threads: {self.threads}, must be >= 1")
-        if self.compute_slots is not None and self.compute_slots < 1 or self.max_waiting_calls < 0:
-            raise LmrecError(f"compute_slots ({self.compute_slots}) must be >= 1 and max_waiting_calls "
-                             f"({self.max_waiting_calls}) >= 0")
-        if self.workers < 1 or self.max_concurrent_rpcs < 1:
-            raise LmrecError(f"workers ({self.workers}) and max_concurrent_rpcs ({self.max_concurrent_rpcs}) "
-                             "must be >= 1")
+        if self.compute_slots is not None and self.compute_slots < 1:
+            raise LmrecError(f"--compute-slots: {self.compute_slots}, must be >= 1")
+        if self.max_waiting_calls < 0:
+            raise LmrecError(f"--max-waiting-calls: {self.max_waiting_calls}, must be >= 0")
+        if self.workers < 1:
+            raise LmrecError(f"--workers: {self.workers}, must be >= 1")
+        if self.max_concurrent_rpcs < 1:
+            raise LmrecError(f"--max-concurrent-rpcs: {self.max_concurrent_rpcs}, must be >= 1")
 
 
 def _address(host: str, port: int) -> str:

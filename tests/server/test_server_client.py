@@ -90,7 +90,11 @@ def test_serve_flags_are_checked_before_anything_starts(tiny_bundle: Path, tmp_p
     base = ["serve", "--bundle", str(tiny_bundle), "--state-dir", str(tmp_path / "s")]
     for extra, message in ((["--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
                            (["--max-batch", "0"], "--max-batch: 0"), (["--token", "short"], "16 characters"),
-                           (["--max-wait-ms", "5000"], "--max-wait-ms")):
+                           (["--max-wait-ms", "5000"], "--max-wait-ms"),
+                           (["--max-waiting-calls", "-5"], "--max-waiting-calls: -5, must be >= 0"),
+                           (["--compute-slots", "0"], "--compute-slots: 0, must be >= 1"),
+                           (["--workers", "0"], "--workers: 0, must be >= 1"),
+                           (["--max-concurrent-rpcs", "0"], "--max-concurrent-rpcs: 0, must be >= 1")):
         assert main(base + extra) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
