@@ -235,15 +235,16 @@ class BundleWriter:
         self.check_target(self.out_dir, self.overwrite)
 
     @staticmethod
-    def check_target(out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:
-        """Whether a bundle may be written at `out_dir`: callers check before any expensive work."""
+    def check_target(out_dir: str | os.PathLike[str], overwrite: bool = False, flag: str = "--out") -> None:
+        """Whether a bundle may be written at `out_dir` (named `flag` in errors): callers check
+        before any expensive work."""
         out = Path(out_dir).expanduser()
         if out.exists() and not overwrite:
-            raise BundleError(f"--out {out}: already exists (pass --overwrite to replace it; a bundle is never "
+            raise BundleError(f"{flag} {out}: already exists (pass --overwrite to replace it; a bundle is never "
                               "written into)")
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / M.MANIFEST).is_file())):
-            raise BundleError(f"--out {out}: exists and is not a bundle; refusing to replace it")
-        check_creatable(out, "--out", BundleError)  # the bundle is written beside it, then renamed
+            raise BundleError(f"{flag} {out}: exists and is not a bundle; refusing to replace it")
+        check_creatable(out, flag, BundleError)  # the bundle is written beside it, then renamed
 
     def __enter__(self) -> BundleWriter:
         return self

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from ._bundle import Bundle, check_name
+from ._bundle import Bundle, BundleWriter, check_name
 from ._durable import check_creatable, fsync_dir, fsync_tree
 from ._errors import BundleError, LmrecError, require
 from ._manifest import FileEntry, Manifest
@@ -223,12 +223,7 @@ def unpack_bundle(archive: str | os.PathLike[str], out_dir: str | os.PathLike[st
     """Unpack `archive` into the new bundle directory `out_dir`, checking every file on the way;
     nothing appears at `out_dir` unless the whole bundle is intact."""
     archive, out_dir = Path(archive), Path(out_dir).expanduser().absolute()
-    if out_dir.exists():
-        if not overwrite:
-            raise LmrecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
-        if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file()):
-            raise LmrecError(f"{out_dir}: exists and is not a bundle; refusing to replace it")
-    check_creatable(out_dir, "bundle directory")
+    BundleWriter.check_target(out_dir, overwrite, "bundle directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

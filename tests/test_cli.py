@@ -106,6 +106,7 @@ def test_every_output_that_cannot_be_created_is_refused_before_work(tmp_path: Pa
           "--json", str(blocked / "r.json")], "--json"),
         (["index", "build", "--bundle", str(bundle), "--vectors", str(vectors), "--out", str(blocked / "b")], "--out"),
         (["bundle", "pack", str(bundle), str(blocked / "b.tar.zst")], "archive"),
+        (["bundle", "unpack", str(tmp_path / "b.tar.zst"), str(blocked / "b")], "bundle directory"),
         (["data", "stats", *data, "--json", str(blocked / "s.json")], "--json"),
     ]
     for args, flag in cases:
