@@ -5,14 +5,14 @@
         --json bench/results/text-stage-targets/amazon-office-s0.json
     python bench/text_stage_targets.py summary bench/results/text-stage-targets
 
-The default text stage (`lmrec.trainer.finetune_text`, the default TrainConfig) on the mixed
-split's training part (the cold split's), run for all of its epochs (no early stop): at the base
-encoder and every validation (each second epoch), last-item NDCG@10 of the stage's catalogue
-vectors on validation and on test, each split into cases whose target is a warm item and cases
-whose target is a new (held-out) item. The summary compares the epoch kept by the stage's rule
-(best validation over all cases, as `lmrec train` on a split with new items) with the epoch a rule
-over new-target validation cases alone would keep, and with the base encoder, on test's new
-targets. One torch thread; 4–12 minutes a run on this host.
+The default text stage (`lmrec.trainer.finetune_text`, the default TrainConfig; `--set KEY=VALUE`
+for another setting) on the mixed split's training part (the cold split's), run for all of its
+epochs (no early stop): at the base encoder and every validation (each second epoch), last-item
+NDCG@10 of the stage's catalogue vectors on validation and on test, each split into cases whose
+target is a warm item and cases whose target is a new (held-out) item. The summary compares the
+epoch kept by the stage's rule (best validation over all cases, as `lmrec train` on a split with
+new items) with the epoch a rule over new-target validation cases alone would keep, and with the
+base encoder, on test's new targets. One torch thread; 4–12 minutes a run on this host.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 from lmrec.data import load_dataset
 from lmrec.evaluation import evaluate, make_split, training_items
-from lmrec.trainer import TorchEncoder, TrainConfig, finetune_text, set_torch_threads
+from lmrec.trainer import TorchEncoder, finetune_text, load_config, set_torch_threads
 
 
 def run(args: argparse.Namespace) -> None:
     set_torch_threads(1)
     data = load_dataset(args.data)
     split = make_split(data, "mixed", args.seed)
-    cfg = TrainConfig()
+    cfg = load_config(None, **dict(_setting(item) for item in args.set))
     rows: list[dict] = []
 
     def score(v: np.ndarray, part: str) -> dict:
@@ -51,10 +51,18 @@ def run(args: argparse.Namespace) -> None:
     encoder = TorchEncoder(cfg.base_model, max_length=cfg.max_length)
     result = finetune_text(encoder, data.item_texts, split.train, training_items(split), cfg, validate, args.seed,
                            progress=False, log=lambda line: print(line, flush=True))
-    report = {"data": data.name, "seed": args.seed, "rows": rows,
+    report = {"data": data.name, "seed": args.seed, "set": args.set, "rows": rows,
               "seconds": result.report["seconds"], "seconds_per_epoch": result.report["seconds_per_epoch"]}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _setting(item: str) -> tuple[str, object]:
+    key, _, value = item.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def summary(folder: Path) -> None:
@@ -89,6 +97,8 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a TrainConfig setting of the stage other than the default (text_lr, token_dropout, ...)")
     run(p.parse_args())
 
 
