@@ -117,7 +117,14 @@ def test_a_search_with_new_items_keeps_cl_and_cooc_off_and_races_the_popularity_
     settings = [c["settings"] for c in training["search"]["candidates"]]
     assert settings == ["popularity_prior 1.0", "popularity_prior 0.0"]
     assert training["config"]["objectives"] == ["text"] and training["config"]["residual_dropout"] > 0
-    assert "objectives cl,cooc off beside borrowed residuals" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "objectives cl,cooc off beside borrowed residuals" in err
+    # what the text stage did to new targets, which its choice over every target can hide
+    new = training["text"]["new_targets"]
+    assert new["cases"] > 0 and set(new["valid_ndcg@10"]) == {"base", "fine_tuned"}
+    assert f"text: new-target validation cases ({new['cases']})" in err
+    if not training["text"]["fine_tuned"]:
+        assert new["valid_ndcg@10"]["fine_tuned"] == new["valid_ndcg@10"]["base"]
 
 
 def test_no_search_takes_the_splits_defaults_and_a_config_file_keeps_its_objectives(

@@ -202,6 +202,12 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
             if full is not None:
                 took = time.perf_counter() - pass_started
                 log(f"text: {len(full)} items re-encoded by the fine-tuned encoder in {took:.0f}s")
+            if floor is not None:  # the stage chooses on every target; say what it did to new ones
+                kept = _last_item_ndcg(full, parts.valid, parts.n_items, new_items) if full is not None else floor
+                result.report["new_targets"] = {"cases": int(new_items.sum()),
+                                                "valid_ndcg@10": {"base": floor, "fine_tuned": kept}}
+                log(f"text: new-target validation cases ({int(new_items.sum())}), last item, whole texts: "
+                    f"valid ndcg@10 {floor:.4f} (base) -> {kept:.4f}")
             stage = {"state": result.state, "vectors": full, "report": result.report,
                      "elapsed": time.perf_counter() - started}
             save_stage(ckpt, "text", meta, stage)
