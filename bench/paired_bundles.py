@@ -11,6 +11,8 @@ of the same seed see the same users, so the difference per user is what to boots
 (2 000 resamples) and compares the means over all seeds' users: the ratio A / B and A - B.
 Both bundles score through the SDK at their default precision, as `lmrec eval --methods lmrec`;
 `--bonus G` scores A with new-item bonus G instead of its manifest's (0: what training alone did).
+B may be `zeroshot`: the untrained encoder as `lmrec eval --methods zeroshot` scores it, fitted on
+that seed's split (pooled over seeds, the paired CI that one `lmrec eval` per seed cannot give).
 `--history` adds the warm-target users whose history holds a held-out item and those whose history
 does not, and every line gives the mean number of held-out items in each bundle's top 10.
 """
@@ -24,8 +26,10 @@ from pathlib import Path
 import numpy as np
 from lmrec.data import load_dataset
 from lmrec.evaluation import BundleScorer, FitContext, MethodResult, evaluate, make_split, paired_bootstrap
+from lmrec.trainer.baselines import make_baseline
 
 RESAMPLES = 2000
+ZEROSHOT = "zeroshot"  # a reference that is not a bundle
 
 
 def _pooled(pairs: list[tuple[MethodResult, MethodResult]], rng: np.random.Generator) -> dict:
@@ -51,7 +55,8 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="mixed", choices=("warm", "cold", "mixed"))
     p.add_argument("--pair", action="append", required=True, metavar="SEED:A:B",
-                   help="a seed, the bundle under test and the reference, both of that seed (repeat per seed)")
+                   help="a seed, the bundle under test and the reference (a bundle of that seed, or zeroshot); "
+                        "repeat per seed")
     p.add_argument("--parts", default="valid,test")
     p.add_argument("--bonus", type=float, default=None, help="A's new-item bonus (default: its manifest's)")
     p.add_argument("--history", action="store_true",
@@ -61,7 +66,7 @@ def main() -> None:
     pairs = []
     for spec in args.pair:
         seed, a, b = spec.split(":")
-        for bundle in (a, b):
+        for bundle in (a, b) if b != ZEROSHOT else (a,):
             if not (Path(bundle) / "manifest.json").is_file():
                 p.error(f"--pair {spec}: {bundle} is not a bundle (no manifest.json)")
         pairs.append((int(seed), a, b))
@@ -72,7 +77,7 @@ def main() -> None:
     for seed, a, b in pairs:
         split = make_split(data, args.split, seed)
         ctx = FitContext(data, split, seed=seed, progress=False)
-        scorers = [BundleScorer(a), BundleScorer(b)]
+        scorers = [BundleScorer(a), make_baseline(ZEROSHOT) if b == ZEROSHOT else BundleScorer(b)]
         for scorer in scorers:
             scorer.fit(ctx)
         score_a = scorers[0].score
