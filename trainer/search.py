@@ -1,7 +1,7 @@
 """Choosing settings on validation for the cost of a few full runs.
 
-`successive_halving`: every candidate trains a little, the better half (by best validation
-NDCG@10 so far) trains on, and so on until one is left, which trains to its own early stop
+`successive_halving`: every candidate trains a little, the better half (by the best validation
+NDCG@10 of its trained epochs) trains on, and so on until one is left, which trains to its own early stop
 (Jamieson & Talwalkar 2016; the elimination step of Hyperband, Li et al. 2018). Runs keep their
 state between rungs, so no epoch is trained twice; a deadline ends the elimination early and
 keeps the best so far. It suits settings whose ranking shows early.
@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar, cast
 class Run(Protocol):
     """A training run that can be advanced epoch by epoch and says how good it is on validation."""
 
-    best: float  # best validation NDCG@10 so far (-1 before the first epoch)
+    best: float  # best validation NDCG@10 of the epochs it has trained so far (-1 before the first)
     finished: bool  # early-stopped, or out of epochs
 
     def advance(self, epochs: int) -> None: ...
