@@ -100,13 +100,12 @@ def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_
 def test_the_search_ranks_candidates_by_their_trained_epochs_not_the_untrained_start_they_share() -> None:
     """Every candidate's overall best counts the untrained start (0.5 here); where none beats it,
     ranking by that best ties them all and kept the first listed, however little it learned."""
-    from lmrec.trainer._autotune import choose
+    from lmrec.trainer.search import TrainerRun, successive_halving
 
     class Stub:  # the part of a Trainer the search uses
-        def __init__(self, curve: list[float], prior: float) -> None:
-            self.curve, self.cfg = curve, dataclasses.replace(TrainConfig(), popularity_prior=prior)
-            self.best: dict[str, object] = {"valid": 0.5}  # the untrained start, shared
-            self.phase_best, self.epoch, self.history, self.label = -1.0, 0, [], ""
+        def __init__(self, curve: list[float]) -> None:
+            self.curve, self.epoch, self.phase_best = curve, 0, -1.0
+            self.best = {"valid": 0.5}  # the untrained start, shared
 
         @property
         def phase_done(self) -> bool:
@@ -116,15 +115,13 @@ def test_the_search_ranks_candidates_by_their_trained_epochs_not_the_untrained_s
             for _ in range(min(epochs, len(self.curve) - self.epoch)):
                 ndcg = self.curve[self.epoch]
                 self.epoch += 1
-                self.history.append({"phase": name, "epoch": self.epoch, "valid_ndcg@10": ndcg})
-                self.phase_best = max(self.phase_best, ndcg)
-                self.best["valid"] = max(float(self.best["valid"]), ndcg)  # type: ignore[arg-type]
+                self.phase_best, self.best["valid"] = max(self.phase_best, ndcg), max(self.best["valid"], ndcg)
 
-    stalls, learns = Stub([0.30, 0.30, 0.31, 0.31], 1.0), Stub([0.35, 0.42, 0.47, 0.52, 0.55], 0.0)
-    winner, summary = choose([stalls, learns], None, lambda _: None, lambda: None)  # type: ignore[list-item]
-    assert winner is learns and summary["chosen"] == "popularity_prior 0.0"
-    assert learns.phase_done and stalls.epoch == 1  # cut at the first rung
-    assert [c["best_valid_ndcg@10"] for c in summary["candidates"]] == [0.30, 0.55]
+    stalls, learns = Stub([0.30, 0.30, 0.31, 0.31]), Stub([0.35, 0.42, 0.47, 0.52, 0.55])
+    runs = [TrainerRun(t, lambda: None) for t in (stalls, learns)]  # type: ignore[arg-type]
+    winner, record = successive_halving(runs, (1, 3, 6))
+    assert winner is runs[1] and learns.phase_done and stalls.epoch == 1  # the staller is cut at the first rung
+    assert [r.best for r in runs] == [0.30, 0.55] and record[0]["best"] == 0.35
 
 
 def test_the_searchs_winner_is_the_model_its_recorded_settings_train_alone(tiny_bert_dir: Path,

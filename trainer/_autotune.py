@@ -25,7 +25,7 @@ import numpy as np
 
 from ._config import TrainConfig
 from ._trainer import Trainer
-from .search import successive_halving
+from .search import TrainerRun, successive_halving
 
 USER_OBJECTIVES = ("cl", "cooc")  # searched together: both on, or both off
 LONG_HISTORY = 200  # a candidate history length when the 90th percentile of histories exceeds the default
@@ -81,30 +81,6 @@ def describe(cfg: TrainConfig, keys: Sequence[str]) -> str:
     return ", ".join(show(k) for k in keys)
 
 
-class Candidate:
-    """A Trainer as a run of the search: advanced epoch by epoch, judged by its best trained epoch.
-
-    Not by `trainer.best`, which counts the untrained start: every candidate shares that score, so
-    where no candidate beats it yet they would all tie at it and the first listed would go on,
-    however little it learns (MovieLens cold, seed 0 at text temperature 0.1: the kept candidate
-    stalled below the untrained score, which then shipped). The winner still ships the untrained
-    model if none of its epochs beats it."""
-
-    def __init__(self, trainer: Trainer, save: Callable[[], None]) -> None:
-        self.trainer, self.save = trainer, save
-
-    @property
-    def best(self) -> float:
-        return float(self.trainer.phase_best)
-
-    @property
-    def finished(self) -> bool:
-        return self.trainer.phase_done
-
-    def advance(self, epochs: int) -> None:
-        self.trainer.advance_user(epochs, "user", self.save)
-
-
 def choose(trainers: list[Trainer], deadline: float | None, log: Callable[[str], None],
            save: Callable[[], None]) -> tuple[Trainer, dict[str, Any]]:
     """The winning trainer (its user phase run to its end) and what the search did."""
@@ -112,10 +88,10 @@ def choose(trainers: list[Trainer], deadline: float | None, log: Callable[[str],
     for n, t in enumerate(trainers):
         t.label = f"[{n + 1}/{len(trainers)}] "
         log(f"candidate {n + 1}: {describe(t.cfg, keys) or 'the defaults'}")
-    runs = [Candidate(t, save) for t in trainers]
+    runs = [TrainerRun(t, save) for t in trainers]
     started = time.monotonic()
     winner, record = successive_halving(runs, RUNGS if len(runs) > 1 else (), deadline=deadline, log=log)
-    assert isinstance(winner, Candidate)
+    assert isinstance(winner, TrainerRun)
     chosen = winner.trainer
     out_of_time = deadline is not None and time.monotonic() >= deadline
     if out_of_time:

@@ -9,6 +9,8 @@ keeps the best so far. It suits settings whose ranking shows early.
 `coordinate_search`: one setting at a time, every candidate trained to its own early stop. It
 suits settings that converge late (strong dropout), where an early cut picks wrongly, and costs
 1 + sum(len(values) - 1) runs instead of the grid's product.
+
+`TrainerRun` makes a `Trainer`'s user phase such a run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, replace
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+if TYPE_CHECKING:
+    from ._trainer import Trainer
 
 
 class Run(Protocol):
@@ -27,6 +32,30 @@ class Run(Protocol):
     finished: bool  # early-stopped, or out of epochs
 
     def advance(self, epochs: int) -> None: ...
+
+
+class TrainerRun:
+    """A Trainer as a run of the search: advanced epoch by epoch, judged by its best trained epoch.
+
+    Not by `trainer.best`, which counts the untrained start: every candidate shares that score, so
+    where no candidate beats it yet they would all tie at it and the first listed would go on,
+    however little it learns (MovieLens cold, seed 0 at text temperature 0.1: the kept candidate
+    stalled below the untrained score, which then shipped). The winner still ships the untrained
+    model if none of its epochs beats it."""
+
+    def __init__(self, trainer: Trainer, save: Callable[[], None]) -> None:
+        self.trainer, self.save = trainer, save
+
+    @property
+    def best(self) -> float:
+        return float(self.trainer.phase_best)
+
+    @property
+    def finished(self) -> bool:
+        return self.trainer.phase_done
+
+    def advance(self, epochs: int) -> None:
+        self.trainer.advance_user(epochs, "user", self.save)
 
 
 def successive_halving(runs: Sequence[Run], rungs: Sequence[int], keep: float = 0.5, deadline: float | None = None,
