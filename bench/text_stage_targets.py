@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from lmrec.data import load_dataset
 from lmrec.evaluation import evaluate, make_split, training_items
-from lmrec.trainer import TorchEncoder, finetune_text, load_config, set_torch_threads
+from lmrec.trainer import TEXT_TEMPERATURES, TorchEncoder, finetune_text, load_config, set_torch_threads
 
 
 def run(args: argparse.Namespace) -> None:
@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> None:
     data = load_dataset(args.data)
     split = make_split(data, "mixed", args.seed)
     cfg = load_config(None, **dict(_setting(item) for item in args.set))
+    if cfg.text_temperature is None:  # one temperature's whole course (the stage's choice needs real validation)
+        cfg = cfg.with_(text_temperature=TEXT_TEMPERATURES[0])
     rows: list[dict] = []
 
     def score(v: np.ndarray, part: str) -> dict:

@@ -55,6 +55,41 @@ def test_the_text_stage_keeps_the_encoder_only_when_validation_improves(tiny_ber
         assert np.allclose(fresh, result.vectors[:8], atol=2e-2)  # cached fp16 states vs a full pass
 
 
+@pytest.mark.parametrize("winner", [0, 1])
+def test_the_stage_chooses_its_temperature_and_the_winner_ends_as_it_would_alone(tiny_bert_dir: Path,
+                                                                                  winner: int) -> None:
+    """Both temperatures run their first epochs on the same layers in turn; the one with the best
+    validation goes on and ends with the weights it would have had alone, bit for bit."""
+    from lmrec.trainer import TEXT_TEMPERATURES, TorchEncoder, finetune_text
+
+    data = lmrec.load_dataset(TINY_DATA)
+    split = make_split(data, "warm", 0)
+    cfg = _config(tiny_bert_dir, text_epochs=8)
+    assert cfg.text_temperature is None
+    # validations: the base, 2 per temperature (epochs 2 and 4), then the winner's epochs 6 and 8
+    scores = [0.0, 5, 6, 1, 2, 7, 8] if winner == 0 else [0.0, 1, 2, 5, 6, 7, 8]
+
+    def run(config: TrainConfig, values: list[float]) -> tuple[dict, dict, list]:
+        encoder = TorchEncoder(str(tiny_bert_dir), max_length=64)
+        calls = iter(values)
+        result = finetune_text(encoder, data.item_texts, split.train, training_items(split), config,
+                               lambda v: float(next(calls)), seed=0, progress=False, log=lambda m: None)
+        return result.report, encoder.model.state_dict(), result.vectors
+
+    chosen, chosen_state, chosen_vectors = run(cfg, scores)
+    tau = TEXT_TEMPERATURES[winner]
+    assert chosen["temperature"] == tau and chosen["best_epoch"] == 8 and chosen["epochs"] == 8
+    assert {k: v["epochs"] for k, v in chosen["temperatures"].items()} == {f"{t:g}": (8 if t == tau else 4)
+                                                                           for t in TEXT_TEMPERATURES}
+    alone, alone_state, alone_vectors = run(cfg.with_(text_temperature=tau), [0.0, 5, 6, 7, 8])
+    assert "temperatures" not in alone and alone["temperature"] == tau
+    assert [r["loss"] for r in alone["history"]] == [r["loss"] for r in chosen["history"]]
+    assert all(torch.equal(alone_state[k], chosen_state[k]) for k in alone_state)
+    assert np.array_equal(alone_vectors, chosen_vectors)
+    with pytest.raises(LmrecError, match=r"config text_temperature=0: must be a number from 0.001 to 100, or null"):
+        cfg.with_(text_temperature=0)
+
+
 def test_cached_states_of_a_large_catalogue_go_to_a_file_and_give_the_same_vectors(
         tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lmrec.trainer import PartialEncoder, TorchEncoder

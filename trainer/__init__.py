@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._budget import DEFAULT_BUDGET, TEXT_SHARE, TRAIN_SHARE
-from ._config import OBJECTIVES, TrainConfig, load_config, parse_objectives
+from ._config import OBJECTIVES, TEXT_TEMPERATURES, TrainConfig, load_config, parse_objectives
 
 if TYPE_CHECKING:
     from ._bench_embed import bench_embed
@@ -59,6 +59,7 @@ __all__ = [
     "checkpoint_dir",
     "TrainConfig",
     "OBJECTIVES",
+    "TEXT_TEMPERATURES",
     "load_config",
     "parse_objectives",
     "DEFAULT_BUDGET",

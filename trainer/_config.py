@@ -38,6 +38,12 @@ OBJECTIVES = {
     "text": "fine-tune the encoder's top layers: an item's text predicts its neighbours in sequences",
 }
 
+# text_temperature None: the text stage runs each of these for a few epochs and the best on its
+# validation goes on. 0.05 fits a catalogue's few heavy neighbours, 0.1 also its tail: on
+# MovieLens' short titles only 0.1 reaches new items (bench/RESULTS.md, "The temperature chosen in
+# the stage").
+TEXT_TEMPERATURES = (0.05, 0.1)
+
 
 @dataclass
 class TrainConfig:
@@ -98,7 +104,7 @@ class TrainConfig:
     # objective "text"
     text_epochs: int = 20
     text_lr: float = 5e-5
-    text_temperature: float = 0.05
+    text_temperature: float | None = None  # None: chosen on the stage's validation (TEXT_TEMPERATURES)
     text_batch: int = 128
     text_max_length: int = 64  # tokens of the cached states it trains on (the export keeps max_length)
     token_dropout: float = 0.3
@@ -167,7 +173,6 @@ _RANGES: dict[str, tuple[float, float]] = {
     "borrow_shrink": (0.0, 10.0),
     "text_epochs": (0, 10000),
     "text_lr": (0.0, 1.0),
-    "text_temperature": (1e-3, 100.0),
     "text_batch": (2, 65536),
     "text_max_length": (8, 512),
     "token_dropout": (0.0, 0.9),
@@ -209,6 +214,10 @@ def check(cfg: TrainConfig) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0 <= value <= 10):
             raise LmrecError(f"config {name}={value!r}: must be a number from 0 to 10, or null (chosen on validation)")
+    tau = cfg.text_temperature
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 1e-3 <= tau <= 100):
+        raise LmrecError(f"config text_temperature={tau!r}: must be a number from 0.001 to 100, "
+                         "or null (chosen on validation)")
     weight = cfg.recent_weight
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1):
         raise LmrecError(f"config recent_weight={weight!r}: must be a number from 0 to below 1, "
@@ -254,4 +263,4 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     return TrainConfig(**values)
 
 
-__all__ = ["TrainConfig", "OBJECTIVES", "load_config", "parse_objectives"]
+__all__ = ["TrainConfig", "OBJECTIVES", "TEXT_TEMPERATURES", "load_config", "parse_objectives"]

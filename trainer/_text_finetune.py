@@ -13,7 +13,8 @@ text against neighbours the same way, with in-batch negatives instead of the ban
 Token dropout on the cached states is the augmentation; bf16 autocast where the hardware has it;
 the states are cut at `text_max_length` tokens (64: item titles fit, and a step costs half). Each
 second epoch is validated by scoring with the most recent history item (the untrained user model),
-on the split's validation cases; the best epoch, or the base encoder, is kept.
+on the split's validation cases; the best epoch, or the base encoder, is kept. The softmax's
+temperature is chosen the same way unless fixed: each candidate runs a few epochs, the best goes on.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ._config import TrainConfig
+from ._config import TEXT_TEMPERATURES, TrainConfig
 from ._finetune import PartialEncoder
 
 VALIDATE_EVERY = 2  # epochs between validations (a validation re-encodes the catalogue)
 TEXT_PATIENCE = 3  # validations without a new best before the stage stops
+CHOOSE_AFTER = 2 * VALIDATE_EVERY  # epochs each of TEXT_TEMPERATURES runs before the best goes on alone
 
 
 @dataclass
@@ -69,16 +71,40 @@ def bf16_autocast(device: torch.device) -> bool:
     return bool(native()) if native is not None else False
 
 
+class _Run:
+    """One temperature's course through the stage: the weights, optimiser, random streams and
+    memory bank it owns, so that two runs can take turns on the encoder's shared top layers and
+    each follows exactly the path it would follow alone."""
+
+    def __init__(self, temperature: float, partial: PartialEncoder, cfg: TrainConfig, seed: int,
+                 torch_rng: torch.Tensor, vectors: np.ndarray, base_valid: float) -> None:
+        self.temperature = temperature
+        self.top = copy.deepcopy(partial.top.state_dict())
+        self.opt = torch.optim.AdamW(list(partial.top.parameters()), lr=cfg.text_lr, weight_decay=0.0)
+        self.rng, self.torch_rng = np.random.default_rng(seed), torch_rng.clone()
+        self.bank = torch.from_numpy(vectors.copy()).to(partial.encoder.device)  # rows are rewritten in place
+        self.best_valid, self.best_epoch, self.best_vectors = base_valid, 0, vectors
+        self.best_top: dict[str, Any] | None = None
+        self.epoch = self.stale = self.steps = 0
+        self.train_seconds, self.stopped = 0.0, ""
+        self.history: list[dict[str, Any]] = []
+
+    def done(self, cfg: TrainConfig) -> bool:
+        return bool(self.stopped) or self.epoch >= cfg.text_epochs
+
+
 def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen: np.ndarray, cfg: TrainConfig,
                   validate: Callable[[np.ndarray], float], seed: int, progress: bool = True,
                   log: Callable[[str], None] = print, deadline: float | None = None,
                   spill_dir: str | Path | None = None) -> TextFinetuneResult:
     """Fine-tune `encoder`'s top `cfg.finetune_layers` layers with objective `text` for up to
     `cfg.text_epochs` epochs; `validate(vectors)` is validation NDCG@10 of catalogue vectors.
+    With `cfg.text_temperature` None each of `TEXT_TEMPERATURES` runs `CHOOSE_AFTER` epochs and
+    the one with the best validation goes on alone, as it would have run by itself.
     `deadline` (time.monotonic()) is a safety stop; `spill_dir` holds the cached states of a large
     catalogue (see `PartialEncoder`). The encoder ends with the kept weights."""
-    rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    torch_rng = torch.get_rng_state()
     started = time.perf_counter()
     autocast = bf16_autocast(encoder.device)
     partial = PartialEncoder(encoder, texts, cfg.finetune_layers, progress=progress,
@@ -88,85 +114,112 @@ def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen:
     counts = cooccurrence(train, len(texts))
     anchors = np.flatnonzero(np.asarray(counts.sum(1)).ravel() > 0)
     unseen = torch.from_numpy(~seen).to(encoder.device)
-    opt = torch.optim.AdamW(list(partial.top.parameters()), lr=cfg.text_lr, weight_decay=0.0)
     vectors = partial.encode_all(progress=False)
     base_valid = validate(vectors)
-    best_valid, best_epoch, best_top, best_vectors = base_valid, 0, None, vectors
     log(f"text: base encoder, valid ndcg@10 {base_valid:.4f} (most recent item scoring); "
         f"{len(anchors)} anchor items, {cfg.finetune_layers} top layer(s), bf16 {autocast}; states of "
         f"{len(texts)} items cached in {cache_seconds:.0f}s")
-    bank = torch.from_numpy(vectors).to(encoder.device)
-    steps, train_seconds, stale, stopped = 0, 0.0, 0, ""
-    history: list[dict[str, Any]] = []
-    for epoch in range(1, cfg.text_epochs + 1):
+    temperatures = TEXT_TEMPERATURES if cfg.text_temperature is None else (cfg.text_temperature,)
+    runs = [_Run(t, partial, cfg, seed, torch_rng, vectors, base_valid) for t in temperatures]
+    holder = runs[0]  # whose weights the shared layers hold
+
+    def epoch(run: _Run) -> None:
+        nonlocal holder
+        if holder is not run:  # hand the layers over
+            holder.top = copy.deepcopy(partial.top.state_dict())
+            partial.top.load_state_dict(run.top)
+            holder = run
+        torch.set_rng_state(run.torch_rng)  # token dropout draws from torch's stream
+        run.epoch += 1
         partial.train()
         start = time.perf_counter()
         losses = []
-        order = rng.permutation(anchors)
+        order = run.rng.permutation(anchors)
         for first in range(0, len(order), cfg.text_batch):
             items = order[first:first + cfg.text_batch]
             live = partial(items.tolist())
             target = torch.from_numpy(np.asarray(counts[items].todense(), dtype=np.float32)).to(encoder.device)
             target = target / target.sum(1, keepdim=True)
-            logits = (live @ bank.T / cfg.text_temperature).masked_fill(unseen, float("-inf"))
+            logits = (live @ run.bank.T / run.temperature).masked_fill(unseen, float("-inf"))
             logits[torch.arange(len(items)), torch.from_numpy(items).to(encoder.device)] = float("-inf")
             logp = F.log_softmax(logits, 1).masked_fill(target == 0, 0.0)
             loss = -(target * logp).sum(1).mean()
-            opt.zero_grad()
+            run.opt.zero_grad()
             loss.backward()
-            opt.step()
-            bank[torch.from_numpy(items).to(encoder.device)] = live.detach().float()
+            run.opt.step()
+            run.bank[torch.from_numpy(items).to(encoder.device)] = live.detach().float()
             losses.append(loss.item())
-            steps += 1
-        train_seconds += time.perf_counter() - start
-        row: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
+            run.steps += 1
+        run.train_seconds += time.perf_counter() - start
+        row: dict[str, Any] = {"epoch": run.epoch, "loss": float(np.mean(losses)) if losses else None,
                                "seconds": round(time.perf_counter() - start, 2)}
+        if len(runs) > 1:
+            row["temperature"] = run.temperature
         out_of_time = deadline is not None and time.monotonic() >= deadline
-        if epoch % VALIDATE_EVERY == 0 or epoch == cfg.text_epochs or out_of_time:
+        if run.epoch % VALIDATE_EVERY == 0 or run.epoch == cfg.text_epochs or out_of_time:
             vectors = partial.encode_all(progress=False)
-            bank = torch.from_numpy(vectors).to(encoder.device)
+            run.bank = torch.from_numpy(vectors.copy()).to(encoder.device)  # best_vectors stay as validated
             row["valid_ndcg@10"] = valid = validate(vectors)
-            improved = valid > best_valid
+            improved = valid > run.best_valid
             if improved:
-                best_valid, best_epoch, best_vectors = valid, epoch, vectors
-                best_top = copy.deepcopy(partial.top.state_dict())
-                stale = 0
+                run.best_valid, run.best_epoch, run.best_vectors = valid, run.epoch, vectors
+                run.best_top = copy.deepcopy(partial.top.state_dict())
+                run.stale = 0
             else:
-                stale += 1
+                run.stale += 1
             mark = " (best)" if improved else ""
-            log(f"text epoch {epoch}: loss {row['loss']:.4f}, valid ndcg@10 {valid:.4f}{mark}, {train_seconds:.0f}s")
-        history.append(row)
-        if stale >= TEXT_PATIENCE:
-            stopped = "patience"
-            break
-        if out_of_time and epoch < cfg.text_epochs:  # at the last epoch the stage ended on its own
-            stopped = "budget"
-            break
-    kept = best_top is not None
-    if kept:
-        partial.top.load_state_dict(best_top)
-    else:
-        partial.top.load_state_dict(partial.initial_top)
+            tau = f" (temperature {run.temperature:g})" if len(runs) > 1 else ""
+            log(f"text epoch {run.epoch}{tau}: loss {row['loss']:.4f}, valid ndcg@10 {valid:.4f}{mark}, "
+                f"{run.train_seconds:.0f}s")
+        run.history.append(row)
+        run.torch_rng = torch.get_rng_state()
+        if run.stale >= TEXT_PATIENCE:
+            run.stopped = "patience"
+        elif out_of_time and run.epoch < cfg.text_epochs:  # at the last epoch the stage ended on its own
+            run.stopped = "budget"
+
+    if len(runs) > 1:
+        for run in runs:
+            while run.epoch < CHOOSE_AFTER and not run.done(cfg):
+                if run is not runs[0] and run.epoch == 0 and deadline is not None and time.monotonic() >= deadline:
+                    run.stopped = "budget"  # the clock is spent: the first runs alone, as a fixed one would
+                    break
+                epoch(run)
+    best = max(runs, key=lambda r: r.best_valid)  # a tie goes to the first listed
+    if len(runs) > 1:
+        log("text: temperature " + ", ".join(f"{r.temperature:g} valid ndcg@10 {r.best_valid:.4f}" for r in runs)
+            + f" after {CHOOSE_AFTER} epochs; {best.temperature:g} goes on")
+    while not best.done(cfg):
+        epoch(best)
+    kept = best.best_top is not None
+    partial.top.load_state_dict(best.best_top if kept else partial.initial_top)
+    steps, train_seconds = sum(r.steps for r in runs), sum(r.train_seconds for r in runs)
+    epochs = sum(len(r.history) for r in runs)
     report = {
         "objective": "text",
         "fine_tuned": kept,
         "layers": cfg.finetune_layers,
-        "best_epoch": best_epoch,
-        "epochs": len(history),
+        "temperature": best.temperature,
+        "best_epoch": best.best_epoch,
+        "epochs": len(best.history),
         "steps": steps,
-        "stopped": stopped or "epochs",
-        "valid_ndcg@10": {"base": base_valid, "fine_tuned": best_valid},
+        "stopped": best.stopped or "epochs",
+        "valid_ndcg@10": {"base": base_valid, "fine_tuned": best.best_valid},
         "seconds": round(time.perf_counter() - started, 1),
         "cache_seconds": round(cache_seconds, 1),
         "seconds_per_step": round(train_seconds / steps, 3) if steps else None,
-        "seconds_per_epoch": round(train_seconds / len(history), 2) if history else None,
+        "seconds_per_epoch": round(train_seconds / epochs, 2) if epochs else None,
         "bf16": autocast,
-        "history": history,
+        "history": best.history,
     }
+    if len(runs) > 1:
+        report["temperatures"] = {f"{r.temperature:g}": {"epochs": len(r.history), "valid_ndcg@10": r.best_valid}
+                                  for r in runs}
+        report["chosen_after"] = CHOOSE_AFTER
     log(f"text: {'fine-tuned encoder kept' if kept else 'base encoder kept'} (valid ndcg@10 {base_valid:.4f} -> "
-        f"{best_valid:.4f}), {steps} steps, {report['seconds']:.0f}s")
+        f"{best.best_valid:.4f}, temperature {best.temperature:g}), {steps} steps, {report['seconds']:.0f}s")
     state = copy.deepcopy(encoder.model.state_dict()) if kept else None
-    return TextFinetuneResult(state, best_vectors, report)
+    return TextFinetuneResult(state, best.best_vectors, report)
 
 
 __all__ = ["finetune_text", "TextFinetuneResult", "cooccurrence", "bf16_autocast"]

@@ -99,7 +99,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     leaving the fields named in `fixed` as `config` has them; searched or not, the defaults
     follow the split (no `cl` + `cooc` where it holds new items) unless `fixed` names them
     (default: every field of a given `config`, none without one). `budget` (minutes) bounds the
-    training: objective `text` stops at 40 % of it and the user phases at 85 % (each keeping its
+    training: objective `text` stops at 50 % of it and the user phases at 85 % (each keeping its
     best so far); the export runs after. `threads` sets torch's CPU threads (on a busy machine 1
     can be much faster than an oversubscribed 2). A quantised encoder that misses its parity
     gate is recorded and never chosen by precision="auto"; `strict_parity` makes that an error,
@@ -214,6 +214,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         else:
             started, clock, prior = _count_earlier(stage.get("elapsed", 0.0), started, clock, prior)
         reports["text"] = stage["report"]
+        if cfg.text_temperature is None:  # the stage chose it: the manifest's config says which
+            cfg = cfg.with_(text_temperature=stage["report"]["temperature"])
         if stage["state"] is not None:
             encoder.model.load_state_dict(stage["state"])
             encoder_states["text"] = stage["state"]
