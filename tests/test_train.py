@@ -138,7 +138,7 @@ def test_a_resumed_run_counts_the_budget_the_runs_before_it_spent(tiny_bert_dir:
     assert [h["epoch"] for h in resumed.history] == [0, 1]  # no epoch past the spent budget; the model is kept
     assert verify_bundle(resumed.bundle) == []
     assert json.loads((resumed.bundle / "manifest.json").read_text())["training"]["budget"] == {
-        "minutes": 30, "cut": ["user"]}
+        "minutes": 30, "cut": ["user", "test_like"]}  # the spent clock skipped the test-like validation too
 
 
 def test_a_failed_int8_gate_never_loses_the_training(trained: Path, tiny_bert_dir: Path, tmp_path: Path,

@@ -225,8 +225,9 @@ def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Pa
     # a text stage of one epoch ended on its own (epochs, not the clock); of two, the clock cut it
     assert training["text"]["epochs"] == 1
     assert training["text"]["stopped"] == ("epochs" if text_epochs == 1 else "budget")
-    assert training["budget"] == {"minutes": 1e-6, "cut": cut}
+    assert training["budget"] == {"minutes": 1e-6, "cut": [*cut, "test_like"]}  # the clock skipped it too
     assert f"cut {', '.join(cut)} short" in err and "may not reproduce" in err
+    assert "cut the test-like validation short" in err
     assert search["stopped_by_budget"] and "spent the --budget" in search["skipped"]
     assert len(search["candidates"]) == 1  # no search: an epoch a candidate would overrun it 4 times
     assert [h["epoch"] for h in result.history if h["phase"] == "user"] == [1]
@@ -396,7 +397,8 @@ def test_a_resumed_stage_counts_the_budget_its_run_spent(tiny_bert_dir: Path, tm
     assert "resumed: 40.0 min of the 30-min --budget spent before (in the stages kept)" in lines
     assert any(line.startswith("warning: the passes over the catalogue took") for line in lines)
     assert [h["epoch"] for h in result.history] == [0, 1]  # one epoch past a spent budget; the model is kept
-    assert json.loads((result.bundle / "manifest.json").read_text())["training"]["budget"]["cut"] == ["user"]
+    cut = json.loads((result.bundle / "manifest.json").read_text())["training"]["budget"]["cut"]
+    assert cut == ["user", "test_like"]
     assert any("--budget cut user short" in line for line in lines)
     assert result.seconds > 40 * 60
 

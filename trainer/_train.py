@@ -306,7 +306,12 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     known = reports.get("text_term", {}).get("test_like")  # a resumed export: it ran before
     probe = None
     if trainer.cfg.text_weight is None and known is None:
+        spent = stop is not None and time.monotonic() >= stop
         probe = _test_like(trainer, dataset, split, seed, cold_share, base, device, progress, log, stop)
+        if spent or (probe is not None and not probe[0].phase_done):  # the clock skipped or stopped it
+            reports["budget"]["cut"].append("test_like")
+            log(f"warning: the {budget:g}-min --budget cut the test-like validation short; the text term's "
+                "weight may not reproduce: a larger --budget (0: none) lets it end on its own")
     reports["text_term"], reports["new_items"] = trainer.calibrate_text(floor, probe, known)
     save()  # with the test-like validation's grid: --resume after a failed export does not train it again
     valid = trainer.validate()

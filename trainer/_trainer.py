@@ -490,7 +490,7 @@ class Trainer:
         while not self.phase_done and (deadline is None or time.monotonic() < deadline or self.epoch == 0):
             self.advance_user(1, name, save)
         if not self.phase_done:
-            self.log(f"{name}: the --budget ran out after epoch {self.epoch}; keeping the best model so far")
+            self.log(f"{self.label}{name}: the --budget ran out after epoch {self.epoch}; keeping the best so far")
 
     # -- the encoder phase ----------------------------------------------------------------------
     def run_encoder_phase(self, encoder: Any, save: Callable[[], None]) -> None:
