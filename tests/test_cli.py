@@ -36,13 +36,14 @@ def test_version() -> None:
 
 
 def test_train_help_shows_the_budget_the_trainer_uses() -> None:
-    from lmrec.trainer import DEFAULT_BUDGET, TEXT_SHARE, TRAIN_SHARE
+    from lmrec.trainer import DEFAULT_BUDGET, TEST_LIKE_SHARE, TEXT_SHARE, TRAIN_SHARE
 
     proc = lmrec_cli("train", "--help")
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
     assert f"default: {DEFAULT_BUDGET:g}," in text
     assert f"stops at {TEXT_SHARE:.0%} of it" in text and f"at {TRAIN_SHARE:.0%}," in text
+    assert f"validation ends by {TEST_LIKE_SHARE:.0%} or is skipped" in text
 
 
 @pytest.fixture(scope="module")

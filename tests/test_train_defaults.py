@@ -227,7 +227,7 @@ def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Pa
     assert training["text"]["stopped"] == ("epochs" if text_epochs == 1 else "budget")
     assert training["budget"] == {"minutes": 1e-6, "cut": [*cut, "test_like"]}  # the clock skipped it too
     assert f"cut {', '.join(cut)} short" in err and "may not reproduce" in err
-    assert "cut the test-like validation short" in err
+    assert "warning: test-like validation skipped: its 1 epoch(s) take about" in err
     assert search["stopped_by_budget"] and "spent the --budget" in search["skipped"]
     assert len(search["candidates"]) == 1  # no search: an epoch a candidate would overrun it 4 times
     assert [h["epoch"] for h in result.history if h["phase"] == "user"] == [1]
@@ -260,6 +260,10 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     shorter = make_split(lmrec.load_dataset(TINY_DATA), "mixed", 1, drop_last=1)
     judged = text["test_like"]["grid"]
     assert text["test_like"]["cases"] == len(shorter.test)
+    # it trains as many epochs as the kept model's user phase took to its best: the seed sets its length
+    user = [h for h in result.history if h["phase"] == "user"]
+    peak = max(user, key=lambda h: h["valid_ndcg@10"])["epoch"]
+    assert text["test_like"]["epochs"] <= peak and text["test_like"]["best_epoch"] <= peak
     assert [r["beta"] for r in judged] == [r["beta"] for r in text["grid"]]
     kept = [n for n, r in enumerate(judged) if r["warm"] >= 0.97 * judged[0]["warm"]]
     best = max(kept, key=lambda n: judged[n]["new"])
@@ -338,6 +342,34 @@ def test_the_sdk_serves_the_text_term_as_training_measured_it(tiny_bert_dir: Pat
         train(TINY_DATA, tmp_path / "c", split="mixed", config=_config(tiny_bert_dir, text_weight=-1), progress=False)
     with pytest.raises(LmrecError, match="config text_items=13: must be at most max_history=12"):
         train(TINY_DATA, tmp_path / "c", split="mixed", config=_config(tiny_bert_dir, text_items=13), progress=False)
+
+
+def test_the_test_like_validation_trains_the_kept_models_epochs_or_is_skipped_when_they_do_not_fit(
+        tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from lmrec.trainer._train import _test_like_epochs
+
+    cfg = _config(tiny_bert_dir, objectives=())
+    history = [{"phase": "start", "epoch": 0, "valid_ndcg@10": 0.1},
+               *({"phase": "user", "epoch": e, "valid_ndcg@10": v, "seconds": 2.0, "valid_seconds": 1.0}
+                 for e, v in ((1, 0.2), (2, 0.4), (3, 0.3))),
+               {"phase": "user2", "epoch": 1, "valid_ndcg@10": 0.9, "seconds": 50.0, "valid_seconds": 0.0}]
+    # the user phase's peak (not a later phase's), at the median time of its epochs
+    assert _test_like_epochs(SimpleNamespace(history=history, cfg=cfg)) == (2, 6.0)  # type: ignore[arg-type]
+    monkeypatch.setattr("lmrec.trainer._train._test_like_epochs", lambda trainer: (1, 0.0))
+    result = train(TINY_DATA, tmp_path / "one", split="mixed", seed=1, config=cfg, progress=False)
+    text = json.loads((result.bundle / "manifest.json").read_text())["training"]["text_term"]
+    assert text["chosen_on"] == "test-like validation" and text["test_like"]["epochs"] == 1
+    lines: list[str] = []
+    monkeypatch.setattr("lmrec.trainer._train._test_like_epochs", lambda trainer: (3, 3600.0))
+    result = train(TINY_DATA, tmp_path / "late", split="mixed", seed=1, config=cfg, progress=False, budget=30,
+                   log=lines.append)  # an hour for its epochs: more than the 30-min budget leaves
+    training = json.loads((result.bundle / "manifest.json").read_text())["training"]
+    assert training["budget"] == {"minutes": 30, "cut": ["test_like"]}
+    assert training["text_term"]["chosen_on"] == "validation" and "test_like" not in training["text_term"]
+    assert any(line.startswith("warning: test-like validation skipped: its 3 epoch(s) take about 60.0 min, 2")
+               for line in lines)
 
 
 @pytest.mark.parametrize("agrees", [True, False])

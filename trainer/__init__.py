@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._budget import DEFAULT_BUDGET, TEXT_SHARE, TRAIN_SHARE
+from ._budget import DEFAULT_BUDGET, TEST_LIKE_SHARE, TEXT_SHARE, TRAIN_SHARE
 from ._config import OBJECTIVES, TEXT_TEMPERATURES, TrainConfig, load_config, parse_objectives
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ __all__ = [
     "load_config",
     "parse_objectives",
     "DEFAULT_BUDGET",
+    "TEST_LIKE_SHARE",
     "TEXT_SHARE",
     "TRAIN_SHARE",
     "demo",

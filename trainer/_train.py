@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from lmrec import BundleWriter, DataError, LmrecError, Manifest, __version__, require
 
-from ._budget import DEFAULT_BUDGET, TEXT_SHARE, TRAIN_SHARE
+from ._budget import DEFAULT_BUDGET, TEST_LIKE_SHARE, TEXT_SHARE, TRAIN_SHARE
 from ._checkpoint import CHECKPOINT, checkpoint_dir, load_checkpoint, load_stage, save_checkpoint, save_stage
 from ._config import TrainConfig
 from ._trainer import Trainer, log_line, sample_pool
@@ -99,8 +99,9 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     leaving the fields named in `fixed` as `config` has them; searched or not, the defaults
     follow the split (no `cl` + `cooc` where it holds new items) unless `fixed` names them
     (default: every field of a given `config`, none without one). `budget` (minutes) bounds the
-    training: objective `text` stops at 50 % of it and the user phases at 85 % (each keeping its
-    best so far); the export runs after. `threads` sets torch's CPU threads (on a busy machine 1
+    training: objective `text` stops at 50 % of it, the user phases at 85 % (each keeping its
+    best so far) and the test-like validation at 90 % (skipped when it cannot end by then); the
+    export runs after. `threads` sets torch's CPU threads (on a busy machine 1
     can be much faster than an oversubscribed 2). A quantised encoder that misses its parity
     gate is recorded and never chosen by precision="auto"; `strict_parity` makes that an error,
     and `force` writes even an fp32 graph that fails. A failed export keeps the checkpoint, so
@@ -306,12 +307,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     known = reports.get("text_term", {}).get("test_like")  # a resumed export: it ran before
     probe = None
     if trainer.cfg.text_weight is None and known is None:
-        spent = stop is not None and time.monotonic() >= stop
-        probe = _test_like(trainer, dataset, split, seed, cold_share, base, device, progress, log, stop)
-        if spent or (probe is not None and not probe[0].phase_done):  # the clock skipped or stopped it
-            reports["budget"]["cut"].append("test_like")
-            log(f"warning: the {budget:g}-min --budget cut the test-like validation short; the text term's "
-                "weight may not reproduce: a larger --budget (0: none) lets it end on its own")
+        probe = _test_like(trainer, dataset, split, seed, cold_share, base, device, progress, log,
+                           deadline(TEST_LIKE_SHARE), reports["budget"]["cut"])
     reports["text_term"], reports["new_items"] = trainer.calibrate_text(floor, probe, known)
     save()  # with the test-like validation's grid: --resume after a failed export does not train it again
     valid = trainer.validate()
@@ -331,7 +328,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
 
 
 def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share: float, base: np.ndarray,
-               device: str, progress: bool, log: Callable[[str], None], stop: float | None
+               device: str, progress: bool, log: Callable[[str], None], stop: float | None, cut: list[str]
                ) -> tuple[Trainer, float | None] | None:
     """A validation that looks like test, for the weight between the fitted model and the text:
     the kept model's settings and text vectors, its user phase trained again on the split
@@ -340,28 +337,51 @@ def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share
     right after the training data overrates what training fits: every fitted model loses from
     validation to test while the encoder's text similarity gains, so a weight chosen on validation
     leans to the fitted side (bench/RESULTS.md, "The encoder's similarity in the served score").
+    It trains as many epochs as the kept model's user phase took to its best, so its length
+    depends on the seed, not on the clock: it is skipped (and `cut` names it) when the epochs the
+    kept model took, at the speed they ran, would not end before `stop`.
     Returns (the trainer, the untrained encoder's NDCG@10 on its validation's new targets), or
     None when the budget or the data leave no room for it."""
     from lmrec.evaluation import HELD_OUT, make_split
 
-    if stop is not None and time.monotonic() >= stop:
-        log("test-like validation skipped: the --budget is spent (the text term's weight is chosen on validation)")
-        return None
     parts = make_split(dataset, "mixed" if split in HELD_OUT else split, seed, cold_share=cold_share, drop_last=1)
     if len(parts.train) < MIN_TRAIN_USERS or not len(parts.valid) or not len(parts.test):
         log("test-like validation skipped: too few users keep a next item one interaction shorter")
         return None
+    epochs, needed = _test_like_epochs(trainer)
+    left = None if stop is None else stop - time.monotonic()
+    if left is not None and left < needed:
+        cut.append("test_like")
+        log(f"warning: test-like validation skipped: its {epochs} epoch(s) take about {needed / 60:.1f} min, "
+            f"{max(left, 0.0) / 60:.1f} min of the --budget are left; the text term's weight is chosen on "
+            "validation and may not reproduce: a larger --budget (0: none) lets it run")
+        return None
     started = time.perf_counter()
-    probe = Trainer(dataset, parts, trainer.cfg, seed, device, progress, trainer.tower.base.cpu().numpy(), log)
+    probe = Trainer(dataset, parts, trainer.cfg.with_(epochs=epochs), seed, device, progress,
+                    trainer.tower.base.cpu().numpy(), log)
     probe.label = "test-like "
     probe.validate_start()
     probe.run_user_phase("user", lambda: None, stop)
     probe.restore_best()
+    if not probe.phase_done:  # the clock stopped it: the estimate missed
+        cut.append("test_like")
+        log("warning: the --budget cut the test-like validation short; the text term's weight may not "
+            "reproduce: a larger --budget (0: none) lets it end on its own")
     new = parts.new_targets(parts.valid)
     floor = _last_item_ndcg(base, parts.valid, parts.n_items, new) if new.any() else None
     log(f"test-like validation: a user phase of {probe.epoch} epoch(s) on the split one interaction shorter, "
         f"{time.perf_counter() - started:.0f}s")
     return probe, floor
+
+
+def _test_like_epochs(trainer: Trainer) -> tuple[int, float]:
+    """(epochs, seconds) for the test-like validation: the epoch at which the kept model's user
+    phase peaked on validation (its epochs' median time each, validation included)."""
+    user = [h for h in trainer.history if h["phase"] == "user"]
+    if not user:
+        return trainer.cfg.epochs, 0.0
+    peak = max(user, key=lambda h: h["valid_ndcg@10"])["epoch"]
+    return int(peak), peak * float(np.median([h["seconds"] + h["valid_seconds"] for h in user]))
 
 
 def _budget_report(budget: float | None, reports: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:

@@ -193,7 +193,8 @@ class Trainer:
             started = time.perf_counter()
             judged = other.text_grid(other_floor, other.split.test)[0]
             report["chosen_on"] = "test-like validation"
-            report["test_like"] = {"grid": judged, "cases": len(other.split.test),
+            report["test_like"] = {"grid": judged, "cases": len(other.split.test), "epochs": other.epoch,
+                                   "best_epoch": other.best["epoch"],
                                    "seconds": round(time.perf_counter() - started, 1)}
         n = text_rule(judged)
         self.text_weight, self.bonus = rows[n]["beta"], rows[n]["bonus"]

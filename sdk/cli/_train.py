@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from lmrec.trainer import DEFAULT_BUDGET, TEXT_SHARE, TRAIN_SHARE
+from lmrec.trainer import DEFAULT_BUDGET, TEST_LIKE_SHARE, TEXT_SHARE, TRAIN_SHARE
 
 from .._errors import LmrecError, require
 from ..data import DEFAULT_SPEC
@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=float, default=DEFAULT_BUDGET, metavar="MINUTES",
                    help=f"time bound of training, counted from the start: encoder fine-tuning stops at "
                         f"{TEXT_SHARE * 100:.0f}%% of it, the search and user model at {TRAIN_SHARE * 100:.0f}%%, each "
-                        "keeping its best so far (the user model trains at least one epoch); export follows. A stage "
+                        "keeping its best so far (the user model trains at least one epoch), the test-like "
+                        f"validation ends by {TEST_LIKE_SHARE * 100:.0f}%% or is skipped; export follows. A stage "
                         "the clock stops may differ run to run: the manifest's training.budget.cut names it "
                         "(default: %(default)g, a whole run on MovieLens-size data on a 2-core CPU; 0: no bound)")
     p.add_argument(
