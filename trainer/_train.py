@@ -381,7 +381,7 @@ def _test_like_epochs(trainer: Trainer) -> tuple[int, float]:
     if not user:
         return trainer.cfg.epochs, 0.0
     peak = max(user, key=lambda h: h["valid_ndcg@10"])["epoch"]
-    return int(peak), peak * float(np.median([h["seconds"] + h["valid_seconds"] for h in user]))
+    return int(peak), peak * float(np.median([h["seconds"] + h.get("valid_seconds", 0.0) for h in user]))
 
 
 def _budget_report(budget: float | None, reports: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
