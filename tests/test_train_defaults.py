@@ -348,21 +348,19 @@ def test_the_test_like_validation_trains_the_kept_models_epochs_or_is_skipped_wh
         tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from lmrec.trainer._train import _test_like_epochs
-
     cfg = _config(tiny_bert_dir, objectives=())
     history = [{"phase": "start", "epoch": 0, "valid_ndcg@10": 0.1},
                *({"phase": "user", "epoch": e, "valid_ndcg@10": v, "seconds": 2.0, "valid_seconds": 1.0}
                  for e, v in ((1, 0.2), (2, 0.4), (3, 0.3))),
                {"phase": "user2", "epoch": 1, "valid_ndcg@10": 0.9, "seconds": 50.0, "valid_seconds": 0.0}]
     # the user phase's peak (not a later phase's), at the median time of its epochs
-    assert _test_like_epochs(SimpleNamespace(history=history, cfg=cfg)) == (2, 6.0)  # type: ignore[arg-type]
-    monkeypatch.setattr("lmrec.trainer._train._test_like_epochs", lambda trainer: (1, 0.0))
+    assert _train.Trainer.peak_epochs(SimpleNamespace(history=history, cfg=cfg)) == (2, 6.0)  # type: ignore[arg-type]
+    monkeypatch.setattr(_train.Trainer, "peak_epochs", lambda self: (1, 0.0))
     result = train(TINY_DATA, tmp_path / "one", split="mixed", seed=1, config=cfg, progress=False)
     text = json.loads((result.bundle / "manifest.json").read_text())["training"]["text_term"]
     assert text["chosen_on"] == "test-like validation" and text["test_like"]["epochs"] == 1
     lines: list[str] = []
-    monkeypatch.setattr("lmrec.trainer._train._test_like_epochs", lambda trainer: (3, 3600.0))
+    monkeypatch.setattr(_train.Trainer, "peak_epochs", lambda self: (3, 3600.0))
     result = train(TINY_DATA, tmp_path / "late", split="mixed", seed=1, config=cfg, progress=False, budget=30,
                    log=lines.append)  # an hour for its epochs: more than the 30-min budget leaves
     training = json.loads((result.bundle / "manifest.json").read_text())["training"]

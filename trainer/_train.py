@@ -348,7 +348,7 @@ def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share
     if len(parts.train) < MIN_TRAIN_USERS or not len(parts.valid) or not len(parts.test):
         log("test-like validation skipped: too few users keep a next item one interaction shorter")
         return None
-    epochs, needed = _test_like_epochs(trainer)
+    epochs, needed = trainer.peak_epochs()
     left = None if stop is None else stop - time.monotonic()
     if left is not None and left < needed:
         cut.append("test_like")
@@ -372,16 +372,6 @@ def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share
     log(f"test-like validation: a user phase of {probe.epoch} epoch(s) on the split one interaction shorter, "
         f"{time.perf_counter() - started:.0f}s")
     return probe, floor
-
-
-def _test_like_epochs(trainer: Trainer) -> tuple[int, float]:
-    """(epochs, seconds) for the test-like validation: the epoch at which the kept model's user
-    phase peaked on validation (its epochs' median time each, validation included)."""
-    user = [h for h in trainer.history if h["phase"] == "user"]
-    if not user:
-        return trainer.cfg.epochs, 0.0
-    peak = max(user, key=lambda h: h["valid_ndcg@10"])["epoch"]
-    return int(peak), peak * float(np.median([h["seconds"] + h.get("valid_seconds", 0.0) for h in user]))
 
 
 def _budget_report(budget: float | None, reports: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:

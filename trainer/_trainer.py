@@ -454,6 +454,16 @@ class Trainer:
             bar.set_postfix(loss=f"{total / min(start + cfg.batch_size, len(order)):.3f}")
         return total / len(order)
 
+    def peak_epochs(self) -> tuple[int, float]:
+        """(epochs, seconds): the epoch at which the user phase peaked on validation, and how long
+        that many epochs take at the median time of its epochs (validation included); a model
+        trained again like this one (the test-like validation) trains that long."""
+        user = [h for h in self.history if h["phase"] == "user"]
+        if not user:
+            return self.cfg.epochs, 0.0
+        peak = int(max(user, key=lambda h: h["valid_ndcg@10"])["epoch"])
+        return peak, peak * float(np.median([h["seconds"] + h.get("valid_seconds", 0.0) for h in user]))
+
     @property
     def phase_done(self) -> bool:
         """The current user phase has run out of epochs or of patience."""
