@@ -24,6 +24,7 @@ from lmrec import TextEncoder  # noqa: E402
 from lmrec.trainer import TorchEncoder  # noqa: E402
 from lmrec.trainer.export import export_torch, optimise, quantise_int8, save_tokenizer  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
 
 MAX_LENGTH = 64
 CALIBRATION = 128  # of TINY_DATA's 200 item texts; the other 72 are held out
@@ -148,15 +149,28 @@ def test_smoothing_alone_is_exact_in_fp32(fused: Path, texts: list[str], tmp_pat
                                rtol=0, atol=1e-5)
 
 
-def test_the_fallback_keeps_nodes_fp32_until_the_target_is_met(fused: Path, texts: list[str],
-                                                               tmp_path: Path) -> None:
+def test_the_fallback_keeps_nodes_fp32_until_the_target_is_met(fused: Path, texts: list[str], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     first = _build(fused, tmp_path / "int8.onnx", texts, target=None)
     assert first.target_met is None and first.kept_fp32 == []
     target = {"top10_overlap": first.calibration["top10_overlap"] + 1e-3}
-    report = _build(fused, tmp_path / "int8.onnx", texts, target=target)
+    embedded: list[int] = []  # texts per TextEncoder.embed call
+    embed = TextEncoder.embed
+
+    def counting(self: TextEncoder, batch: list[str], *args: Any, **kwargs: Any) -> np.ndarray:
+        embedded.append(len(batch))
+        return embed(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(TextEncoder, "embed", counting)
+    tokenizer = Tokenizer.from_file(str(fused.parent / "tokenizer.json"))
+    tokenizer.enable_truncation(MAX_LENGTH)
+    tokens = sum(len(e.ids) for e in tokenizer.encode_batch(texts[:100]))
+    report = _build(fused, tmp_path / "int8.onnx", texts, target=target, sensitivity_tokens=tokens)
+    # each node's damage alone is measured once, on the first calibration texts within the token budget
+    assert report.sensitivity_texts == 100 and embedded.count(100) == len(report.sensitivity)
     assert report.target_met and report.calibration["top10_overlap"] >= target["top10_overlap"]
     assert 1 <= len(report.kept_fp32) < 8 and len(set(report.kept_fp32)) == len(report.kept_fp32)
-    assert len(report.sensitivity) == 8 and first.sensitivity == {}  # most damaging alone first
+    assert len(report.sensitivity) == 8 and first.sensitivity == {} and first.sensitivity_texts == 0
     assert report.kept_fp32 == sorted(report.sensitivity, key=lambda n: -report.sensitivity[n])[:len(report.kept_fp32)]
     assert report.variant.endswith(f"{len(report.kept_fp32)} node{'s' if len(report.kept_fp32) > 1 else ''} kept fp32")
     ops = _ops(tmp_path / "int8.onnx")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from conftest import TINY_DATA  # noqa: E402
 from lmrec import (  # noqa: E402
     DataError,
     LmrecError,
+    TextEncoder,
     verify_bundle,  # noqa: E402
 )
 from lmrec.cli import main  # noqa: E402
@@ -131,8 +133,17 @@ def test_a_resumed_run_counts_the_budget_the_runs_before_it_spent(tiny_bert_dir:
     saved = torch.load(state_file, weights_only=False)
     saved["state"]["elapsed"] = 40 * 60.0  # the run before spent 40 minutes
     torch.save(saved, state_file)
+    sessions: list[int | None] = []  # every ONNX Runtime session of the export keeps to --threads
+    init = TextEncoder.__init__
+
+    def counting(self: TextEncoder, *args: Any, threads: int | None = None, **kwargs: Any) -> None:
+        sessions.append(threads)
+        init(self, *args, threads=threads, **kwargs)
+
+    monkeypatch.setattr(TextEncoder, "__init__", counting)
     resumed = train(TINY_DATA, out, seed=3, config=_config(tiny_bert_dir), resume=True, progress=False, budget=30,
-                    log=lines.append)
+                    log=lines.append, threads=1)
+    assert len(sessions) >= 5 and set(sessions) == {1}  # calibration, gate, catalogue, projection check
     assert "resumed: 40.0 min of the 30-min --budget spent before" in lines
     assert any("the --budget ran out after epoch 1" in line for line in lines)
     assert [h["epoch"] for h in resumed.history] == [0, 1]  # no epoch past the spent budget; the model is kept

@@ -17,7 +17,7 @@ import numpy as np
 from lmrec import LmrecError
 
 from . import _quantise
-from ._quantise import ALPHAS, CALIBRATION_TARGET, OUTLIER_CHANNELS, QuantReport
+from ._quantise import ALPHAS, CALIBRATION_TARGET, OUTLIER_CHANNELS, SENSITIVITY_TOKENS, QuantReport
 
 OPSET = 17
 OUTPUT = "sentence_embedding"
@@ -79,7 +79,8 @@ def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokeni
                   log: Callable[[str], None] = lambda message: None, *, threads: int | None = None,
                   outlier_channels: int = OUTLIER_CHANNELS, alphas: Sequence[float] = ALPHAS,
                   reduce_range: bool = True, half_embeddings: bool = True,
-                  target: Mapping[str, float] | None = CALIBRATION_TARGET) -> QuantReport:
+                  target: Mapping[str, float] | None = CALIBRATION_TARGET,
+                  sensitivity_tokens: int = SENSITIVITY_TOKENS) -> QuantReport:
     """Dynamic int8 calibrated on catalogue texts (outlier split, SmoothQuant, 7-bit weights, greedy
     fp32 fallback, word embeddings in fp16): plain dynamic int8 moved short texts' neighbours too
     much. See `_quantise`."""
@@ -87,7 +88,8 @@ def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokeni
     try:
         return _quantise.quantise_int8(src, dst, calibration_texts, tokenizer, max_length, log, threads=threads,
                                        outlier_channels=outlier_channels, alphas=alphas, reduce_range=reduce_range,
-                                       half_embeddings=half_embeddings, target=target)
+                                       half_embeddings=half_embeddings, target=target,
+                                       sensitivity_tokens=sensitivity_tokens)
     finally:
         _restore_logging(level)
 

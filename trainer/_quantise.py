@@ -20,7 +20,8 @@ synthetic catalogues (bench/bench_quant.py):
 4. quantize_dynamic per channel with 7-bit weights (reduce_range): a uint8 x int7 pair cannot
    saturate AVX2's int16 VPMADDUBSW sums, so the vectors are the same on CPUs with and without VNNI;
 5. when the calibration texts still miss the target, nodes stay fp32 one at a time, the most
-   damaging first;
+   damaging first (each node's damage measured alone, on the statistics texts that fit in
+   SENSITIVITY_TOKENS tokens);
 6. the word-embedding table (its 30 k x 384 floats are 47 of the 59 MB otherwise) is stored in
    fp16 behind a Cast, which ONNX Runtime folds back into an fp32 constant when it loads the graph:
    23 MB less, the same speed, vectors at cosine >= 0.999 to the fp32 table's (top-10 overlap
@@ -54,7 +55,13 @@ ALPHAS = (0.5, 0.6, 0.7, 0.8)
 # What the calibration texts must reach, with a margin over the export gate (mean cosine 0.995,
 # top-10 overlap 0.93), which compares other texts with torch.
 CALIBRATION_TARGET = {"mean_cosine": 0.996, "top10_overlap": 0.94}
-STATISTICS_TEXTS = 256  # statistics, alpha trials and sensitivities use the first calibration texts
+STATISTICS_TEXTS = 256  # statistics and alpha trials use the first calibration texts
+# The per-node sensitivities (one build and run per node: the fallback's cost) use those of them that
+# fit in this many tokens, at least MIN_SENSITIVITY_TEXTS: 256 Office product texts (93 tokens on
+# average) made the pass two thirds of a 6-min build; 64 of them ranked the nodes as 256 did on
+# two trained bundles, and MovieLens' short titles (14 tokens) keep all 256 (bench/int8_sensitivity.py)
+SENSITIVITY_TOKENS = 8192
+MIN_SENSITIVITY_TEXTS = 64
 EXACT = 1e-4  # the most an fp32 rewrite may move a component of a unit vector
 _QUANTISED_OPS = ("MatMul", "Attention")
 _SMOOTHED_ROLES = ("qkv", "attn_out", "ffn_in")
@@ -68,7 +75,8 @@ class QuantReport:
     `calibration`: mean_cosine, min_cosine, top10_overlap, damage (mean 1 - cosine) of the int8
     graph; `alpha_damage`: the damage of each SmoothQuant alpha tried (statistics texts only);
     `fp32_error`: rewrite -> the most it moved a vector component in fp32 (exact: ~1e-7);
-    `sensitivity`: node -> damage with that node alone quantised (when the fallback ran).
+    `sensitivity`: node -> damage with that node alone quantised, on the first `sensitivity_texts`
+    calibration texts (empty and 0 when the fallback did not run).
     """
 
     variant: str
@@ -81,6 +89,7 @@ class QuantReport:
     alpha_damage: dict[float, float]
     fp32_error: dict[str, float]
     sensitivity: dict[str, float]
+    sensitivity_texts: int
     calibration_texts: int
     build_seconds: float
 
@@ -89,7 +98,8 @@ def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokeni
                   log: Callable[[str], None] = lambda message: None, *, threads: int | None = None,
                   outlier_channels: int = OUTLIER_CHANNELS, alphas: Sequence[float] = ALPHAS,
                   reduce_range: bool = True, half_embeddings: bool = True,
-                  target: Mapping[str, float] | None = CALIBRATION_TARGET) -> QuantReport:
+                  target: Mapping[str, float] | None = CALIBRATION_TARGET,
+                  sensitivity_tokens: int = SENSITIVITY_TOKENS) -> QuantReport:
     """Write the int8 graph of the fused fp32 graph `src` to `dst`, calibrated on catalogue texts.
 
     `calibration_texts` should be item texts the parity gate does not use (512 is what was
@@ -97,8 +107,8 @@ def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokeni
     the bundle's. `threads`: ONNX Runtime intra-op threads for the calibration runs (None: its
     default). The other options are the recipe's steps: `outlier_channels` 0 skips the split,
     empty `alphas` skip SmoothQuant, `reduce_range` False keeps 8-bit weights, `half_embeddings`
-    False keeps the word embeddings fp32, `target` None skips the greedy fallback (the defaults
-    are what ships).
+    False keeps the word embeddings fp32, `target` None skips the greedy fallback,
+    `sensitivity_tokens` bounds the texts its per-node pass runs (the defaults are what ships).
     """
     import onnx
 
@@ -156,11 +166,14 @@ def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokeni
         figures = calibration.score(dst)
         kept: list[str] = []
         sensitivity: dict[str, float] = {}
+        sensitivity_texts = 0
         if target is not None and not _met(figures, target):
-            log(f"calibration {_show(figures)} misses {_show(target)}: keeping nodes fp32, most damaging first")
+            sensitivity_texts = calibration.within(sensitivity_tokens)
+            log(f"calibration {_show(figures)} misses {_show(target)}: keeping nodes fp32, most damaging first "
+                f"(each alone on {sensitivity_texts} texts)")
             for name in roles:
                 _quantize(fp32, dst, reduce_range, exclude=side, only=[name])
-                sensitivity[name] = calibration.score(dst, STATISTICS_TEXTS)["damage"]
+                sensitivity[name] = calibration.score(dst, sensitivity_texts)["damage"]
             order = sorted(roles, key=lambda name: -sensitivity[name])  # ties: graph order
             while not _met(figures, target) and len(kept) < len(order):
                 kept.append(order[len(kept)])
@@ -175,7 +188,7 @@ def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokeni
                             + ("" if split == ffns else f" ({split} of {ffns} FFNs)")] if split else [])
                         + ([f"{len(kept)} node{'s' if len(kept) > 1 else ''} kept fp32"] if kept else []))
     report = QuantReport(variant, alpha, outlier_channels if split else 0, split, kept, figures, met, alpha_damage,
-                         fp32_error, sensitivity, len(texts), time.perf_counter() - start)
+                         fp32_error, sensitivity, sensitivity_texts, len(texts), time.perf_counter() - start)
     log(f"int8: {variant}; calibration {_show(figures)}"
         + ("" if met is None else " (target met)" if met else f" (misses {_show(target or {})})")
         + f"; {report.build_seconds:.0f} s")
@@ -231,6 +244,18 @@ class _Calibration:
         encoder.session = recorder
         encoder.embed(self.texts[:STATISTICS_TEXTS])
         return recorder.absmax
+
+    def within(self, tokens: int) -> int:
+        """How many of the first statistics texts fit in `tokens` tokens (truncated as the encoder
+        truncates them), at least MIN_SENSITIVITY_TEXTS: a pass's cost follows its tokens."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.tokenizer))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(self.max_length)
+        texts = self.texts[:STATISTICS_TEXTS]
+        used = np.cumsum([len(e.ids) for e in tokenizer.encode_batch(texts)])
+        return min(len(texts), max(MIN_SENSITIVITY_TEXTS, int(np.sum(used <= tokens))))
 
     def score(self, path: Path, n: int | None = None) -> dict[str, float]:
         """The graph at `path` against the fp32 vectors on the first `n` texts (all: None)."""

@@ -101,8 +101,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     (default: every field of a given `config`, none without one). `budget` (minutes) bounds the
     training: objective `text` stops at 50 % of it, the user phases at 85 % (each keeping its
     best so far) and the test-like validation at 90 % (skipped when it cannot end by then); the
-    export runs after. `threads` sets torch's CPU threads (on a busy machine 1
-    can be much faster than an oversubscribed 2). A quantised encoder that misses its parity
+    export runs after. `threads` sets torch's CPU threads and the export's ONNX Runtime threads (on
+    a busy machine 1 can be much faster than an oversubscribed 2). A quantised encoder that misses its parity
     gate is recorded and never chosen by precision="auto"; `strict_parity` makes that an error,
     and `force` writes even an fp32 graph that fails. A failed export keeps the checkpoint, so
     `resume` exports without training again."""
@@ -319,7 +319,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         plot_history(trainer.history, plot, f"{dataset.name} · {split} · seed {seed}")
 
     bundle = _export(trainer, encoder, data, out, overwrite, (force, strict_parity), cfg, meta, valid, chosen,
-                     seconds, device, reports)
+                     seconds, device, reports, threads)
     if not keep_checkpoints:
         import shutil
 
@@ -409,7 +409,7 @@ ENCODER_KINDS = {"base": "base model, frozen", "mlm": "MLM warm-up",
 
 def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrite: bool, gate: tuple[bool, bool],
             cfg: TrainConfig, meta: dict[str, Any], valid: dict[str, Any], chosen: str, seconds: float, device: str,
-            reports: dict[str, Any]) -> Path:
+            reports: dict[str, Any], threads: int | None) -> Path:
     from dataclasses import replace
 
     from lmrec import UserModelInfo
@@ -468,7 +468,7 @@ def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrit
         try:
             return build_zero_shot_bundle(data, out, base_model=cfg.base_model, overwrite=overwrite, force=gate[0],
                                           strict_parity=gate[1], max_length=cfg.max_length, seed=meta["seed"],
-                                          trained=parts)
+                                          trained=parts, threads=threads)
         except ParityError as e:
             raise ParityError(f"{e}; the trained model is kept in {checkpoint_dir(out)}: add --resume to export it "
                               "without training again") from None

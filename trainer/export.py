@@ -104,13 +104,14 @@ def _check_max_length(max_length: Any) -> int:
 def export_encoder(base_model: str | None, out_dir: str | Path, max_length: int = DEFAULT_MAX_LENGTH,
                    parity_texts: Sequence[str] | None = None, force: bool = False,
                    encoder: TorchEncoder | None = None, strict_parity: bool = False,
-                   calibration_texts: Sequence[str] | None = None) -> dict[str, Any]:
+                   calibration_texts: Sequence[str] | None = None, threads: int | None = None) -> dict[str, Any]:
     """Write item_encoder{,.int8,.fp16}.onnx and tokenizer.json into `out_dir`.
 
     The int8 graph is calibrated on `calibration_texts` (catalogue texts apart from the parity
     sample; default: the parity texts). With `parity_texts`, the gate runs on them (see
-    `enforce_gates` for what a breach does). Returns what the manifest records: base model,
-    dimensions, fused operators, parity.
+    `enforce_gates` for what a breach does). `threads`: ONNX Runtime's intra-op threads for the
+    calibration and the gate (None: its default, every core). Returns what the manifest records:
+    base model, dimensions, fused operators, parity.
     """
     require("onnx", "train", "ONNX export")
     _check_max_length(max_length)
@@ -136,7 +137,7 @@ def export_encoder(base_model: str | None, out_dir: str | Path, max_length: int 
         raise ValueError("export: the int8 graph needs calibration (or parity) texts, at least 2")
     _log(f"quantising to int8 (calibrated on {len(calibration)} catalogue texts)")
     quant = quantise_int8(out / Manifest.ENCODER_FILES["fp32"], out / Manifest.ENCODER_FILES["int8"], calibration,
-                          out / Manifest.TOKENIZER, max_length, _log)
+                          out / Manifest.TOKENIZER, max_length, _log, threads=threads)
     _log("converting to fp16 (for CUDA)")
     convert_fp16(out / Manifest.ENCODER_FILES["fp32"], out / Manifest.ENCODER_FILES["fp16"])
     info: dict[str, Any] = {
@@ -150,9 +151,9 @@ def export_encoder(base_model: str | None, out_dir: str | Path, max_length: int 
     }
     info["onnx"]["int8"] = {"variant": quant.variant, "alpha": quant.alpha, "kept_fp32": quant.kept_fp32,
                             "calibration": quant.calibration, "calibration_texts": quant.calibration_texts,
-                            "build_seconds": quant.build_seconds}
+                            "sensitivity_texts": quant.sensitivity_texts, "build_seconds": quant.build_seconds}
     if parity_texts is not None:
-        gates = check_parity(encoder, out, parity_texts)
+        gates = check_parity(encoder, out, parity_texts, threads=threads)
         gates["int8"] = dataclasses.replace(gates["int8"], variant=quant.variant)
         info["parity"] = enforce_gates(gates, force, strict_parity)
         info["parity_texts"] = len(parity_texts)
@@ -186,7 +187,7 @@ def save_tokenizer(encoder: TorchEncoder, path: Path) -> None:
 
 
 def check_parity(encoder: TorchEncoder, export_dir: Path, texts: Sequence[str],
-                 fp16_texts: int = FP16_PARITY_TEXTS) -> dict[str, PrecisionGate]:
+                 fp16_texts: int = FP16_PARITY_TEXTS, threads: int | None = None) -> dict[str, PrecisionGate]:
     """Compare each exported graph with the torch encoder on `texts`: precision -> its gate."""
     from lmrec import TextEncoder
 
@@ -199,7 +200,7 @@ def check_parity(encoder: TorchEncoder, export_dir: Path, texts: Sequence[str],
     for precision, limits in PARITY_GATE.items():
         subset = texts[:fp16_texts] if precision == "fp16" else texts  # fp16 runs slowly on a CPU
         path = export_dir / Manifest.ENCODER_FILES[precision]
-        got = TextEncoder(path, export_dir / Manifest.TOKENIZER, encoder.max_length).embed(subset)
+        got = TextEncoder(path, export_dir / Manifest.TOKENIZER, encoder.max_length, threads=threads).embed(subset)
         cosine = np.sum(got * reference[:len(subset)], axis=1)
         figures = {"min_cosine": float(cosine.min()), "mean_cosine": float(cosine.mean())}
         if "top10_overlap" in limits:
@@ -252,10 +253,12 @@ def project(vectors: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.nda
 def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str | None = None,
                            dim: int | None = None, overwrite: bool = False, force: bool = False,
                            max_length: int = DEFAULT_MAX_LENGTH, parity_texts: int = PARITY_TEXTS,
-                           seed: int = 0, trained: TrainedParts | None = None, strict_parity: bool = False) -> Path:
+                           seed: int = 0, trained: TrainedParts | None = None, strict_parity: bool = False,
+                           threads: int | None = None) -> Path:
     """Export `base_model` (default: packaged all-MiniLM-L6-v2), embed every catalogue item of
     `data_spec`, build the index, and write a complete bundle to `out_dir` atomically.
-    With `trained`, the bundle carries the trained encoder, adapter, residuals and user model."""
+    With `trained`, the bundle carries the trained encoder, adapter, residuals and user model.
+    `threads`: ONNX Runtime's intra-op threads throughout (None: its default, every core)."""
     from lmrec import TextEncoder, build_index, load_dataset
 
     BundleWriter.check_target(out_dir, overwrite)  # before any work
@@ -281,11 +284,12 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
         sample = np.sort(rng.choice(data.n_items, min(parity_texts, data.n_items), replace=False))
         info = export_encoder(base_model, writer.tmp_dir, max_length, [data.item_texts[i] for i in sample],
                               force=force, encoder=encoder, strict_parity=strict_parity,
-                              calibration_texts=calibration_sample(data.item_texts, sample, seed))
+                              calibration_texts=calibration_sample(data.item_texts, sample, seed), threads=threads)
         del encoder
 
         onnx_encoder = TextEncoder(
-            writer.tmp_dir / Manifest.ENCODER_FILES["fp32"], writer.tmp_dir / Manifest.TOKENIZER, max_length
+            writer.tmp_dir / Manifest.ENCODER_FILES["fp32"], writer.tmp_dir / Manifest.TOKENIZER, max_length,
+            threads=threads,
         )
         vectors = _catalogue_vectors(onnx_encoder, data.item_texts, sample,
                                      trained.text_vectors if trained is not None else None)
@@ -296,7 +300,7 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
         adapter = trained.adapter if trained is not None else None
         if dim is not None or adapter is not None:
             projection, vectors = _add_projection(writer, vectors, dim, data.item_texts[:16], max_length,
-                                                  fitted=adapter)
+                                                  fitted=adapter, threads=threads)
         # the encoder's output: a bundle that ranks with a text term keeps it beside each item vector
         text = vectors if trained is not None and trained.user_model.text_weight else None
         if trained is not None:
@@ -382,8 +386,8 @@ def _add_residuals(writer: BundleWriter, trained: TrainedParts, ids: list[str], 
 
 
 def _add_projection(writer: BundleWriter, vectors: np.ndarray, dim: int | None, check_texts: list[str],
-                    max_length: int, fitted: tuple[np.ndarray, np.ndarray] | None = None
-                    ) -> tuple[dict[str, Any], np.ndarray]:
+                    max_length: int, fitted: tuple[np.ndarray, np.ndarray] | None = None,
+                    threads: int | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Fit PCA (or take a trained adapter, `fitted`), bake it into every encoder graph (so the SDK
     needs no extra step), and measure its cost. Returns the manifest entry and the catalogue
     vectors (what the graphs now output)."""
@@ -400,7 +404,8 @@ def _add_projection(writer: BundleWriter, vectors: np.ndarray, dim: int | None, 
     for precision in Manifest.ENCODER_FILES:
         append_projection(writer.tmp_dir / Manifest.ENCODER_FILES[precision], weight, bias)
     check = TextEncoder(
-        writer.tmp_dir / Manifest.ENCODER_FILES["fp32"], writer.tmp_dir / Manifest.TOKENIZER, max_length
+        writer.tmp_dir / Manifest.ENCODER_FILES["fp32"], writer.tmp_dir / Manifest.TOKENIZER, max_length,
+        threads=threads,
     )
     agreement = float(np.min(np.sum(check.embed(check_texts) * projected[:len(check_texts)], axis=1)))
     if agreement < 0.9999:
