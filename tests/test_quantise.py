@@ -236,3 +236,8 @@ def test_bad_arguments_are_refused(fused: Path, texts: list[str], tmp_path: Path
     with pytest.raises(ValueError, match="figures are"):
         quantise_int8(fused, tmp_path / "x.onnx", texts[:8], fused.parent / "tokenizer.json", MAX_LENGTH,
                       target={"overlap": 0.9})
+    for tokens in (0, 2.5, True):
+        with pytest.raises(ValueError, match="sensitivity_tokens .*positive integer"):
+            quantise_int8(fused, tmp_path / "x.onnx", texts[:8], fused.parent / "tokenizer.json", MAX_LENGTH,
+                          sensitivity_tokens=tokens)  # type: ignore[arg-type]
+    assert not (tmp_path / "x.onnx").exists()  # refused before any work

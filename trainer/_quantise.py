@@ -58,8 +58,8 @@ CALIBRATION_TARGET = {"mean_cosine": 0.996, "top10_overlap": 0.94}
 STATISTICS_TEXTS = 256  # statistics and alpha trials use the first calibration texts
 # The per-node sensitivities (one build and run per node: the fallback's cost) use those of them that
 # fit in this many tokens, at least MIN_SENSITIVITY_TEXTS: 256 Office product texts (93 tokens on
-# average) made the pass two thirds of a 6-min build; 64 of them ranked the nodes as 256 did on
-# two trained bundles, and MovieLens' short titles (14 tokens) keep all 256 (bench/int8_sensitivity.py)
+# average) made the pass two thirds of a 6-min build; 89-91 of them keep the same nodes fp32 in 40 %
+# less time, and MovieLens' short titles (14 tokens) keep all 256 (bench/int8_sensitivity.py)
 SENSITIVITY_TOKENS = 8192
 MIN_SENSITIVITY_TEXTS = 64
 EXACT = 1e-4  # the most an fp32 rewrite may move a component of a unit vector
@@ -117,6 +117,8 @@ def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokeni
         raise ValueError(f"calibration_texts: need at least 2, got {len(texts)}")
     if target is not None and not set(target) <= {"mean_cosine", "min_cosine", "top10_overlap"}:
         raise ValueError(f"target {dict(target)}: figures are mean_cosine, min_cosine, top10_overlap")
+    if not isinstance(sensitivity_tokens, int) or isinstance(sensitivity_tokens, bool) or sensitivity_tokens < 1:
+        raise ValueError(f"sensitivity_tokens {sensitivity_tokens!r}: must be a positive integer")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lmrec-int8-") as tmp:
         work = Path(tmp)
