@@ -16,6 +16,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,19 +64,22 @@ def _measure(bundle: Path, work: Path) -> dict:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def over_bundles(description: str, measure: Callable[[Path, Path], dict], key: Callable[[Path], str]) -> None:
+    """The command line of a per-bundle bench: `measure(bundle, scratch folder)` for each bundle
+    given, printed as it goes and written to --json under `key(bundle)`."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("bundles", nargs="+", type=Path)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     report = {}
-    with tempfile.TemporaryDirectory(prefix="lmrec-half-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lmrec-bench-") as tmp:
         for bundle in args.bundles:
-            report[bundle.name] = _measure(bundle, Path(tmp))
-            print(bundle.name, json.dumps(report[bundle.name]), flush=True)
+            report[key(bundle)] = measure(bundle, Path(tmp))
+            print(key(bundle), json.dumps(report[key(bundle)]), flush=True)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    over_bundles(__doc__.split("\n\n")[0], _measure, lambda bundle: bundle.name)

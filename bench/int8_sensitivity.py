@@ -14,14 +14,13 @@ all of them, overlap of the top 1-6).
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+from half_embeddings import over_bundles  # bench/ is the script's folder
 from lmrec import load_dataset
 from lmrec.trainer.export import calibration_sample, quantise_int8
 from scipy.stats import spearmanr
@@ -75,20 +74,5 @@ def _measure(bundle: Path, work: Path) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("bundles", nargs="+", type=Path)
-    p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
-    report = {}
-    with tempfile.TemporaryDirectory(prefix="lmrec-sensitivity-") as tmp:
-        for bundle in args.bundles:
-            report[str(bundle)] = _measure(bundle, Path(tmp))
-            print(bundle, json.dumps(report[str(bundle)]), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    over_bundles(__doc__.split("\n\n")[0], _measure, str)
