@@ -214,7 +214,9 @@ class _Calibration:
                  fp32: Path) -> None:
         self.texts, self.tokenizer, self.max_length = texts, tokenizer, max_length
         self.threads, self.work = threads, work
-        self.reference = self._embed(fp32, len(texts))
+        encoder = self._encoder(fp32)
+        self.reference = encoder.embed(texts)
+        self._tokenizer = encoder.tokenizer  # truncates as every encoder here does
 
     def _save(self, model: onnx.ModelProto, name: str) -> Path:
         import onnx
@@ -250,13 +252,8 @@ class _Calibration:
     def within(self, tokens: int) -> int:
         """How many of the first statistics texts fit in `tokens` tokens (truncated as the encoder
         truncates them), at least MIN_SENSITIVITY_TEXTS: a pass's cost follows its tokens."""
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(self.tokenizer))
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(self.max_length)
         texts = self.texts[:STATISTICS_TEXTS]
-        used = np.cumsum([len(e.ids) for e in tokenizer.encode_batch(texts)])
+        used = np.cumsum([len(e.ids) for e in self._tokenizer.encode_batch(texts)])
         return min(len(texts), max(MIN_SENSITIVITY_TEXTS, int(np.sum(used <= tokens))))
 
     def score(self, path: Path, n: int | None = None) -> dict[str, float]:
