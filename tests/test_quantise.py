@@ -76,9 +76,10 @@ def fused(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return fused
 
 
-def _build(src: Path, dst: Path, texts: list[str], **options: Any) -> Any:
-    """quantise_int8 on the first CALIBRATION texts; its QuantReport, its last log line checked."""
-    lines: list[str] = []
+def _build(src: Path, dst: Path, texts: list[str], lines: list[str] | None = None, **options: Any) -> Any:
+    """quantise_int8 on the first CALIBRATION texts; its QuantReport, its last log line checked
+    (the log goes into `lines` when given)."""
+    lines = [] if lines is None else lines
     report = quantise_int8(src, dst, texts[:CALIBRATION], src.parent / "tokenizer.json", MAX_LENGTH, lines.append,
                            threads=1, **options)
     assert lines and lines[-1].startswith("int8: " + report.variant)
@@ -165,11 +166,16 @@ def test_the_fallback_keeps_nodes_fp32_until_the_target_is_met(fused: Path, text
     tokenizer = Tokenizer.from_file(str(fused.parent / "tokenizer.json"))
     tokenizer.enable_truncation(MAX_LENGTH)
     tokens = sum(len(e.ids) for e in tokenizer.encode_batch(texts[:100]))
-    report = _build(fused, tmp_path / "int8.onnx", texts, target=target, sensitivity_tokens=tokens)
+    lines: list[str] = []
+    report = _build(fused, tmp_path / "int8.onnx", texts, lines, target=target, sensitivity_tokens=tokens)
     # each node's damage alone is measured once, on the first calibration texts within the token budget
     assert report.sensitivity_texts == 100 and embedded.count(100) == len(report.sensitivity)
     assert report.target_met and report.calibration["top10_overlap"] >= target["top10_overlap"]
     assert 1 <= len(report.kept_fp32) < 8 and len(set(report.kept_fp32)) == len(report.kept_fp32)
+    # one step per node kept, and the loop stops at the first step that meets the target
+    steps = [float(line.rsplit("top10_overlap ", 1)[1]) for line in lines if " kept fp32 (last " in line]
+    assert len(steps) == len(report.kept_fp32) and steps[-1] >= round(target["top10_overlap"], 4) - 5e-5
+    assert all(overlap < target["top10_overlap"] + 5e-5 for overlap in steps[:-1])
     assert len(report.sensitivity) == 8 and first.sensitivity == {} and first.sensitivity_texts == 0
     assert report.kept_fp32 == sorted(report.sensitivity, key=lambda n: -report.sensitivity[n])[:len(report.kept_fp32)]
     assert report.variant.endswith(f"{len(report.kept_fp32)} node{'s' if len(report.kept_fp32) > 1 else ''} kept fp32")
