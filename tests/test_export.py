@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,11 +83,30 @@ def test_neighbour_overlap() -> None:
     assert export.neighbour_overlap(x, rng.normal(size=(50, 8)).astype(np.float32)) < 0.5
 
 
-def test_zero_shot_bundle_with_projection(tiny_bert_dir: Path, tmp_path: Path,
+def test_zero_shot_bundle_with_projection(tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
     out = tmp_path / "bundle"
-    assert main(["export", "--base-model", str(tiny_bert_dir), "--data", TINY_DATA, "--out", str(out),
-                 "--dim", "8", "--max-length", "64"]) == 0
+    seen: list[tuple[str, int | None, int]] = []  # (what, threads given, torch's threads meanwhile)
+    for cls, what in ((TextEncoder, "onnxruntime"), (VectorIndex, "index")):
+        def counting(self: Any, *args: Any, threads: int | None = None, _init: Any = cls.__init__, _what: str = what,
+                     **kwargs: Any) -> None:
+            seen.append((_what, threads, torch.get_num_threads()))
+            _init(self, *args, threads=threads, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", counting)
+    before = torch.get_num_threads()
+    try:
+        assert main(["export", "--base-model", str(tiny_bert_dir), "--data", TINY_DATA, "--out", str(out),
+                     "--dim", "8", "--max-length", "64", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    # --threads bounds every ONNX Runtime session (calibration, gate, catalogue, projection check), the
+    # index build and torch
+    assert {w for w, _, _ in seen} == {"onnxruntime", "index"} and len(seen) >= 5
+    assert set(seen) == {("onnxruntime", 1, 1), ("index", 1, 1)}
+    monkeypatch.undo()
     assert capsys.readouterr().out.strip() == str(out)
     assert verify_bundle(out) == []
     b = Bundle.open(out)
@@ -113,7 +133,8 @@ def test_zero_shot_bundle_with_projection(tiny_bert_dir: Path, tmp_path: Path,
     assert top == b.item_ids[7] and score == pytest.approx(1.0, abs=1e-5)
 
 
-def test_bundle_export_refuses_bad_input_before_work(tiny_bert_dir: Path, tmp_path: Path) -> None:
+def test_bundle_export_refuses_bad_input_before_work(tiny_bert_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     existing = tmp_path / "exists"
     existing.mkdir()
     (existing / "manifest.json").write_text("{}")
@@ -123,8 +144,15 @@ def test_bundle_export_refuses_bad_input_before_work(tiny_bert_dir: Path, tmp_pa
         export.build_zero_shot_bundle(TINY_DATA, tmp_path / "b", base_model=str(tiny_bert_dir), dim=32)
     with pytest.raises(ValueError, match="--max-length 4"):
         export.build_zero_shot_bundle(TINY_DATA, tmp_path / "b", base_model=str(tiny_bert_dir), max_length=4)
+    for threads in (0, 1.5, True):
+        with pytest.raises(ValueError, match=f"--threads {threads!r}: must be a positive integer"):
+            export.build_zero_shot_bundle(TINY_DATA, tmp_path / "b", base_model=str(tiny_bert_dir), threads=threads)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]  # nothing half-written left behind
     assert main(["export", "--base-model", str(tmp_path / "nope"), "--out", str(tmp_path / "c")]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--base-model", str(tiny_bert_dir), "--out", str(tmp_path / "c"), "--threads", "0"])
+    assert exit_.value.code == 2 and "--threads" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]
 
 
 @pytest.mark.slow

@@ -101,8 +101,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     (default: every field of a given `config`, none without one). `budget` (minutes) bounds the
     training: objective `text` stops at 50 % of it, the user phases at 85 % (each keeping its
     best so far) and the test-like validation at 90 % (skipped when it cannot end by then); the
-    export runs after. `threads` sets torch's CPU threads and the export's ONNX Runtime threads
-    (on a busy machine 1 can be much faster than an oversubscribed 2). A quantised encoder that
+    export runs after. `threads` sets torch's CPU threads and the export's ONNX Runtime and index
+    build threads (on a busy machine 1 can be much faster than an oversubscribed 2). A quantised encoder that
     misses its parity gate is recorded and never chosen by precision="auto"; `strict_parity` makes that an error,
     and `force` writes even an fp32 graph that fails. A failed export keeps the checkpoint, so
     `resume` exports without training again."""

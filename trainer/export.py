@@ -258,7 +258,8 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
     """Export `base_model` (default: packaged all-MiniLM-L6-v2), embed every catalogue item of
     `data_spec`, build the index, and write a complete bundle to `out_dir` atomically.
     With `trained`, the bundle carries the trained encoder, adapter, residuals and user model.
-    `threads`: ONNX Runtime's intra-op threads throughout (None: its default, every core)."""
+    `threads`: ONNX Runtime's intra-op threads and the index build's threads throughout (None:
+    their default, every core)."""
     from lmrec import TextEncoder, build_index, load_dataset
 
     BundleWriter.check_target(out_dir, overwrite)  # before any work
@@ -269,6 +270,8 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
         raise ValueError(f"parity_texts {parity_texts!r}: must be an integer >= 2")
     if trained is not None and dim is not None:
         raise ValueError("--dim: a trained bundle's dimension is set by its adapter")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"--threads {threads!r}: must be a positive integer (or omitted for every core)")
     data = load_dataset(data_spec)
     if data.n_items < 2:
         raise LmrecError(f"--data {data_spec}: {data.n_items} item(s); a bundle needs at least 2")
@@ -311,7 +314,7 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
         if trained is not None and trained.popularity is not None:
             counts = np.asarray(trained.popularity, dtype=np.int64)
         _log(f"building the HNSW index over {data.n_items} items")
-        index = build_index(vectors, data.item_ids, text=text)
+        index = build_index(vectors, data.item_ids, text=text, threads=threads)
         writer.add_catalogue(data.item_ids, data.item_texts, data.item_meta, vectors, index, counts)
 
         manifest = Manifest(

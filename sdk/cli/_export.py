@@ -31,15 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_parity_flags(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (atomically)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for torch, ONNX Runtime and the index build (default: their choice, every "
+                        "core; 1 is faster on a machine busy with other work)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     require("torch", "train", "lmrec export")
+    from lmrec.trainer import set_torch_threads
     from lmrec.trainer.export import build_zero_shot_bundle
 
+    if args.threads is not None:
+        set_torch_threads(args.threads)
     path = build_zero_shot_bundle(args.data, args.out, base_model=args.base_model, dim=args.dim,
                                   overwrite=args.overwrite, force=args.force, max_length=args.max_length,
-                                  strict_parity=args.strict_parity)
+                                  strict_parity=args.strict_parity, threads=args.threads)
     print(path)
     return 0

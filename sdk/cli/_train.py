@@ -73,8 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_parity_flags(p)
     p.add_argument("--threads", type=non_negative_int, default=None,
-                   help="CPU threads for torch and the export's ONNX Runtime (default: their choice; 1 is faster "
-                        "on a machine busy with other work)")
+                   help="CPU threads for torch and the export's ONNX Runtime and index build (default: their "
+                        "choice; 1 is faster on a machine busy with other work)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
