@@ -18,6 +18,7 @@ from conftest import TINY_DATA  # noqa: E402
 from lmrec import (  # noqa: E402
     DataError,
     LmrecError,
+    Recommender,
     TextEncoder,
     verify_bundle,  # noqa: E402
 )
@@ -181,17 +182,25 @@ def test_a_failed_int8_gate_never_loses_the_training(trained: Path, tiny_bert_di
     assert np.array_equal(np.load(trained / "item_vectors.npy"), np.load(out / "item_vectors.npy"))
 
 
-def test_eval_refuses_a_bundle_of_another_split_or_seed(trained: Path, tmp_path: Path,
+def test_eval_refuses_a_bundle_of_another_split_or_seed(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     for flags, wrong in ((["--seed", "0"], "seed"), (["--seed", "3", "--split", "cold"], "split")):
         code = main(["eval", "--data", TINY_DATA, "--methods", "lmrec", "--bundle", str(trained), "--quiet",
                      "--json", str(tmp_path / "r.json"), *flags])
         err = capsys.readouterr().err
         assert code == 2 and f"{wrong}: bundle" in err and "leak" in err
+    loads: list[int | None] = []  # --threads reaches every bundle the evaluation opens
+    load = Recommender.load
+
+    def counting(*args: Any, threads: int | None = None, **kwargs: Any) -> Recommender:
+        loads.append(threads)
+        return load(*args, threads=threads, **kwargs)
+
+    monkeypatch.setattr(Recommender, "load", counting)
     assert main(["eval", "--data", TINY_DATA, "--methods", "lmrec,lmrec-fp32", "--bundle", str(trained), "--quiet",
-                 "--seed", "3", "--json", str(tmp_path / "ok.json")]) == 0
+                 "--seed", "3", "--threads", "1", "--json", str(tmp_path / "ok.json")]) == 0
     report = json.loads((tmp_path / "ok.json").read_text())
-    assert set(report["results"]) == {"lmrec", "lmrec-fp32"}
+    assert set(report["results"]) == {"lmrec", "lmrec-fp32"} and loads == [1, 1]
 
 
 def test_every_objective_runs_and_selection_is_on_validation(tiny_bert_dir: Path, tmp_path: Path) -> None:

@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", required=True, help="write the report here")
     p.add_argument("--plot", default=None, help="also draw the methods side by side into this PNG")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch CPU threads of the methods that train (default: torch's choice)")
+                   help="CPU threads of every method: torch's for the baselines, ONNX Runtime's and the "
+                        "index's for bundles (default: their choice, every core)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -88,7 +89,7 @@ def make_scorers(methods: list[str], args: argparse.Namespace) -> list:
 
             bundle_dir(args.bundle)
             scorers.append(BundleScorer(args.bundle, BUNDLE_METHODS[m], name=m, ann=args.ann,
-                                        new_items=m != "lmrec-plain"))
+                                        new_items=m != "lmrec-plain", threads=args.threads))
         elif m in BASELINES:
             require("scipy" if m == "itemknn" else "numpy", "train", f"the {m} baseline")
             if m in ("zeroshot", "sasrec"):

@@ -21,12 +21,13 @@ class BundleScorer:
     whole catalogue, or through the HNSW index with `ann=True` (items it misses rank last).
     `new_items=False` (`lmrec-plain`) turns the bundle's new-item rules off: items without a
     residual get their text vector and no bonus, and no item the text term (the same model
-    without what it does for them)."""
+    without what it does for them). `threads`: ONNX Runtime's and the index's threads (None: every
+    core)."""
 
     def __init__(self, bundle: str, precision: str = "auto", name: str = "lmrec", ann: bool = False,
-                 device: str = "cpu", new_items: bool = True) -> None:
+                 device: str = "cpu", new_items: bool = True, threads: int | None = None) -> None:
         self.bundle, self.precision, self.name, self.ann, self.device = bundle, precision, name, ann, device
-        self.new_items = new_items
+        self.new_items, self.threads = new_items, threads
         self.params: dict[str, Any] = {"bundle": bundle, "precision": precision, "ann": ann}
         if not new_items:
             self.params["new_items"] = False
@@ -37,7 +38,7 @@ class BundleScorer:
     def fit(self, ctx: FitContext) -> None:
         from .. import Recommender
 
-        self.rec = Recommender.load(self.bundle, device=self.device, precision=self.precision)
+        self.rec = Recommender.load(self.bundle, device=self.device, precision=self.precision, threads=self.threads)
         check_bundle_matches(self.rec.manifest, ctx)
         ids = self.rec.item_ids()
         pos = {item: i for i, item in enumerate(ids)}
