@@ -1,4 +1,4 @@
-"""ONNX graph work behind the export: torch → ONNX, ORT fusion, int8 and fp16 variants, projection.
+"""ONNX graph work behind the export: torch → ONNX, ORT fusion, the fp16 variant, projection (int8: `_quantise`).
 
 The graph ends in mean pooling and L2 normalisation, so the SDK feeds token ids and gets sentence
 vectors back with no post-processing. The legacy TorchScript exporter is used on purpose: it needs
@@ -9,15 +9,11 @@ completely (Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from lmrec import LmrecError
-
-from . import _quantise
-from ._quantise import ALPHAS, CALIBRATION_TARGET, OUTLIER_CHANNELS, SENSITIVITY_TOKENS, QuantReport
 
 OPSET = 17
 OUTPUT = "sentence_embedding"
@@ -75,25 +71,6 @@ def optimise(src: Path, dst: Path, config: Any) -> dict[str, int]:
     return {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
 
 
-def quantise_int8(src: Path, dst: Path, calibration_texts: Sequence[str], tokenizer: Path, max_length: int,
-                  log: Callable[[str], None] = lambda message: None, *, threads: int | None = None,
-                  outlier_channels: int = OUTLIER_CHANNELS, alphas: Sequence[float] = ALPHAS,
-                  reduce_range: bool = True, half_embeddings: bool = True,
-                  target: Mapping[str, float] | None = CALIBRATION_TARGET,
-                  sensitivity_tokens: int = SENSITIVITY_TOKENS) -> QuantReport:
-    """Dynamic int8 calibrated on catalogue texts (outlier split, SmoothQuant, 7-bit weights, greedy
-    fp32 fallback, word embeddings in fp16): plain dynamic int8 moved short texts' neighbours too
-    much. See `_quantise`."""
-    level = _quiet_ort_quantization()
-    try:
-        return _quantise.quantise_int8(src, dst, calibration_texts, tokenizer, max_length, log, threads=threads,
-                                       outlier_channels=outlier_channels, alphas=alphas, reduce_range=reduce_range,
-                                       half_embeddings=half_embeddings, target=target,
-                                       sensitivity_tokens=sensitivity_tokens)
-    finally:
-        _restore_logging(level)
-
-
 def convert_fp16(src: Path, dst: Path) -> None:
     """fp16 weights and activations for CUDA; inputs and the output stay as in the fp32 graph."""
     import onnx
@@ -124,18 +101,3 @@ def append_projection(path: Path, weight: np.ndarray, bias: np.ndarray) -> None:
     graph.output[0].type.tensor_type.shape.dim[-1].dim_value = int(weight.shape[1])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-
-
-def _quiet_ort_quantization() -> int:
-    # quantize_dynamic logs a "consider pre-processing" warning on the root logger every call.
-    import logging
-
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)
-    return level
-
-
-def _restore_logging(level: int) -> None:
-    import logging
-
-    logging.getLogger().setLevel(level)

@@ -457,14 +457,22 @@ def _v_columns(attention: Any, width: int) -> slice:
 def _quantize(src: Path, dst: Path, reduce_range: bool, exclude: Sequence[str],
               only: Sequence[str] | None = None) -> None:
     """ONNX Runtime's dynamic int8 on MatMul and Attention: weights int8 per output channel."""
+    import logging
+
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(_QUANTISED_OPS), per_channel=True,
-                     reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_quantize=list(only or []),
-                     nodes_to_exclude=list(exclude),
-                     # fused contrib ops have no ONNX shape inference: their outputs are float32
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic warns "consider pre-processing" on the root logger every call
+    try:
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(_QUANTISED_OPS), per_channel=True,
+                         reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_quantize=list(only or []),
+                         nodes_to_exclude=list(exclude),
+                         # fused contrib ops have no ONNX shape inference: their outputs are float32
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)
 
 
 def half_word_embeddings(model: onnx.ModelProto) -> bool:

@@ -40,8 +40,9 @@ from lmrec import (
 
 from ._agreement import neighbour_overlap as neighbour_overlap  # the gate's measure, public here
 from ._encoder import DEFAULT_MAX_LENGTH, TorchEncoder
-from ._onnx import OPSET, append_projection, convert_fp16, export_torch, optimise, quantise_int8
+from ._onnx import OPSET, append_projection, convert_fp16, export_torch, optimise
 from ._quantise import half_word_embeddings as half_word_embeddings  # for bench/half_embeddings.py
+from ._quantise import quantise_int8
 
 # precision -> {figure: the least it may be}
 PARITY_GATE = {
