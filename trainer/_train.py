@@ -21,6 +21,7 @@ and a failed export keeps the trained model.
 from __future__ import annotations
 
 import datetime
+import functools
 import tempfile
 import time
 from collections.abc import Callable, Collection
@@ -168,11 +169,20 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
         shutil.rmtree(ckpt, ignore_errors=True)
 
     encoder = TorchEncoder(cfg.base_model, device=device, max_length=cfg.max_length)
-    pass_started = time.perf_counter()  # catalogue-sized passes get a line each: on 50 k items they take most of a run
-    base = cached_item_vectors(dataset.item_texts, cfg.base_model, cfg.max_length, device=device, progress=progress)
-    log(f"base vectors: {len(base)} items in {time.perf_counter() - pass_started:.0f}s (cached for later runs)")
+
+    @functools.cache
+    def base_vectors() -> np.ndarray:
+        """The untrained encoder's catalogue vectors, a pass over the catalogue made only where they
+        are needed (new targets to measure, or no encoder stage kept): a first run on the warm split
+        skips it. Catalogue-sized passes get a line each: on 50 k items they take most of a run."""
+        pass_started = time.perf_counter()
+        base = cached_item_vectors(dataset.item_texts, cfg.base_model, cfg.max_length, device=device,
+                                   progress=progress)
+        log(f"base vectors: {len(base)} items in {time.perf_counter() - pass_started:.0f}s (cached for later runs)")
+        return base
+
     new_items = parts.new_targets(parts.valid)
-    floor = _last_item_ndcg(base, parts.valid, parts.n_items, new_items) if new_items.any() else None
+    floor = _last_item_ndcg(base_vectors(), parts.valid, parts.n_items, new_items) if new_items.any() else None
     encoder_states: dict[str, Any] = {}
     reports: dict[str, Any] = {}
     if "mlm" in cfg.objectives:
@@ -187,8 +197,9 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
             started, clock, prior = _count_earlier(stage.get("elapsed", 0.0), started, clock, prior)
         encoder.model.load_state_dict(stage["state"])
         encoder_states["mlm"] = stage["state"]
-        base = encoder.encode(dataset.item_texts, progress=progress)
-    vectors, version = base, "mlm" if "mlm" in cfg.objectives else "base"
+        vectors, version = encoder.encode(dataset.item_texts, progress=progress), "mlm"
+    else:
+        vectors, version = None, "base"
     if "text" in cfg.objectives and cfg.text_epochs > 0:
         stage = load_stage(ckpt, "text", meta) if resume else None
         if stage is None:
@@ -221,6 +232,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
             encoder.model.load_state_dict(stage["state"])
             encoder_states["text"] = stage["state"]
             vectors, version = stage["vectors"], "text"
+    if vectors is None:
+        vectors = base_vectors()
 
     if saved is None and prior and budget:
         log(f"resumed: {prior / 60:.1f} min of the {budget:g}-min --budget spent before (in the stages kept)")
@@ -307,7 +320,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     known = reports.get("text_term", {}).get("test_like")  # a resumed export: it ran before
     probe = None
     if trainer.cfg.text_weight is None and known is None:
-        probe = _test_like(trainer, dataset, split, seed, cold_share, base, device, progress, log,
+        probe = _test_like(trainer, dataset, split, seed, cold_share, base_vectors, device, progress, log,
                            deadline(TEST_LIKE_SHARE), reports["budget"]["cut"])
     reports["text_term"], reports["new_items"] = trainer.calibrate_text(floor, probe, known)
     save()  # with the test-like validation's grid: --resume after a failed export does not train it again
@@ -327,9 +340,9 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     return TrainResult(bundle, trainer.history, valid, seconds)
 
 
-def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share: float, base: np.ndarray,
-               device: str, progress: bool, log: Callable[[str], None], stop: float | None, cut: list[str]
-               ) -> tuple[Trainer, float | None] | None:
+def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share: float,
+               base: Callable[[], np.ndarray], device: str, progress: bool, log: Callable[[str], None],
+               stop: float | None, cut: list[str]) -> tuple[Trainer, float | None] | None:
     """A validation that looks like test, for the weight between the fitted model and the text:
     the kept model's settings and text vectors, its user phase trained again on the split
     without each user's last interaction, whose test cases are the validation targets one step
@@ -340,8 +353,9 @@ def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share
     It trains as many epochs as the kept model's user phase took to its best, so its length
     depends on the seed, not on the clock: it is skipped (and `cut` names it) when the epochs the
     kept model took, at the speed they ran, would not end before `stop`.
-    Returns (the trainer, the untrained encoder's NDCG@10 on its validation's new targets), or
-    None when the budget or the data leave no room for it."""
+    Returns (the trainer, the untrained encoder's NDCG@10 on its validation's new targets, from
+    `base()`'s vectors, asked for only when there are any), or None when the budget or the data
+    leave no room for it."""
     from lmrec.evaluation import HELD_OUT, make_split
 
     parts = make_split(dataset, "mixed" if split in HELD_OUT else split, seed, cold_share=cold_share, drop_last=1)
@@ -368,7 +382,7 @@ def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share
         log("warning: the --budget cut the test-like validation short; the text term's weight may not "
             "reproduce: a larger --budget (0: none) lets it end on its own")
     new = parts.new_targets(parts.valid)
-    floor = _last_item_ndcg(base, parts.valid, parts.n_items, new) if new.any() else None
+    floor = _last_item_ndcg(base(), parts.valid, parts.n_items, new) if new.any() else None
     log(f"test-like validation: a user phase of {probe.epoch} epoch(s) on the split one interaction shorter, "
         f"{time.perf_counter() - started:.0f}s")
     return probe, floor
