@@ -19,8 +19,10 @@
 #               has no SASRec, and `lmrec eval` refuses --set for a method it does not run); the MovieLens
 #               rows of bench/RESULTS.md fixed SASRec with
 #               EVAL_ARGS="--set sasrec.max_len=200 --set sasrec.lr=0.002 --set sasrec.dropout=0.2
-#               --set sasrec.patience=5 --set sasrec.max_epochs=40 --set sasrec.adam_beta2=0.999" (its own
-#               search there takes about an hour; they ran before Adam's beta2 default became 0.98)
+#               --set sasrec.patience=5 --set sasrec.max_epochs=40 --set sasrec.adam_beta2=0.999
+#               --set sasrec.window_overlap=0" (its own search there takes about an hour; they ran before
+#               Adam's beta2 default became 0.98 and before windows overlapped; the Office rows: add
+#               EVAL_ARGS="--set sasrec.window_overlap=0")
 # Bundles go to out/quality/ (not committed). Each step is skipped when its output exists, so an
 # interrupted run continues where it stopped (a training resumes from its checkpoint).
 set -euo pipefail

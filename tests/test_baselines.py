@@ -44,6 +44,27 @@ def test_windows_cover_every_next_item_once():
     assert sorted(labels.tolist()) == list(range(2, 24))
 
 
+def test_overlapping_windows_cover_every_label_and_repeat_within_the_share():
+    seq = np.arange(1, 120)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        ws = windows([seq], max_len=10, overlap=0.5, rng=rng)
+        assert ws[0].tolist() == list(range(109, 120))  # the most recent window as without overlap
+        labels = np.concatenate([w[1:] for w in ws])
+        assert sorted(set(labels.tolist())) == list(range(2, 120))  # every next item, none beyond
+        repeats = [int(a[1]) - int(b[-1]) - 1 for a, b in zip(ws[:-1], ws[1:], strict=True)]
+        assert all(-5 <= r <= 0 for r in repeats) and min(repeats) < 0  # up to half a window again
+    assert [w.tolist() for w in windows([seq], 10, 0.5)] == [w.tolist() for w in windows([seq], 10)]  # no rng
+
+
+def test_sasrec_window_overlap_changes_nothing_for_short_histories():
+    assert SASRecConfig().window_overlap == 0.5
+    short = SASRecConfig(dim=16, max_len=200, max_epochs=2, patience=2)  # every synthetic history fits one window
+    assert fitted(SASRec(short, search=False)) == fitted(SASRec(short, search=False, window_overlap=0.0))
+    longer = SASRecConfig(dim=16, max_len=5, max_epochs=2, patience=2)
+    assert fitted(SASRec(longer, search=False)) != fitted(SASRec(longer, search=False, window_overlap=0.0))
+
+
 def test_itemknn_and_sasrec_beat_popularity():
     pop = fitted(Pop())
     knn = fitted(ItemKNN())

@@ -12,14 +12,22 @@ PAD = -1  # no item: zero vector, hidden from attention
 MASK = -2  # an item hidden by augmentation: zero vector, still a position
 
 
-def windows(seqs: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
-    """Cut each sequence from its end into windows of max_len + 1 items (inputs + next-item labels)."""
+def windows(seqs: Sequence[np.ndarray], max_len: int, overlap: float = 0.0,
+            rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Cut each sequence from its end into windows of max_len + 1 items (inputs + next-item labels).
+    Disjoint windows give the first labels of each only a short history; with `overlap` > 0 each
+    further window also repeats, at its end, up to that share of max_len labels of the window after
+    it (a number drawn per window from `rng`), so they are learnt with a full history as well."""
     out = []
+    most = int(overlap * max_len) if rng is not None else 0
     for s in seqs:
         end = len(s)
         while end >= 2:
-            out.append(np.asarray(s[max(0, end - max_len - 1):end], dtype=np.int64))
-            end -= max_len
+            start = max(0, end - max_len - 1)
+            out.append(np.asarray(s[start:end], dtype=np.int64))
+            if start == 0:
+                break
+            end = start + 1 + (int(rng.integers(0, most + 1)) if rng is not None and most else 0)
     return out
 
 
