@@ -128,7 +128,7 @@ class _Run:
         torch.manual_seed(ctx.seed)
         self.rng = np.random.default_rng(ctx.seed)
         self.model = build_model(ctx.split.n_items, cfg).to(ctx.device)
-        self.windows_rng = np.random.default_rng([ctx.seed, 1])  # its own stream: batches draw as without it
+        self.windows_rng = np.random.default_rng([ctx.seed, 1])  # its own stream: self.rng draws as before
         self.data = self._cut()
         self.lengths = (self.data > 0).sum(1)
         self.batch_size = int(np.clip(cfg.batch_tokens // max(1.0, self.lengths.mean()), 8, cfg.batch_size))
