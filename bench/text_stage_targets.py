@@ -12,7 +12,9 @@ NDCG@10 of the stage's catalogue vectors on validation and on test, each split i
 target is a warm item and cases whose target is a new (held-out) item. The summary compares the
 epoch kept by the stage's rule (best validation over all cases, as `lmrec train` on a split with
 new items) with the epoch a rule over new-target validation cases alone would keep, and with the
-base encoder, on test's new targets. One torch thread; 4–12 minutes a run on this host.
+base encoder, on test's new targets. `--whole` also scores every validation's encoder on whole
+texts (what the user model trains on), not only on the stage's states cut at `text_max_length`.
+One torch thread; 4–12 minutes a run on this host (`--whole`: about a minute more a validation).
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ def run(args: argparse.Namespace) -> None:
 
     def validate(vectors: np.ndarray) -> float:
         rows.append({"epoch": 2 * len(rows), "valid": score(vectors, "valid"), "test": score(vectors, "test")})
+        if args.whole:  # what the user model and the export see: whole texts (max_length), every layer
+            training = encoder.model.training
+            encoder.model.eval()
+            full = encoder.encode(data.item_texts)
+            encoder.model.train(training)
+            rows[-1]["whole"] = {"valid": score(full, "valid"), "test": score(full, "test")}
         print(json.dumps(rows[-1]), flush=True)
         return float(len(rows))  # always a new best: the stage runs all of its epochs
 
@@ -101,6 +109,9 @@ def main() -> None:
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a TrainConfig setting of the stage other than the default (text_lr, token_dropout, ...)")
+    p.add_argument("--whole", action="store_true",
+                   help="also score each validation's encoder on whole texts (`max_length` tokens, all layers), "
+                        "as the user model sees it, beside the stage's cached, shortened states")
     run(p.parse_args())
 
 

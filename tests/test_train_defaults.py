@@ -55,6 +55,29 @@ def test_the_text_stage_keeps_the_encoder_only_when_validation_improves(tiny_ber
         assert np.allclose(fresh, result.vectors[:8], atol=2e-2)  # cached fp16 states vs a full pass
 
 
+def test_text_max_length_cuts_what_the_stage_trains_and_validates_on(tiny_bert_dir: Path) -> None:
+    """At max_length the stage's vectors are the served encoder's on whole texts; shorter, they are
+    those of a cut the export never makes (bench/RESULTS.md, "Whole texts in the stage")."""
+    from lmrec.trainer import TorchEncoder, finetune_text
+
+    data = lmrec.load_dataset(TINY_DATA)
+    split = make_split(data, "warm", 0)
+    texts = [" ".join([t] * 16) for t in data.item_texts]  # longer than max_length (128 tokens)
+    encoder = TorchEncoder(str(tiny_bert_dir), max_length=128)
+    whole = encoder.encode(texts)
+
+    def stage(length: int) -> np.ndarray:
+        cfg = _config(tiny_bert_dir, text_epochs=2, text_temperature=0.1, text_max_length=length)
+        result = finetune_text(encoder, texts, split.train, training_items(split), cfg, lambda v: 0.0, seed=0,
+                               progress=False, log=lambda m: None)
+        assert result.state is None  # the base encoder kept: its vectors as the stage saw them
+        return result.vectors
+
+    assert np.allclose(stage(128), whole, atol=2e-2)
+    assert np.allclose(stage(512), whole, atol=2e-2)  # never beyond what the encoder serves
+    assert not np.allclose(stage(64), whole, atol=2e-2)
+
+
 @pytest.mark.parametrize("winner", [0, 1])
 def test_the_stage_chooses_its_temperature_and_the_winner_ends_as_it_would_alone(tiny_bert_dir: Path,
                                                                                   winner: int) -> None:
