@@ -141,8 +141,10 @@ def test_cached_states_of_a_large_catalogue_go_to_a_file_and_give_the_same_vecto
 
 def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_dir: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    result = train(TINY_DATA, tmp_path / "searched", seed=2, config=_config(tiny_bert_dir), search=True,
-                   fixed=set(FAST) | {"base_model"}, progress=False)
+    # a text_lr that moves the tiny encoder: at the default its 48 steps end within 0.0001 of the base
+    # on validation, kept or not by rounding (bf16 on this host: not kept); the assertions need it kept
+    result = train(TINY_DATA, tmp_path / "searched", seed=2, config=_config(tiny_bert_dir, text_lr=5e-4),
+                   search=True, fixed=set(FAST) | {"base_model"}, progress=False)
     training = json.loads((result.bundle / "manifest.json").read_text())["training"]
     search = training["search"]
     assert len(search["candidates"]) == 4 and training["searched"]  # cl+cooc on/off x residual dropout
