@@ -66,16 +66,27 @@ def test_text_max_length_cuts_what_the_stage_trains_and_validates_on(tiny_bert_d
     encoder = TorchEncoder(str(tiny_bert_dir), max_length=128)
     whole = encoder.encode(texts)
 
-    def stage(length: int) -> np.ndarray:
+    def stage(length: int | None) -> np.ndarray:
         cfg = _config(tiny_bert_dir, text_epochs=2, text_temperature=0.1, text_max_length=length)
         result = finetune_text(encoder, texts, split.train, training_items(split), cfg, lambda v: 0.0, seed=0,
                                progress=False, log=lambda m: None)
         assert result.state is None  # the base encoder kept: its vectors as the stage saw them
         return result.vectors
 
+    assert np.allclose(stage(None), whole, atol=2e-2)
     assert np.allclose(stage(128), whole, atol=2e-2)
     assert np.allclose(stage(512), whole, atol=2e-2)  # never beyond what the encoder serves
     assert not np.allclose(stage(64), whole, atol=2e-2)
+
+
+def test_text_max_length_names_its_limit_and_null_sets_it_to_the_served_length(tmp_path: Path) -> None:
+    record = tmp_path / "config.json"
+    record.write_text(json.dumps({"text_max_length": 32, "text_temperature": 0.1}))
+    cfg = load_config(record, text_max_length=None, text_temperature=None)  # `--set KEY=null`
+    assert cfg.text_max_length is None and cfg.text_temperature is None
+    assert load_config(record).text_max_length == 32
+    with pytest.raises(LmrecError, match=r"config text_max_length=4: must be an integer from 8 to 512, or null"):
+        load_config(None, text_max_length=4)
 
 
 @pytest.mark.parametrize("winner", [0, 1])
@@ -113,6 +124,27 @@ def test_the_stage_chooses_its_temperature_and_the_winner_ends_as_it_would_alone
         cfg.with_(text_temperature=0)
 
 
+@pytest.mark.parametrize("winner", [0, 1])
+def test_the_race_goes_to_the_temperature_ahead_when_neither_has_passed_the_base(tiny_bert_dir: Path,
+                                                                               winner: int) -> None:
+    """Early epochs often score below the base encoder; the race then compares the temperatures'
+    own validations (it once handed the stage to the first listed, which stopped at once)."""
+    from lmrec.trainer import TEXT_TEMPERATURES, TorchEncoder, finetune_text
+
+    data = lmrec.load_dataset(TINY_DATA)
+    split = make_split(data, "warm", 0)
+    scores = [10.0, 1, 2, 3, 4, 11, 12] if winner == 1 else [10.0, 3, 4, 1, 2, 11, 12]
+    calls = iter(scores)
+    result = finetune_text(TorchEncoder(str(tiny_bert_dir), max_length=64), data.item_texts, split.train,
+                           training_items(split), _config(tiny_bert_dir, text_epochs=8),
+                           lambda v: float(next(calls)), seed=0, progress=False, log=lambda m: None)
+    report = result.report
+    assert report["temperature"] == TEXT_TEMPERATURES[winner] and report["fine_tuned"]
+    assert report["best_epoch"] == 8 and report["valid_ndcg@10"]["fine_tuned"] == 12
+    assert {k: v["valid_ndcg@10"] for k, v in report["temperatures"].items()} == {
+        f"{t:g}": (12 if i == winner else 2) for i, t in enumerate(TEXT_TEMPERATURES)}
+
+
 def test_cached_states_of_a_large_catalogue_go_to_a_file_and_give_the_same_vectors(
         tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lmrec.trainer import PartialEncoder, TorchEncoder
@@ -129,6 +161,15 @@ def test_cached_states_of_a_large_catalogue_go_to_a_file_and_give_the_same_vecto
     assert np.array_equal(in_memory.encode_all(progress=False), on_disk.encode_all(progress=False))
     fresh = encoder.encode(texts[:8])
     assert np.allclose(fresh, on_disk.encode_all(progress=False)[:8], atol=2e-2)  # top layer over the cache
+    # the cache pass runs the frozen layers only: the whole model's states to the bit (its first batch)
+    first = np.argsort([-len(t) for t in texts], kind="stable")[:16]
+    batch = encoder.tokenizer([texts[i] for i in first], padding=True, truncation=True, max_length=64,
+                              return_tensors="pt")
+    with torch.inference_mode():
+        whole = encoder.model(**batch, output_hidden_states=True).hidden_states[in_memory.below].to(torch.float16)
+    for row, i in enumerate(first):
+        states = in_memory.states[in_memory.offsets[i]:in_memory.offsets[i + 1]]
+        assert np.array_equal(states, whole[row, :len(states)].numpy())
 
     def full_disk(fd: int, offset: int, length: int) -> None:
         raise OSError(28, "No space left on device")

@@ -106,7 +106,7 @@ class TrainConfig:
     text_lr: float = 5e-5
     text_temperature: float | None = None  # None: chosen on the stage's validation (TEXT_TEMPERATURES)
     text_batch: int = 128
-    text_max_length: int = 64  # tokens of the cached states it trains on (the export keeps max_length)
+    text_max_length: int | None = 64  # tokens of the cached states it trains on (None: max_length, as served)
     token_dropout: float = 0.3
     # objective "next" (and "cooc" while it runs)
     encoder_lr: float = 3e-5
@@ -174,12 +174,11 @@ _RANGES: dict[str, tuple[float, float]] = {
     "text_epochs": (0, 10000),
     "text_lr": (0.0, 1.0),
     "text_batch": (2, 65536),
-    "text_max_length": (8, 512),
     "token_dropout": (0.0, 0.9),
 }
 _INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "softmax_items", "epochs", "patience",
          "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs", "borrow_k", "text_epochs",
-         "text_batch", "text_max_length", "recent_items", "text_items"}
+         "text_batch", "recent_items", "text_items"}
 
 
 def check_ranges(settings: Any, ranges: dict[str, tuple[float, float]], ints: set[str], prefix: str) -> None:
@@ -218,6 +217,10 @@ def check(cfg: TrainConfig) -> None:
     if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 1e-3 <= tau <= 100):
         raise LmrecError(f"config text_temperature={tau!r}: must be a number from 0.001 to 100, "
                          "or null (chosen on validation)")
+    cut = cfg.text_max_length
+    if cut is not None and (isinstance(cut, bool) or not isinstance(cut, int) or not 8 <= cut <= 512):
+        raise LmrecError(f"config text_max_length={cut!r}: must be an integer from 8 to 512, "
+                         "or null (max_length, what the export serves)")
     weight = cfg.recent_weight
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1):
         raise LmrecError(f"config recent_weight={weight!r}: must be a number from 0 to below 1, "
@@ -239,7 +242,8 @@ def parse_objectives(text: str) -> tuple[str, ...]:
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then the JSON object in `path`, then `overrides` (command-line flags that were given)."""
+    """Defaults, then the JSON object in `path`, then `overrides` (command-line flags that were given;
+    a null among them counts: `--set text_max_length=null` sets a field back to "as served")."""
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -251,7 +255,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
             raise LmrecError(f"--config {path}: not valid JSON ({e})") from None
         if not isinstance(values, dict):
             raise LmrecError(f"--config {path}: expected a JSON object of settings")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update(overrides)
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -75,10 +75,19 @@ class PartialEncoder(torch.nn.Module):
                 idx = order[start:start + batch_size]
                 batch = encoder.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=limit,
                                           return_tensors="pt").to(encoder.device)
-                states = model(**batch, output_hidden_states=True).hidden_states[self.below]
-                states = states.to(torch.float16).cpu().numpy()
+                states = self._below(batch).to(torch.float16).cpu().numpy()
                 for row, i in enumerate(idx):
                     self.states[self.offsets[i]:self.offsets[i + 1]] = states[row, :lengths[i]]
+
+    def _below(self, batch: Any) -> torch.Tensor:
+        """The hidden states entering the top layers: the frozen layers alone run (the same operations
+        as the whole model's `hidden_states[below]`, so the same bits, at (L - k)/L of its cost)."""
+        model = self.encoder.model
+        h = model.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
+        bias = model.get_extended_attention_mask(batch["attention_mask"], batch["input_ids"].shape)
+        for layer in _layers(model)[:self.below]:
+            h = layer(h, attention_mask=bias)[0]
+        return h
 
     def _allocate(self, rows: int, width: int, spill_dir: str | Path | None, memory_limit: int) -> np.ndarray:
         """An fp16 array (rows, width): in memory, or memory-mapped on an unlinked temporary file

@@ -13,7 +13,8 @@ text against neighbours the same way, with in-batch negatives instead of the ban
 Token dropout on the cached states is the augmentation; bf16 autocast where the hardware has it;
 the states are cut at `text_max_length` tokens (64: titles fit, and a step costs less than half of
 128's; where texts run longer the stage then trains and picks its epoch on vectors the export never
-serves, which costs new items on Office, bench/RESULTS.md "Whole texts in the stage"). Each
+serves, which costs new items on Office, bench/RESULTS.md "Whole texts in the stage"; null: the
+texts as served, `max_length`). Each
 second epoch is validated by scoring with the most recent history item (the untrained user model),
 on the split's validation cases; the best epoch, or the base encoder, is kept. The softmax's
 temperature is chosen the same way unless fixed: each candidate runs a few epochs, the best goes on.
@@ -86,6 +87,7 @@ class _Run:
         self.rng, self.torch_rng = np.random.default_rng(seed), torch_rng.clone()
         self.bank = torch.from_numpy(vectors.copy()).to(partial.encoder.device)  # rows are rewritten in place
         self.best_valid, self.best_epoch, self.best_vectors = base_valid, 0, vectors
+        self.peak = float("-inf")  # its own best validation (best_valid starts at the base's)
         self.best_top: dict[str, Any] | None = None
         self.epoch = self.stale = self.steps = 0
         self.train_seconds, self.stopped = 0.0, ""
@@ -111,7 +113,8 @@ def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen:
     autocast = bf16_autocast(encoder.device)
     partial = PartialEncoder(encoder, texts, cfg.finetune_layers, progress=progress,
                              token_dropout=cfg.token_dropout, autocast=autocast,
-                             max_length=min(cfg.text_max_length, encoder.max_length), spill_dir=spill_dir)
+                             max_length=min(cfg.text_max_length or encoder.max_length, encoder.max_length),
+                             spill_dir=spill_dir)
     cache_seconds = time.perf_counter() - started
     counts = cooccurrence(train, len(texts))
     anchors = np.flatnonzero(np.asarray(counts.sum(1)).ravel() > 0)
@@ -162,6 +165,7 @@ def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen:
             vectors = partial.encode_all(progress=False)
             run.bank = torch.from_numpy(vectors.copy()).to(encoder.device)  # best_vectors stay as validated
             row["valid_ndcg@10"] = valid = validate(vectors)
+            run.peak = max(run.peak, valid)
             improved = valid > run.best_valid
             if improved:
                 run.best_valid, run.best_epoch, run.best_vectors = valid, run.epoch, vectors
@@ -187,9 +191,11 @@ def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen:
                     run.stopped = "budget"  # the clock is spent: the first runs alone, as a fixed one would
                     break
                 epoch(run)
-    best = max(runs, key=lambda r: r.best_valid)  # a tie goes to the first listed
+    # by each temperature's own best validation: where neither has passed the base yet, the base's
+    # value is a tie that says nothing of which is ahead (a tie goes to the first listed)
+    best = max(runs, key=lambda r: r.peak)
     if len(runs) > 1:
-        log("text: temperature " + ", ".join(f"{r.temperature:g} valid ndcg@10 {r.best_valid:.4f}" for r in runs)
+        log("text: temperature " + ", ".join(f"{r.temperature:g} valid ndcg@10 {r.peak:.4f}" for r in runs)
             + f" after {CHOOSE_AFTER} epochs; {best.temperature:g} goes on")
     while not best.done(cfg):
         epoch(best)
@@ -215,7 +221,7 @@ def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen:
         "history": best.history,
     }
     if len(runs) > 1:
-        report["temperatures"] = {f"{r.temperature:g}": {"epochs": len(r.history), "valid_ndcg@10": r.best_valid}
+        report["temperatures"] = {f"{r.temperature:g}": {"epochs": len(r.history), "valid_ndcg@10": r.peak}
                                   for r in runs}
         report["chosen_after"] = CHOOSE_AFTER
     log(f"text: {'fine-tuned encoder kept' if kept else 'base encoder kept'} (valid ndcg@10 {base_valid:.4f} -> "
