@@ -294,6 +294,9 @@ def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Pa
     # a text stage of one epoch ended on its own (epochs, not the clock); of two, the clock cut it
     assert training["text"]["epochs"] == 1
     assert training["text"]["stopped"] == ("epochs" if text_epochs == 1 else "budget")
+    # the second temperature never ran: no validation of its own, and the first goes on
+    assert training["text"]["temperatures"]["0.1"] == {"epochs": 0, "valid_ndcg@10": None}
+    assert training["text"]["temperature"] == 0.05 and "0.1 valid ndcg@10 not run" in err
     assert training["budget"] == {"minutes": 1e-6, "cut": [*cut, "test_like"]}  # the clock skipped it too
     assert f"cut {', '.join(cut)} short" in err and "may not reproduce" in err
     assert "warning: test-like validation skipped: its 1 epoch(s) take about" in err

@@ -87,7 +87,7 @@ class _Run:
         self.rng, self.torch_rng = np.random.default_rng(seed), torch_rng.clone()
         self.bank = torch.from_numpy(vectors.copy()).to(partial.encoder.device)  # rows are rewritten in place
         self.best_valid, self.best_epoch, self.best_vectors = base_valid, 0, vectors
-        self.peak = float("-inf")  # its own best validation (best_valid starts at the base's)
+        self.peak: float | None = None  # its own best validation (best_valid starts at the base's)
         self.best_top: dict[str, Any] | None = None
         self.epoch = self.stale = self.steps = 0
         self.train_seconds, self.stopped = 0.0, ""
@@ -165,7 +165,7 @@ def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen:
             vectors = partial.encode_all(progress=False)
             run.bank = torch.from_numpy(vectors.copy()).to(encoder.device)  # best_vectors stay as validated
             row["valid_ndcg@10"] = valid = validate(vectors)
-            run.peak = max(run.peak, valid)
+            run.peak = valid if run.peak is None else max(run.peak, valid)
             improved = valid > run.best_valid
             if improved:
                 run.best_valid, run.best_epoch, run.best_vectors = valid, run.epoch, vectors
@@ -193,9 +193,10 @@ def finetune_text(encoder: Any, texts: list[str], train: list[np.ndarray], seen:
                 epoch(run)
     # by each temperature's own best validation: where neither has passed the base yet, the base's
     # value is a tie that says nothing of which is ahead (a tie goes to the first listed)
-    best = max(runs, key=lambda r: r.peak)
+    best = max(runs, key=lambda r: float("-inf") if r.peak is None else r.peak)
     if len(runs) > 1:
-        log("text: temperature " + ", ".join(f"{r.temperature:g} valid ndcg@10 {r.peak:.4f}" for r in runs)
+        log("text: temperature " + ", ".join(f"{r.temperature:g} valid ndcg@10 "
+                                             + ("not run" if r.peak is None else f"{r.peak:.4f}") for r in runs)
             + f" after {CHOOSE_AFTER} epochs; {best.temperature:g} goes on")
     while not best.done(cfg):
         epoch(best)
