@@ -182,8 +182,8 @@ def test_cached_states_of_a_large_catalogue_go_to_a_file_and_give_the_same_vecto
 
 def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_dir: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    # a text_lr that moves the tiny encoder: at the default its 48 steps end within 0.0001 of the base
-    # on validation, kept or not by rounding (bf16 on this host: not kept); the assertions need it kept
+    # the tiny stage ends within a hair of the base on validation, kept or not by bf16 rounding from
+    # run to run (fresh clones differed): the manifest must say which, whichever it was
     result = train(TINY_DATA, tmp_path / "searched", seed=2, config=_config(tiny_bert_dir, text_lr=5e-4),
                    search=True, fixed=set(FAST) | {"base_model"}, progress=False)
     training = json.loads((result.bundle / "manifest.json").read_text())["training"]
@@ -191,10 +191,11 @@ def test_a_search_without_config_chooses_on_validation_and_records_it(tiny_bert_
     assert len(search["candidates"]) == 4 and training["searched"]  # cl+cooc on/off x residual dropout
     best = max(search["candidates"], key=lambda c: c["best_valid_ndcg@10"])
     assert search["chosen"] == best["settings"]
-    assert "text" in training and training["encoder_fine_tuned"] and training["text"]["fine_tuned"]
+    assert "text" in training and training["encoder_fine_tuned"] == training["text"]["fine_tuned"]
     err = capsys.readouterr().err
     assert f"({training['encoder']}) to ONNX" in err  # the log names the weights it exports
-    assert "base vectors:" not in err  # the warm split with the stage kept never needs the untrained vectors
+    # the warm split needs the untrained vectors only where the stage's encoder was not kept
+    assert ("base vectors:" in err) != training["encoder_fine_tuned"]
     chosen = training["config"]
     assert f"residual_dropout {chosen['residual_dropout']}" in search["chosen"]
     assert chosen["max_length"] == FAST["max_length"]  # fixed settings stay as given
