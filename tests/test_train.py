@@ -358,6 +358,28 @@ def test_the_item_tower_over_a_steps_items_equals_its_rows_over_all(tiny_bert_di
     assert torch.allclose(sub_r, full_r, atol=1e-6) and torch.allclose(sub_w, full_w, atol=1e-5)
 
 
+def test_window_overlap_cuts_the_user_models_windows_afresh_each_epoch(tiny_bert_dir: Path) -> None:
+    data = lmrec.load_dataset(TINY_DATA)
+    split = make_split(data, "warm", 0)
+    base = np.random.default_rng(0).standard_normal((data.n_items, 8)).astype(np.float32)
+
+    def epochs(overlap: float) -> list[np.ndarray]:
+        trainer = _train.Trainer(data, split, _config(tiny_bert_dir, max_history=3, window_overlap=overlap), 0, "cpu",
+                                 False, base)
+        cut = []
+        for _ in range(2):
+            trainer.user_epoch()
+            cut.append(trainer.rows.copy())
+        return cut
+
+    disjoint, overlapping = epochs(0.0), epochs(0.9)
+    assert np.array_equal(disjoint[0], disjoint[1]) and len(disjoint[0]) == len(windows(split.train, 3))
+    assert all(len(rows) > len(disjoint[0]) for rows in overlapping)  # long histories repeat labels
+    assert not np.array_equal(overlapping[0], overlapping[1])  # drawn again each epoch
+    with pytest.raises(LmrecError, match="window_overlap"):
+        TrainConfig(window_overlap=0.95)
+
+
 def test_sequences_and_augmentation() -> None:
     rows = windows([np.arange(7), np.arange(1)], 3)
     assert [r.tolist() for r in rows] == [[3, 4, 5, 6], [0, 1, 2, 3]]  # the one-item sequence has no next item

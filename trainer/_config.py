@@ -77,6 +77,10 @@ class TrainConfig:
     popularity_prior: float = 0.0
     # user model: causal transformer over the history's item vectors
     max_history: int = 50
+    # training windows of histories longer than max_history + 1 repeat, each epoch, a random share of
+    # up to this much of the next window's first labels, so those are learnt with a full history
+    # too (objectives.windows; SASRec's default is 0.5); 0: disjoint windows cut once
+    window_overlap: float = 0.0
     hidden: int = 64
     layers: int = 2
     heads: int = 2
@@ -138,6 +142,7 @@ class TrainConfig:
 _RANGES: dict[str, tuple[float, float]] = {
     "max_length": (8, 512),
     "max_history": (1, 512),
+    "window_overlap": (0.0, 0.9),
     "hidden": (4, 4096),
     "layers": (1, 24),
     "heads": (1, 64),

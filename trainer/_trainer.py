@@ -390,9 +390,13 @@ class Trainer:
             nt_xent,
             pair_infonce,
             sampled_softmax,
+            windows,
         )
 
         cfg = self.cfg
+        if cfg.window_overlap:  # cut afresh each epoch, from the trainer's own (checkpointed) stream
+            self.rows = left_pad(windows(self.split.train, cfg.max_history, cfg.window_overlap, self.rng),
+                                 cfg.max_history + 1)
         self.tower.train()
         self.user.train()
         order = self.rng.permutation(len(self.rows))
