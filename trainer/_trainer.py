@@ -57,7 +57,6 @@ class Trainer:
         from lmrec.evaluation import training_items
 
         from ._model import ItemTower, UserModel
-        from .objectives import left_pad, windows
 
         self.data, self.split, self.cfg, self.seed = data, split, cfg, seed
         self.device, self.progress, self.log = torch.device(device), progress, log
@@ -66,7 +65,7 @@ class Trainer:
         self.seen = training_items(split)
         self.unseen = torch.from_numpy(~self.seen).to(self.device)
         self.counts = split.train_counts()
-        self.rows = left_pad(windows(split.train, cfg.max_history), cfg.max_history + 1)
+        self.rows = self._cut()
         self.sample_pool = sample_pool(self.seen, cfg.softmax_items)
         # popularity prior of the training softmax: the user model need not learn popularity into user
         # vectors, where it would outrank every new item (which has no count) on the cold split
@@ -378,6 +377,13 @@ class Trainer:
             self.torch_rng = torch.get_rng_state()
         return loss
 
+    def _cut(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        """The user model's training windows, left-padded; disjoint without `rng`."""
+        from .objectives import left_pad, windows
+
+        cfg = self.cfg
+        return left_pad(windows(self.split.train, cfg.max_history, cfg.window_overlap, rng), cfg.max_history + 1)
+
     def _user_epoch(self) -> float:
         import torch
 
@@ -390,13 +396,11 @@ class Trainer:
             nt_xent,
             pair_infonce,
             sampled_softmax,
-            windows,
         )
 
         cfg = self.cfg
         if cfg.window_overlap:  # cut afresh each epoch, from the trainer's own (checkpointed) stream
-            self.rows = left_pad(windows(self.split.train, cfg.max_history, cfg.window_overlap, self.rng),
-                                 cfg.max_history + 1)
+            self.rows = self._cut(self.rng)
         self.tower.train()
         self.user.train()
         order = self.rng.permutation(len(self.rows))
