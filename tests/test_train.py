@@ -372,6 +372,7 @@ def test_window_overlap_cuts_the_user_models_windows_afresh_each_epoch(tiny_bert
             cut.append(trainer.rows.copy())
         return cut
 
+    assert TrainConfig().window_overlap == 0.5
     disjoint, overlapping = epochs(0.0), epochs(0.9)
     assert np.array_equal(disjoint[0], disjoint[1]) and len(disjoint[0]) == len(windows(split.train, 3))
     assert all(len(rows) > len(disjoint[0]) for rows in overlapping)  # long histories repeat labels

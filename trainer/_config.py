@@ -79,8 +79,9 @@ class TrainConfig:
     max_history: int = 50
     # training windows of histories longer than max_history + 1 repeat, each epoch, a random share of
     # up to this much of the next window's first labels, so those are learnt with a full history
-    # too (objectives.windows; SASRec's default is 0.5); 0: disjoint windows cut once
-    window_overlap: float = 0.0
+    # too (objectives.windows; as SASRec's; bench/RESULTS.md "Overlapping windows in the user
+    # model"); 0: disjoint windows cut once
+    window_overlap: float = 0.5
     hidden: int = 64
     layers: int = 2
     heads: int = 2
