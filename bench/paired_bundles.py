@@ -61,6 +61,8 @@ def main() -> None:
     p.add_argument("--bonus", type=float, default=None, help="A's new-item bonus (default: its manifest's)")
     p.add_argument("--history", action="store_true",
                    help="also split warm targets by whether the history holds a held-out item")
+    p.add_argument("--base-model", default=None,
+                   help="the zeroshot reference's encoder (default: packaged all-MiniLM-L6-v2)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     pairs = []
@@ -77,7 +79,8 @@ def main() -> None:
     for seed, a, b in pairs:
         split = make_split(data, args.split, seed)
         ctx = FitContext(data, split, seed=seed, progress=False)
-        scorers = [BundleScorer(a), make_baseline(ZEROSHOT) if b == ZEROSHOT else BundleScorer(b)]
+        reference = make_baseline(ZEROSHOT, base_model=args.base_model) if b == ZEROSHOT else BundleScorer(b)
+        scorers = [BundleScorer(a), reference]
         for scorer in scorers:
             scorer.fit(ctx)
         score_a = scorers[0].score

@@ -178,13 +178,23 @@ def test_prepare_and_run_end_to_end_on_cpu(tiny_bert_dir, tmp_path):
     p = _bash([str(GPU / "run.sh"), str(out), str(results)],
               {"PYTHON": sys.executable, "LMREC_GPU_ASSUME_GPU": "1", "LMREC_GPU_HOST_PACKAGES": "1",
                "LMREC_GPU_DEVICE": "cpu", "LMREC_GPU_ROOT": str(tmp_path / "root"),
-               "LMREC_GPU_CHECK_ARGS": "--dry-run", "LMREC_GPU_BUDGET": "300"}, timeout=500)
+               "LMREC_GPU_CHECK_ARGS": "--dry-run", "LMREC_GPU_BUDGET": "420"}, timeout=620)
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     r = json.loads((results / "results.json").read_text())
     assert r["summary"]["failed"] == [], json.dumps(r["summary"])
     checks = r["checks"]
     assert checks["encoder_parity"]["cosine_batch64"]["min"] >= 0.999
+    worst = checks["encoder_parity"]["worst"]  # the furthest texts, each also through transformers
+    assert worst and worst[0]["cosine_sdk"] <= worst[-1]["cosine_sdk"] and worst[0]["cosine_torch"] >= 0.999
     assert checks["cuda_guard"]["hidden_gpu"]["cuda"]["raised"]  # device="cuda" raises without CUDA
     assert checks["speed"]["model_time"] and checks["speed"]["e2e"] and checks["speed"]["batch1"]
     assert checks["server"]["grpc"]["errors"] == 0
     assert checks["train"]["device"] == "cpu" and checks["train"]["exit"] == 0
+    finetune = checks["finetune"]  # issue 12's run: three cold-split trainings, paired against zero-shot
+    assert (results / "finetune.log").read_text().count("=====") == 6
+    assert [v["exit"] for v in finetune["seeds"].values()] == [0, 0, 0], json.dumps(finetune)[-3000:]
+    layers = json.loads((tiny_bert_dir / "config.json").read_text())["num_hidden_layers"]
+    assert all(v["text"]["layers"] == layers for v in finetune["seeds"].values())  # every layer
+    for split in ("cold", "mixed"):
+        assert [row["seed"] for row in finetune["paired"][split]["test"]["per_seed"]] == [0, 1, 2]
+        assert finetune["paired"][split]["test"]["pooled"]["all"]["users"] > 0

@@ -21,7 +21,19 @@ except ImportError:  # the checks that need torch say so; the others still run
     torch = None  # type: ignore[assignment]
 
 import numpy as np
-from common import TARGETS, Ctx, cos_summary, cosines, ort_session, recommender, tail, torch
+from common import (
+    TARGETS,
+    Ctx,
+    Tok,
+    cos_summary,
+    cosines,
+    ort_session,
+    recommender,
+    tail,
+    torch,
+    torch_embed,
+    torch_model,
+)
 
 
 def check_environment(ctx: Ctx) -> dict[str, Any]:
@@ -88,12 +100,29 @@ def check_encoder_parity(ctx: Ctx) -> dict[str, Any]:
         "cosine_batch64": cos_summary(c64), "cosine_batch512": cos_summary(c512),
         "target": {"min_cosine": TARGETS["min_cosine"]},
     }
+    r["worst"] = _worst(ctx, texts, ref, c64)
     ok_cos = min(c64.min(), c512.min()) >= TARGETS["min_cosine"]
     on_device = rec.device == ctx.device and rec.precision == "fp16"
     if ctx.cuda:
         on_device = on_device and session.get_providers()[0] == "CUDAExecutionProvider"
     r["passed"] = bool(ok_cos and on_device)
     return r
+
+
+def _worst(ctx: Ctx, texts: list[str], ref: np.ndarray, cos: np.ndarray, n: int = 5) -> list[dict[str, Any]]:
+    """The texts furthest from CPU fp32, each also through transformers at the device's precision
+    (fp16 on CUDA, same weights): low there too means fp16 itself, not ONNX Runtime's graph."""
+    tok = Tok(ctx.bundle / "tokenizer.json", 128)
+    rows = [int(i) for i in np.argsort(cos)[:n]]
+    out = []
+    for i in rows:
+        ids, mask, types = tok([texts[i]])
+        with torch.inference_mode():
+            v = torch_embed(torch_model(ctx), *(torch.from_numpy(a).to(ctx.device) for a in (ids, mask, types)))
+        torch_cos = float(cosines(v.float().cpu().numpy(), ref[i:i + 1])[0])
+        out.append({"row": i, "tokens": int(mask.sum()), "chars": len(texts[i]), "text": texts[i][:160],
+                    "cosine_sdk": float(cos[i]), "cosine_torch": torch_cos})
+    return out
 
 
 _PROBE = r"""

@@ -24,7 +24,7 @@ except ImportError:  # the checks that need torch say so; the others still run
     torch = None  # type: ignore[assignment]
 
 import numpy as np
-from common import TARGETS, Ctx, cos_summary, cosines, median, pct, recommender, tail
+from common import TARGETS, Ctx, cos_summary, cosines, median, model32, pct, recommender, tail, train_data
 
 
 def _free_port() -> int:
@@ -138,50 +138,6 @@ def check_server(ctx: Ctx) -> dict[str, Any]:
 
 
 # -- training -------------------------------------------------------------------------------------
-def _model32(ctx: Ctx) -> Path:
-    """The fp16 base model widened back to fp32 (transformers 5 loads a checkpoint in its own dtype;
-    training wants fp32 master weights)."""
-    out = ctx.work / "model32"
-    if (out / "model.safetensors").is_file():
-        return out
-    from safetensors.numpy import load_file, save_file
-
-    tmp = ctx.work / "model32.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    w = load_file(str(ctx.model16 / "model.safetensors"))
-    save_file({k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in w.items()},
-              str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    for f in ctx.model16.iterdir():
-        if f.name != "model.safetensors":
-            shutil.copyfile(f, tmp / f.name)
-    config = json.loads((tmp / "config.json").read_text())
-    config["torch_dtype"] = "float32"
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.replace(out)
-    return out
-
-
-def _train_data(ctx: Ctx) -> Path:
-    if not ctx.dry:
-        return ctx.data
-    out = ctx.work / "data-small"  # the first 40 users and the items they touched
-    out.mkdir(parents=True, exist_ok=True)
-    users: dict[str, int] = {}
-    items: set[str] = set()
-    with open(ctx.data / "interactions.jsonl") as src, open(out / "interactions.jsonl", "w") as dst:
-        for line in src:
-            row = json.loads(line)
-            users.setdefault(row["user"], len(users))
-            if users[row["user"]] < 40:
-                dst.write(line)
-                items.add(row["item"])
-    with open(ctx.data / "items.jsonl") as src, open(out / "items.jsonl", "w") as dst:
-        dst.writelines(line for line in src if json.loads(line)["id"] in items)
-    return out
-
-
 def _steps_estimate(data: Path, manifest: dict[str, Any]) -> int | None:
     """Optimizer steps of the user phases: epochs x ceil(training windows / batch size), the
     windows being each user's sequence less its last two items (warm split), cut every
@@ -205,12 +161,12 @@ def _steps_estimate(data: Path, manifest: dict[str, Any]) -> int | None:
 
 def _train(ctx: Ctx, name: str, tf4: bool, epochs: int, objectives: str, encoder_steps: int,
            limit: float) -> dict[str, Any]:
-    data = _train_data(ctx)
+    data = train_data(ctx)
     out = ctx.work / name
     log = ctx.results / f"{name}.log"
     cmd = [sys.executable, "-m", "lmrec", "train", "--data", f"jsonl:{data}", "--out", str(out),
            "--device", ctx.device, "--split", "warm", "--seed", "0", "--epochs", str(epochs),
-           "--objectives", objectives, "--base-model", str(_model32(ctx)), "--set", "patience=1000",
+           "--objectives", objectives, "--base-model", str(model32(ctx)), "--set", "patience=1000",
            "--set", f"encoder_steps={encoder_steps}", "--set", "encoder_batch=32", "--overwrite", "--quiet"]
     env = dict(os.environ, LMREC_CACHE_DIR=str(ctx.work / f"cache-{name}"))
     if tf4 and ctx.tf4_site:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 # torch before onnxruntime: on the GPU machine importing torch loads the CUDA 13 libraries
@@ -17,32 +16,10 @@ except ImportError:  # the checks that need torch say so; the others still run
     torch = None  # type: ignore[assignment]
 
 import numpy as np
-from common import TARGETS, Ctx, cosines, median, ort_session, pct, recommender, torch
+from common import TARGETS, Ctx, Tok, cosines, median, ort_session, pct, recommender, torch, torch_embed, torch_model
 
 
-class _Tok:
-    """Batch tokenisation with `tokenizers` (parallel encode_batch), padded to the batch's longest."""
-
-    def __init__(self, path: Path, max_length: int) -> None:
-        from tokenizers import Tokenizer
-
-        self.tk = Tokenizer.from_file(str(path))
-        self.pad = self.tk.token_to_id("[PAD]") or 0
-        self.tk.enable_truncation(max_length)
-        self.tk.enable_padding(pad_id=self.pad, pad_token="[PAD]")
-
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        encs = self.tk.encode_batch(texts)
-        b, n = len(encs), len(encs[0].ids)
-        from itertools import chain
-
-        ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=b * n).reshape(b, n)
-        mask = (ids != self.pad).astype(np.int64)
-        mask[:, 0] = 1
-        return ids, mask, np.zeros_like(ids)
-
-
-def _texts_of_length(tok: _Tok, corpus: list[str], n_tokens: int, count: int) -> list[str]:
+def _texts_of_length(tok: Tok, corpus: list[str], n_tokens: int, count: int) -> list[str]:
     """`count` strings of about `n_tokens` tokens ([CLS] and [SEP] included), cut from catalogue text."""
     tk = tok.tk
     tk.no_padding()
@@ -98,37 +75,20 @@ def _ort_model(ctx: Ctx, inputs: tuple[np.ndarray, ...]) -> tuple[Callable[[], A
     return run, lambda: out.numpy()
 
 
-def _torch_model(ctx: Ctx) -> Any:
-    if "torch_model" not in ctx.shared:
-        from transformers import AutoModel
-
-        model = AutoModel.from_pretrained(str(ctx.model16), attn_implementation="sdpa")
-        dtype = torch.float16 if ctx.cuda else torch.float32
-        ctx.shared["torch_model"] = model.to(ctx.device, dtype=dtype).eval()
-    return ctx.shared["torch_model"]
-
-
-def _torch_forward(model: Any, ids: Any, mask: Any, types: Any) -> Any:
-    h = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-    m = mask.unsqueeze(-1).to(h.dtype)
-    pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled.float(), dim=-1)
-
-
 def _torch_run(ctx: Ctx, inputs: tuple[np.ndarray, ...]) -> tuple[Callable[[], Any], Callable[[], np.ndarray]]:
-    model = _torch_model(ctx)
+    model = torch_model(ctx)
     t = [torch.from_numpy(a).to(ctx.device) for a in inputs]
     box: dict[str, Any] = {}
 
     def run() -> None:
         with torch.inference_mode():
-            box["out"] = _torch_forward(model, *t)
+            box["out"] = torch_embed(model, *t)
         ctx.sync()
 
     return run, lambda: box["out"].cpu().numpy()
 
 
-def _e2e(ctx: Ctx, engine: str, tok: _Tok, texts: list[str], batch: int, workers: int) -> np.ndarray:
+def _e2e(ctx: Ctx, engine: str, tok: Tok, texts: list[str], batch: int, workers: int) -> np.ndarray:
     """Strings in, host vectors out: tokenisation in `workers` threads ahead of the model (0: inline)."""
     if engine == "ort":
         sess = ort_session(ctx)
@@ -138,12 +98,12 @@ def _e2e(ctx: Ctx, engine: str, tok: _Tok, texts: list[str], batch: int, workers
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             return sess.run(None, {n: feeds[n] for n in names})[0]
     else:
-        tm = _torch_model(ctx)
+        tm = torch_model(ctx)
 
         def model(ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 t = [torch.from_numpy(a).to(ctx.device, non_blocking=True) for a in (ids, mask, types)]
-                return _torch_forward(tm, *t).cpu().numpy()
+                return torch_embed(tm, *t).cpu().numpy()
 
     batches = [texts[i:i + batch] for i in range(0, len(texts), batch)]
     out = []
@@ -168,7 +128,7 @@ def check_speed(ctx: Ctx) -> dict[str, Any]:
     import transformers
 
     rec = recommender(ctx)
-    tok = _Tok(ctx.bundle / "tokenizer.json", 128)
+    tok = Tok(ctx.bundle / "tokenizer.json", 128)
     big = 16 if ctx.dry else 512
     count = 4 * big if ctx.dry else 16 * big
     reps, reps1, e2e_reps = (3, 5, 1) if ctx.dry else (20, 200, 3)

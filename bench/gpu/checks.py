@@ -30,6 +30,7 @@ except ImportError:  # the checks that need torch say so; the others still run
     torch = None  # type: ignore[assignment]
 
 
+from check_finetune import check_finetune
 from check_models import check_cuda_guard, check_embed_cli, check_encoder_parity, check_environment, check_top10_overlap
 from check_serving import check_server, check_train, check_train_host_transformers
 from check_speed import check_speed
@@ -61,6 +62,14 @@ def _digest(name: str, r: dict[str, Any]) -> str:
             return f"{g('model_info')}, {g('grpc')['texts_per_s']} texts/s p50 {g('grpc')['p50_ms']} ms p99 " \
                    f"{g('grpc')['p99_ms']} ms, errors {g('grpc')['errors']}; in-process " \
                    f"{g('in_process_batches_of_32')['texts_per_s']} texts/s"
+        if name == "finetune":
+            seeds = {s: (v.get("exit"), (v.get("text") or {}).get("valid_ndcg@10"), v.get("training_seconds"))
+                     for s, v in g("seeds").items()}
+            pooled = {split: {part: {grp: (round(x["a"], 4), round(x["b"], 4), round(x["ratio"] or 0, 3),
+                                           [round(c, 3) for c in x["ratio_ci95"] or []])
+                                     for grp, x in v[part]["pooled"].items()} for part in ("valid", "test")}
+                      for split, v in (g("paired") or {}).items() if "test" in v}
+            return f"{g('budget_minutes')} min: seeds {seeds}; pooled vs zero-shot {pooled}"
         if name.startswith("train"):
             return f"exit {g('exit')}, device {g('device')}, transformers {g('transformers')}, " \
                    f"{g('seconds_per_epoch')} s/epoch, ~{g('steps_estimate')} steps, {g('training_seconds')} s"
@@ -72,6 +81,8 @@ def _digest(name: str, r: dict[str, Any]) -> str:
 CHECKS: list[tuple[str, Callable[[Ctx], dict[str, Any]], float, bool]] = [
     # name, function, seconds it needs at least to start, counts towards all_passed
     ("environment", check_environment, 1, True),
+    # issue 12's fine-tuning first: it sizes its trainings by the time left and leaves the rest
+    ("finetune", check_finetune, 60, True),
     ("encoder_parity", check_encoder_parity, 5, True),
     ("cuda_guard", check_cuda_guard, 10, True),
     ("top10_overlap", check_top10_overlap, 5, True),

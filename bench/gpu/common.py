@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -119,3 +120,90 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def cos_summary(c: np.ndarray) -> dict[str, float]:
     return {"min": float(c.min()), "mean": float(c.mean()), "p0.1": float(np.quantile(c, 0.001))}
+
+
+def model32(ctx: Ctx) -> Path:
+    """The fp16 base model widened back to fp32 (transformers 5 loads a checkpoint in its own dtype;
+    training wants fp32 master weights)."""
+    out = ctx.work / "model32"
+    if (out / "model.safetensors").is_file():
+        return out
+    from safetensors.numpy import load_file, save_file
+
+    tmp = ctx.work / "model32.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    w = load_file(str(ctx.model16 / "model.safetensors"))
+    save_file({k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in w.items()},
+              str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    for f in ctx.model16.iterdir():
+        if f.name != "model.safetensors":
+            shutil.copyfile(f, tmp / f.name)
+    config = json.loads((tmp / "config.json").read_text())
+    config["torch_dtype"] = "float32"
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    return out
+
+
+def train_data(ctx: Ctx, users: int = 40) -> Path:
+    """The jsonl data to train on: all of it, or on a dry run the first `users` users and the items
+    they touched."""
+    if not ctx.dry:
+        return ctx.data
+    out = ctx.work / f"data-{users}"
+    out.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, int] = {}
+    items: set[str] = set()
+    with open(ctx.data / "interactions.jsonl") as src, open(out / "interactions.jsonl", "w") as dst:
+        for line in src:
+            row = json.loads(line)
+            seen.setdefault(row["user"], len(seen))
+            if seen[row["user"]] < users:
+                dst.write(line)
+                items.add(row["item"])
+    with open(ctx.data / "items.jsonl") as src, open(out / "items.jsonl", "w") as dst:
+        dst.writelines(line for line in src if json.loads(line)["id"] in items)
+    return out
+
+
+class Tok:
+    """Batch tokenisation with `tokenizers` (parallel encode_batch), padded to the batch's longest."""
+
+    def __init__(self, path: Path, max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.tk = Tokenizer.from_file(str(path))
+        self.pad = self.tk.token_to_id("[PAD]") or 0
+        self.tk.enable_truncation(max_length)
+        self.tk.enable_padding(pad_id=self.pad, pad_token="[PAD]")
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        encs = self.tk.encode_batch(texts)
+        b, n = len(encs), len(encs[0].ids)
+        from itertools import chain
+
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=b * n).reshape(b, n)
+        mask = (ids != self.pad).astype(np.int64)
+        mask[:, 0] = 1
+        return ids, mask, np.zeros_like(ids)
+
+
+def torch_model(ctx: Ctx) -> Any:
+    """The base model in transformers (SDPA attention), fp16 on CUDA: the reference engine of the checks."""
+    if "torch_model" not in ctx.shared:
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(str(ctx.model16), attn_implementation="sdpa")
+        dtype = torch.float16 if ctx.cuda else torch.float32
+        ctx.shared["torch_model"] = model.to(ctx.device, dtype=dtype).eval()
+    return ctx.shared["torch_model"]
+
+
+def torch_embed(model: Any, ids: Any, mask: Any, types: Any) -> Any:
+    """Mean pooling and L2 normalisation, as the bundle's graph does."""
+    h = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    m = mask.unsqueeze(-1).to(h.dtype)
+    pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled.float(), dim=-1)
