@@ -61,8 +61,8 @@ def _summary(out: Path) -> dict[str, Any]:
 
 
 def check_finetune(ctx: Ctx) -> dict[str, Any]:
-    """`lmrec train --split cold --device cuda` with the text stage on every layer, seeds 0-2 side by
-    side, then each bundle against the zero-shot encoder, paired (cold and mixed splits)."""
+    """`lmrec train --split cold --device cuda` with the text stage on every layer, the seeds (0-2 by
+    default) side by side, then each bundle against the zero-shot encoder, paired (cold and mixed)."""
     data = train_data(ctx, users=300)
     model = model32(ctx)
     layers = json.loads((model / "config.json").read_text())["num_hidden_layers"]
@@ -74,7 +74,7 @@ def check_finetune(ctx: Ctx) -> dict[str, Any]:
         return {"passed": False, "skipped": f"{ctx.left():.0f} s left: too little for a training"}
     threads = 1 if ctx.dry else max(1, min(8, (os.cpu_count() or 4) // len(SEEDS)))  # the trainings side by side
     r: dict[str, Any] = {"settings": list(settings), "budget_minutes": round(minutes, 2), "seeds": {}}
-    procs, outs = {}, {}
+    procs, outs, logs = {}, {}, []
     started = time.monotonic()
     for seed in SEEDS:
         outs[seed] = ctx.work / f"finetune-s{seed}"
@@ -83,8 +83,8 @@ def check_finetune(ctx: Ctx) -> dict[str, Any]:
                "--threads", str(threads), "--base-model", str(model), "--overwrite", "--quiet"]
         cmd += [x for s in settings for x in ("--set", s)]
         r["command"] = " ".join(cmd[1:])
-        log = open(ctx.work / f"finetune-s{seed}.log", "w")  # noqa: SIM115 - the child writes it
-        procs[seed] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+        logs.append(open(ctx.work / f"finetune-s{seed}.log", "w"))  # noqa: SIM115 - closed after the wait
+        procs[seed] = subprocess.Popen(cmd, stdout=logs[-1], stderr=subprocess.STDOUT,
                                        env=_env(ctx, threads, f"cache-finetune-s{seed}"))
     codes = _wait(procs, started + minutes * 60 + EXPORT_S)
     r["training_wall_seconds"] = round(time.monotonic() - started, 1)
@@ -101,11 +101,12 @@ def check_finetune(ctx: Ctx) -> dict[str, Any]:
         pairs = [x for s in trained for x in ("--pair", f"{s}:{outs[s]}:zeroshot")]
         runs = {}
         for split in ("cold", "mixed"):
-            log = open(ctx.work / f"paired-{split}.log", "w")  # noqa: SIM115 - the child writes it
+            logs.append(open(ctx.work / f"paired-{split}.log", "w"))  # noqa: SIM115 - closed after the wait
             runs[split] = subprocess.Popen(
                 [sys.executable, str(PAIRED), "--data", f"jsonl:{data}", "--split", split, *pairs,
                  "--base-model", str(model), "--json", str(ctx.work / f"paired-{split}.json")],
-                stdout=log, stderr=subprocess.STDOUT, env=_env(ctx, threads if ctx.dry else 6, f"cache-paired-{split}"))
+                stdout=logs[-1], stderr=subprocess.STDOUT,
+                env=_env(ctx, threads if ctx.dry else 6, f"cache-paired-{split}"))
         paired_codes = _wait(runs, time.monotonic() + max(min(ctx.left() - 5, 1.5 * PAIRING_S), 10))
         r["paired"] = {}
         for split in runs:
@@ -113,6 +114,8 @@ def check_finetune(ctx: Ctx) -> dict[str, Any]:
             failed = {"exit": paired_codes[split], "log_tail": tail(ctx.work / f"paired-{split}.log")}
             r["paired"][split] = (json.loads(path.read_text()) if paired_codes[split] == 0 and path.is_file()
                                   else failed)
+    for f in logs:
+        f.close()
     # whether the stage kept its fine-tuned encoder is a result (on validation), not a failure
     on_device = [s for s in trained if r["seeds"][s]["device"] == ctx.device]
     r["passed"] = bool(len(on_device) == len(SEEDS) and r.get("paired")
