@@ -1,5 +1,6 @@
 """What every GPU check shares: the run context (payload, budget, reference vectors), timing and
-cosine helpers, and the targets. torch is imported before onnxruntime (see below)."""
+cosine helpers, the targets, the training inputs (fp32 base model, data) and the transformers
+reference engine. torch is imported before onnxruntime (see below)."""
 
 from __future__ import annotations
 
