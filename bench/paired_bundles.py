@@ -12,7 +12,9 @@ of the same seed see the same users, so the difference per user is what to boots
 Both bundles score through the SDK at their default precision, as `lmrec eval --methods lmrec`;
 `--bonus G` scores A with new-item bonus G instead of its manifest's (0: what training alone did).
 B may be `zeroshot`: the untrained encoder as `lmrec eval --methods zeroshot` scores it, fitted on
-that seed's split (pooled over seeds, the paired CI that one `lmrec eval` per seed cannot give).
+that seed's split (pooled over seeds, the paired CI that one `lmrec eval` per seed cannot give),
+or `plain`: bundle A with its new-item rules off, as `lmrec eval --methods lmrec-plain` scores it
+(fp32; issue 12's warm-target limit, pooled).
 `--history` adds the warm-target users whose history holds a held-out item and those whose history
 does not, and every line gives the mean number of held-out items in each bundle's top 10.
 """
@@ -29,7 +31,8 @@ from lmrec.evaluation import BundleScorer, FitContext, MethodResult, evaluate, m
 from lmrec.trainer.baselines import make_baseline
 
 RESAMPLES = 2000
-ZEROSHOT = "zeroshot"  # a reference that is not a bundle
+ZEROSHOT = "zeroshot"  # references that are not bundles
+PLAIN = "plain"
 
 
 def _pooled(pairs: list[tuple[MethodResult, MethodResult]], rng: np.random.Generator) -> dict:
@@ -55,7 +58,7 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="mixed", choices=("warm", "cold", "mixed"))
     p.add_argument("--pair", action="append", required=True, metavar="SEED:A:B",
-                   help="a seed, the bundle under test and the reference (a bundle of that seed, or zeroshot); "
+                   help="a seed, the bundle under test and the reference (a bundle of that seed, zeroshot or plain); "
                         "repeat per seed")
     p.add_argument("--parts", default="valid,test")
     p.add_argument("--bonus", type=float, default=None, help="A's new-item bonus (default: its manifest's)")
@@ -63,12 +66,14 @@ def main() -> None:
                    help="also split warm targets by whether the history holds a held-out item")
     p.add_argument("--base-model", default=None,
                    help="the zeroshot reference's encoder (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime threads of the bundles (as `lmrec eval --threads`; default: every core)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     pairs = []
     for spec in args.pair:
         seed, a, b = spec.split(":")
-        for bundle in (a, b) if b != ZEROSHOT else (a,):
+        for bundle in (a, b) if b not in (ZEROSHOT, PLAIN) else (a,):
             if not (Path(bundle) / "manifest.json").is_file():
                 p.error(f"--pair {spec}: {bundle} is not a bundle (no manifest.json)")
         pairs.append((int(seed), a, b))
@@ -79,8 +84,10 @@ def main() -> None:
     for seed, a, b in pairs:
         split = make_split(data, args.split, seed)
         ctx = FitContext(data, split, seed=seed, progress=False)
-        reference = make_baseline(ZEROSHOT, base_model=args.base_model) if b == ZEROSHOT else BundleScorer(b)
-        scorers = [BundleScorer(a), reference]
+        reference = (make_baseline(ZEROSHOT, base_model=args.base_model) if b == ZEROSHOT
+                     else BundleScorer(a, "fp32", "lmrec-plain", new_items=False, threads=args.threads) if b == PLAIN
+                     else BundleScorer(b, threads=args.threads))
+        scorers = [BundleScorer(a, threads=args.threads), reference]
         for scorer in scorers:
             scorer.fit(ctx)
         score_a = scorers[0].score
