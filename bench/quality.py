@@ -125,13 +125,13 @@ def int8(bundles: Path) -> None:
     out = {}
     for (ds, split), by_seed in sorted(_reports(ROOT / "results" / "quality").items()):
         seed = median_seed(by_seed)
-        bundle = bundles / f"{ds}-{split}-s{seed}"
+        bundle = bundles / f"{ds}-{'cold' if split == 'mixed' else split}-s{seed}"  # mixed: the cold bundle
         data = lmrec.load_dataset(SPECS[ds])
         parts = make_split(data, split, seed)
         cases = parts.test
         row: dict = {"seed": seed}
         variants = {"stored": None}
-        if split == "cold":
+        if split in ("cold", "mixed"):
             variants["cold items embedded at run time"] = [data.item_ids[i] for i in parts.cold_items]
         for label, upsert in variants.items():
             results = {}
