@@ -56,8 +56,8 @@ def test_the_text_stage_keeps_the_encoder_only_when_validation_improves(tiny_ber
 
 
 def test_text_max_length_cuts_what_the_stage_trains_and_validates_on(tiny_bert_dir: Path) -> None:
-    """At max_length the stage's vectors are the served encoder's on whole texts; shorter, they are
-    those of a cut the export never makes (bench/RESULTS.md, "Whole texts in the stage")."""
+    """By default and at max_length the stage's vectors are the served encoder's on whole texts;
+    shorter, they are those of a cut the export never makes (bench/RESULTS.md, "Whole texts by default")."""
     from lmrec.trainer import TorchEncoder, finetune_text
 
     data = lmrec.load_dataset(TINY_DATA)
@@ -66,17 +66,18 @@ def test_text_max_length_cuts_what_the_stage_trains_and_validates_on(tiny_bert_d
     encoder = TorchEncoder(str(tiny_bert_dir), max_length=128)
     whole = encoder.encode(texts)
 
-    def stage(length: int | None) -> np.ndarray:
-        cfg = _config(tiny_bert_dir, text_epochs=2, text_temperature=0.1, text_max_length=length)
+    def stage(**length: int | None) -> np.ndarray:
+        cfg = _config(tiny_bert_dir, text_epochs=2, text_temperature=0.1, **length)
         result = finetune_text(encoder, texts, split.train, training_items(split), cfg, lambda v: 0.0, seed=0,
                                progress=False, log=lambda m: None)
         assert result.state is None  # the base encoder kept: its vectors as the stage saw them
         return result.vectors
 
-    assert np.allclose(stage(None), whole, atol=2e-2)
-    assert np.allclose(stage(128), whole, atol=2e-2)
-    assert np.allclose(stage(512), whole, atol=2e-2)  # never beyond what the encoder serves
-    assert not np.allclose(stage(64), whole, atol=2e-2)
+    assert np.allclose(stage(), whole, atol=2e-2)  # the default: the texts as served
+    assert np.allclose(stage(text_max_length=None), whole, atol=2e-2)
+    assert np.allclose(stage(text_max_length=128), whole, atol=2e-2)
+    assert np.allclose(stage(text_max_length=512), whole, atol=2e-2)  # never beyond what the encoder serves
+    assert not np.allclose(stage(text_max_length=64), whole, atol=2e-2)
 
 
 def test_text_max_length_names_its_limit_and_null_sets_it_to_the_served_length(tmp_path: Path) -> None:

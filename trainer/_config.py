@@ -111,7 +111,7 @@ class TrainConfig:
     text_lr: float = 5e-5
     text_temperature: float | None = None  # None: chosen on the stage's validation (TEXT_TEMPERATURES)
     text_batch: int = 128
-    text_max_length: int | None = 64  # tokens of the cached states it trains on (None: max_length, as served)
+    text_max_length: int | None = None  # tokens of the cached states it trains on (None: max_length, as served)
     token_dropout: float = 0.3
     # objective "next" (and "cooc" while it runs)
     encoder_lr: float = 3e-5
@@ -249,7 +249,7 @@ def parse_objectives(text: str) -> tuple[str, ...]:
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then the JSON object in `path`, then `overrides` (command-line flags that were given;
-    a null among them counts: `--set text_max_length=null` sets a field back to "as served")."""
+    a null among them counts: `--set text_temperature=null` sets a field back to "chosen on validation")."""
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)

@@ -11,10 +11,10 @@ epoch, so a step runs only its anchors through trainable layers (BLaIR and Recfo
 text against neighbours the same way, with in-batch negatives instead of the bank).
 
 Token dropout on the cached states is the augmentation; bf16 autocast where the hardware has it;
-the states are cut at `text_max_length` tokens (64: titles fit, and a step costs less than half of
-128's; where texts run longer the stage then trains and picks its epoch on vectors the export never
-serves, which costs new items on Office, bench/RESULTS.md "Whole texts in the stage"; null: the
-texts as served, `max_length`). Each
+the states hold the texts as served (`text_max_length` null: `max_length` tokens), so the stage trains
+and picks its epoch on the vectors the export serves. A cut at 64 tokens (titles fit) halves a
+step's cost on long texts but costs their new items (Office: 1.20x zero-shot with whole texts, 1.12x
+cut, bench/RESULTS.md "Whole texts by default"). Each
 second epoch is validated by scoring with the most recent history item (the untrained user model),
 on the split's validation cases; the best epoch, or the base encoder, is kept. The softmax's
 temperature is chosen the same way unless fixed: each candidate runs a few epochs, the best goes on.
