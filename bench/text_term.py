@@ -48,7 +48,9 @@ def _paired(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> dict:
 
 def on_both(valid: list[dict], test_like: list[dict], warm_cost: float) -> int:
     """`text_rule` on the test-like grid, among the β whose validation warm targets also keep
-    1 - `warm_cost` of theirs at β 0."""
+    1 - `warm_cost` of theirs at β 0 (no new targets: `text_rule` alone)."""
+    if valid[0]["warm"] is None:
+        return text_rule(test_like)
     kept = {n for n, r in enumerate(valid) if r["warm"] >= (1 - warm_cost) * valid[0]["warm"]}
     return text_rule([r if n in kept else {**r, "warm": -1.0} for n, r in enumerate(test_like)])
 
