@@ -1,22 +1,38 @@
-"""A tiny random BERT (hidden 32, 2 layers, 2 heads) with a WordPiece tokenizer trained on the fly:
+"""A tiny random BERT (hidden 32, 2 layers, 2 heads) with a WordPiece tokenizer built from the texts:
 a real Hugging Face model folder that exports, fuses and quantises like MiniLM, in seconds."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 
+def _vocab(texts: Sequence[str], normalizer: object, pre_tokenizer: object, size: int) -> dict[str, int]:
+    """Special tokens, every character (alone and as a continuation), then the most frequent words
+    (ties by spelling). The `tokenizers` WordPiece trainer breaks ties in hash order, so its
+    vocabulary, and with it the model and its int8 error, changed from run to run."""
+    words = Counter(w for t in texts for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(t)))  # type: ignore[attr-defined]
+    chars = sorted({c for w in words for c in w})
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    known = set(tokens)
+    for w, _ in sorted(words.items(), key=lambda t: (-t[1], t[0])):
+        if len(tokens) >= size:
+            break
+        if w not in known:
+            tokens.append(w)
+            known.add(w)
+    return {t: i for i, t in enumerate(tokens)}
+
+
 def build_tiny_bert(path: Path, texts: Sequence[str], seed: int = 0) -> Path:
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=special))
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    tok = Tokenizer(models.WordPiece(_vocab(texts, normalizer, pre_tokenizer, 400), unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
