@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
-def _vocab(texts: Sequence[str], normalizer: object, pre_tokenizer: object, size: int) -> dict[str, int]:
+def _vocab(texts: Sequence[str], normalizer: Any, pre_tokenizer: Any, size: int) -> dict[str, int]:
     """Special tokens, every character (alone and as a continuation), then the most frequent words
     (ties by spelling). The `tokenizers` WordPiece trainer breaks ties in hash order, so its
     vocabulary, and with it the model and its int8 error, changed from run to run."""
-    words = Counter(w for t in texts for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(t)))  # type: ignore[attr-defined]
+    words = Counter(w for t in texts for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(t)))
     chars = sorted({c for w in words for c in w})
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
     known = set(tokens)
