@@ -307,8 +307,8 @@ def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Pa
     assert [h["epoch"] for h in result.history if h["phase"] == "user"] == [1]
 
 
-def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bonus(tiny_bert_dir: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bonus(
+        tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _config(tiny_bert_dir, objectives=("cl",), residual_dropout=0.5)
     result = train(TINY_DATA, tmp_path / "mixed", split="mixed", seed=1, config=cfg, progress=False)
     bundle = result.bundle
@@ -390,6 +390,22 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     users = plain.rec.users.vectors([[data.item_ids[i] for i in h] for h in history])
     _, matrix = plain.rec.catalogue.matrix()
     assert np.allclose(plain.score(history), (users @ matrix.T)[:, plain.to_bundle], atol=1e-5)
+    # the manifest says what the new-item settings cost and buy together on validation, against
+    # the model without them as lmrec-plain serves it, and `bundle verify` prints it
+    pieces = calibration["validation"]
+    values = {"served": evaluate(scorer.score, split.valid, split.n_items).values["ndcg@10"],
+              "without": evaluate(plain.score, split.valid, split.n_items).values["ndcg@10"]}
+    new = split.new_targets(split.valid)
+    assert new.any() and not new.all()
+    for side, ndcg in values.items():
+        assert pieces[side]["ndcg@10"] == pytest.approx(float(ndcg.mean()), abs=0.01)
+        assert pieces[side]["warm"] == pytest.approx(float(ndcg[~new].mean()), abs=0.01)
+        assert pieces[side]["new"] == pytest.approx(float(ndcg[new].mean()), abs=0.02)
+    assert pieces["served"]["ndcg@10"] == manifest["metrics"]["valid"]["ndcg@10"]
+    assert pieces["warm_share"] == pytest.approx(pieces["served"]["warm"] / pieces["without"]["warm"])
+    capsys.readouterr()
+    assert main(["bundle", "verify", str(bundle)]) == 0
+    assert f"keep {pieces['warm_share']:.1%} of warm targets' NDCG@10" in capsys.readouterr().out
 
 
 def test_the_sdk_serves_the_text_term_as_training_measured_it(tiny_bert_dir: Path, tmp_path: Path) -> None:

@@ -325,6 +325,9 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     reports["text_term"], reports["new_items"] = trainer.calibrate_text(floor, probe, known)
     save()  # with the test-like validation's grid: --resume after a failed export does not train it again
     valid = trainer.validate()
+    pieces = trainer.pieces_report(valid)
+    if pieces is not None:  # what the manifest's new-item settings cost and buy together
+        reports["new_items"] = {**reports["new_items"], "validation": pieces}
     seconds = time.perf_counter() - started
     log(f"best: phase {trainer.best['phase']} epoch {trainer.best['epoch']}, valid ndcg@10 {valid['ndcg@10']:.4f} "
         f"({seconds / 60:.1f} min)")

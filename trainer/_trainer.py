@@ -215,9 +215,9 @@ class Trainer:
         if self.cfg.new_item_bonus is not None or not self.valid_new.any() or self.new_items is None:
             self.bonus = float(self.cfg.new_item_bonus or 0.0)
             return {"bonus": self.bonus, "chosen_on": "config" if self.cfg.new_item_bonus is not None else "nothing"}
-        plain = self.score_fn(bonus=0.0)
+        unbonused = self.score_fn(bonus=0.0)
         cases = self.split.valid
-        scores = [plain(cases.histories[s:s + 512]) for s in range(0, len(cases), 512)]
+        scores = [unbonused(cases.histories[s:s + 512]) for s in range(0, len(cases), 512)]
         unseen = (~self.seen).astype(np.float32)
         rows = []
         for bonus in grid:
@@ -283,16 +283,18 @@ class Trainer:
         self.user.load_state_dict(self.best["user"])
 
     # -- scoring --------------------------------------------------------------------------------
-    def item_vectors(self) -> Any:
+    def item_vectors(self, new_items: bool = True) -> Any:
         """What the bundle's catalogue will hold: trained items their own residual, the others
-        the residual they borrow (computed by the SDK's own ResidualTable)."""
+        the residual they borrow (computed by the SDK's own ResidualTable); with `new_items`
+        False, the others their text vector alone (`lmrec-plain`)."""
         import torch
 
         self.tower.eval()
         with torch.no_grad():
             vectors = self.tower()
             unseen = np.flatnonzero(~self.seen)
-            if self.new_items is None or self.tower.residual is None or not len(unseen) or not self.seen.any():
+            if (not new_items or self.new_items is None or self.tower.residual is None or not len(unseen)
+                    or not self.seen.any()):
                 return vectors
             text = self.tower.text().float().cpu().numpy()
             table = self._table(text, self.tower.residuals().float().cpu().numpy())
@@ -300,19 +302,21 @@ class Trainer:
             vectors[torch.from_numpy(unseen).to(self.device)] = torch.from_numpy(borrowed).to(vectors)
             return vectors
 
-    def score_fn(self, bonus: float | None = None) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    def score_fn(self, bonus: float | None = None,
+                 new_items: bool = True) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
         """Scores over the catalogue exactly as the SDK computes them from the exported bundle
-        (with the new-item bonus, `self.bonus` unless given)."""
+        (with the new-item bonus, `self.bonus` unless given); with `new_items` False, as
+        `lmrec-plain` does: no borrowed residuals, no bonus, no text term."""
         import torch
 
         from .objectives import gather, left_pad
 
-        vectors = self.item_vectors()
+        vectors = self.item_vectors(new_items)
         self.user.eval()
-        add = self.bonus if bonus is None else bonus
+        add = (self.bonus if bonus is None else bonus) if new_items else 0.0
         offset = torch.from_numpy((~self.seen).astype(np.float32) * add).to(self.device) if add else None
         weight, last = self.recent_weight, self.cfg.recent_items
-        beta, text_items = self.text_weight, self.cfg.text_items
+        beta, text_items = (self.text_weight if new_items else 0.0), self.cfg.text_items
         with torch.no_grad():
             text = self.tower.text() if beta else None
 
@@ -333,20 +337,39 @@ class Trainer:
 
         return score
 
-    def validate(self, cases: Any = None) -> dict[str, Any]:
-        """Metrics on `cases` (validation by default); where some targets are new items, also
-        NDCG@10 on them and on the rest."""
+    def validate(self, cases: Any = None, new_items: bool = True) -> dict[str, Any]:
+        """Metrics on `cases` (validation by default), served as `score_fn(new_items=…)` scores;
+        where some targets are new items, also NDCG@10 on them and on the rest."""
         from lmrec.evaluation import evaluate
 
         cases = self.split.valid if cases is None else cases
         new = self.split.new_targets(cases)
-        result = evaluate(self.score_fn(), cases, self.split.n_items)
+        result = evaluate(self.score_fn(new_items=new_items), cases, self.split.n_items)
         out = {m: float(v.mean()) for m, v in result.values.items()}
         if new.any() and not new.all():
             values = result.values["ndcg@10"]
             out["ndcg@10_new"] = float(values[new].mean())
             out["ndcg@10_warm"] = float(values[~new].mean())
         return out
+
+    def pieces_report(self, served: dict[str, Any]) -> dict[str, Any] | None:
+        """The new-item pieces together (borrowed residuals, bonus, text term) against the same
+        model without them (`lmrec-plain`), on validation: `served` is `validate()` of the
+        calibrated model. Each piece's rule counts from a row that already carries the pieces
+        chosen before it, so only this says what they cost warm targets in all. None where
+        validation has no mix of new and warm targets."""
+        if "ndcg@10_warm" not in served:
+            return None
+        without = self.validate(new_items=False)
+        keys = {"ndcg@10": "ndcg@10", "warm": "ndcg@10_warm", "new": "ndcg@10_new"}
+        warm = without["ndcg@10_warm"]
+        share = served["ndcg@10_warm"] / warm if warm > 0 else None
+        self.log(f"new-item pieces on validation: warm targets {served['ndcg@10_warm']:.4f} "
+                 f"({'n/a' if share is None else f'{share:.1%}'} of {warm:.4f} without them), new targets "
+                 f"{served['ndcg@10_new']:.4f} ({without['ndcg@10_new']:.4f}), all {served['ndcg@10']:.4f} "
+                 f"({without['ndcg@10']:.4f})")
+        return {"served": {k: served[m] for k, m in keys.items()}, "without": {k: without[m] for k, m in keys.items()},
+                "warm_share": share}
 
     def validate_start(self, known: dict[str, Any] | None = None) -> dict[str, Any]:
         """The untrained model (user = most recent item, identity adapter, no residuals) is the
