@@ -1,0 +1,106 @@
+"""Which items the text term reaches: every item (as shipped) or new items only, at each β.
+
+    cd /work/main && HF_HUB_OFFLINE=1 .venv/bin/python bench/text_term_items.py \\
+        --data movielens:../shared/data/movielens-latest-small \\
+        --bundle 0:out/q49/movielens-latest-small-cold-s0-wt53 --bundle 1:... \\
+        --json bench/results/text-term-items/movielens-latest-small.json
+
+The served score adds β |u| cos(r, t) to every item (t its text vector, r the text vector of the
+history's last item). On warm targets it reorders warm items against the user model, on new
+ones it is most of what places them. Each `--bundle SEED:PATH` (a cold or mixed bundle, every
+seed of one dataset) is scored on the mixed split, fp32, with borrowed residuals and without the
+bonus, at each β of the trainer's grid (the first bundle's `training.text_term.grid`) with the
+term on every item or on new items only. Lines are pooled over the seeds' users: NDCG@10 on all,
+warm and new targets, warm targets as a share of `lmrec-plain`'s (the same bundles with new items
+as their text and no term).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from lmrec.data import load_dataset
+from lmrec.evaluation import BundleScorer, FitContext, evaluate, make_split
+
+FORMS = ("every", "new")
+
+
+def _scores(scorer: BundleScorer, matrix: np.ndarray, text: np.ndarray, reach: np.ndarray, beta: float,
+            item_ids: list[str]) -> Callable:
+    """User model · items + β |u| cos(r, t) on the items `reach` marks (r: the last item's t)."""
+    def score(histories: list[np.ndarray]) -> np.ndarray:
+        users = scorer.rec.users.vectors([[item_ids[i] for i in h] for h in histories])
+        out = users @ matrix.T
+        if beta:
+            last = text[np.array([h[-1] for h in histories])]
+            out += beta * np.linalg.norm(users, axis=1, keepdims=True) * (last @ text.T) * reach
+        return out
+    return score
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--bundle", action="append", required=True, metavar="SEED:PATH", help="repeat per seed")
+    p.add_argument("--parts", default="valid,test")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: every core)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    bundles = []
+    for spec in args.bundle:
+        seed, _, path = spec.partition(":")
+        if not (Path(path) / "manifest.json").is_file():
+            p.error(f"--bundle {spec}: {path} is not a bundle (no manifest.json)")
+        bundles.append((int(seed), path))
+    data = load_dataset(args.data)
+    parts = args.parts.split(",")
+    grid = [float(r["beta"]) for r in BundleScorer(bundles[0][1]).manifest.training["text_term"]["grid"]]
+    keys = [("plain", 0.0)] + [(form, beta) for form in FORMS for beta in grid]
+    values: dict[str, dict[tuple[str, float], list[np.ndarray]]] = {part: {k: [] for k in keys} for part in parts}
+    new_masks: dict[str, list[np.ndarray]] = {part: [] for part in parts}
+    for seed, path in bundles:
+        split = make_split(data, "mixed", seed)
+        ctx = FitContext(data, split, seed=seed, progress=False)
+        served = BundleScorer(path, "fp32", threads=args.threads)
+        plain = BundleScorer(path, "fp32", "lmrec-plain", new_items=False, threads=args.threads)
+        for scorer in (served, plain):
+            scorer.fit(ctx)
+        matrix = served.rec.catalogue.matrix()[1][served.to_bundle]  # data's item order
+        text = served.rec.embed_texts(data.item_texts)
+        held = np.zeros(split.n_items, dtype=np.float32)
+        held[split.cold_items] = 1.0
+        for part in parts:
+            cases = getattr(split, part)
+            new_masks[part].append(split.new_targets(cases))
+            values[part][("plain", 0.0)].append(evaluate(plain.score, cases, split.n_items).values["ndcg@10"])
+            for form in FORMS:
+                reach = np.ones_like(held) if form == "every" else held
+                for beta in grid:
+                    score = _scores(served, matrix, text, reach, beta, data.item_ids)
+                    values[part][(form, beta)].append(evaluate(score, cases, split.n_items).values["ndcg@10"])
+        print(f"seed {seed} scored", flush=True)
+    report: dict = {"data": data.name, "split": "mixed", "bundles": [list(b) for b in bundles]}
+    for part in parts:
+        new = np.concatenate(new_masks[part])
+        plain_warm = float(np.concatenate(values[part][("plain", 0.0)])[~new].mean())
+        rows = []
+        for form, beta in keys:
+            v = np.concatenate(values[part][(form, beta)])
+            row = {"form": form, "beta": beta, "all": float(v.mean()), "warm": float(v[~new].mean()),
+                   "new": float(v[new].mean())}
+            row["warm_share"] = row["warm"] / plain_warm
+            rows.append(row)
+            print(f"{part} {form:5s} β {beta:<4g} all {row['all']:.4f} warm {row['warm']:.4f} "
+                  f"({row['warm_share']:.1%}) new {row['new']:.4f}", flush=True)
+        report[part] = rows
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
