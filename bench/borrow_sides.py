@@ -32,8 +32,10 @@ def _side_scores(users_of: BundleScorer, matrix: np.ndarray, item_ids: list[str]
     return lambda histories: users_of.rec.users.vectors([[item_ids[i] for i in h] for h in histories]) @ matrix.T
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_bundles(description: str) -> tuple[argparse.Namespace, list[tuple[int, str]]]:
+    """The command line of this script and bench/text_term_items.py: --data, --bundle SEED:PATH
+    per seed, --parts, --threads, --json. Returns (the arguments, the (seed, path) pairs)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", required=True)
     p.add_argument("--bundle", action="append", required=True, metavar="SEED:PATH", help="repeat per seed")
     p.add_argument("--parts", default="valid,test")
@@ -43,9 +45,14 @@ def main() -> None:
     bundles = []
     for spec in args.bundle:
         seed, _, path = spec.partition(":")
-        if not (Path(path) / "manifest.json").is_file():
-            p.error(f"--bundle {spec}: {path} is not a bundle (no manifest.json)")
+        if not seed.isdigit() or not (Path(path) / "manifest.json").is_file():
+            p.error(f"--bundle {spec}: expected SEED:PATH with PATH a bundle (holding manifest.json)")
         bundles.append((int(seed), path))
+    return args, bundles
+
+
+def main() -> None:
+    args, bundles = parse_bundles(__doc__.split("\n\n")[0])
     data = load_dataset(args.data)
     parts = args.parts.split(",")
     values: dict[str, dict[str, list[np.ndarray]]] = {part: {side: [] for side in SIDES} for part in parts}

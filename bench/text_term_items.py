@@ -17,12 +17,11 @@ as their text and no term).
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from borrow_sides import parse_bundles  # bench/ is the script's folder
 from lmrec.data import load_dataset
 from lmrec.evaluation import BundleScorer, FitContext, evaluate, make_split
 
@@ -43,19 +42,7 @@ def _scores(scorer: BundleScorer, matrix: np.ndarray, text: np.ndarray, reach: n
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True)
-    p.add_argument("--bundle", action="append", required=True, metavar="SEED:PATH", help="repeat per seed")
-    p.add_argument("--parts", default="valid,test")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: every core)")
-    p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
-    bundles = []
-    for spec in args.bundle:
-        seed, _, path = spec.partition(":")
-        if not (Path(path) / "manifest.json").is_file():
-            p.error(f"--bundle {spec}: {path} is not a bundle (no manifest.json)")
-        bundles.append((int(seed), path))
+    args, bundles = parse_bundles(__doc__.split("\n\n")[0])
     data = load_dataset(args.data)
     parts = args.parts.split(",")
     grid = [float(r["beta"]) for r in BundleScorer(bundles[0][1]).manifest.training["text_term"]["grid"]]
