@@ -51,6 +51,13 @@ def parse_bundles(description: str) -> tuple[argparse.Namespace, list[tuple[int,
     return args, bundles
 
 
+def write_report(path: Path | None, report: dict) -> None:
+    """`--json`'s file, folders made as needed (nothing without --json)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     args, bundles = parse_bundles(__doc__.split("\n\n")[0])
     data = load_dataset(args.data)
@@ -86,9 +93,7 @@ def main() -> None:
             print(part, seed, "; ".join(f"{side}: all {r['all']:.4f} warm {r['warm']:.4f} ({r['warm_share']:.1%}) "
                                         f"new {r['new']:.4f}" for side, r in ((s, row[s]) for s in SIDES)), flush=True)
         report[part] = rows
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,10 @@ as their text and no term).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import numpy as np
-from borrow_sides import parse_bundles  # bench/ is the script's folder
+from borrow_sides import parse_bundles, write_report  # bench/ is the script's folder
 from lmrec.data import load_dataset
 from lmrec.evaluation import BundleScorer, FitContext, evaluate, make_split
 
@@ -84,9 +83,7 @@ def main() -> None:
             print(f"{part} {form:5s} β {beta:<4g} all {row['all']:.4f} warm {row['warm']:.4f} "
                   f"({row['warm_share']:.1%}) new {row['new']:.4f}", flush=True)
         report[part] = rows
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":
