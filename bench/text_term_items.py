@@ -44,7 +44,10 @@ def main() -> None:
     args, bundles = parse_bundles(__doc__.split("\n\n")[0])
     data = load_dataset(args.data)
     parts = args.parts.split(",")
-    grid = [float(r["beta"]) for r in BundleScorer(bundles[0][1]).manifest.training["text_term"]["grid"]]
+    text_term = (BundleScorer(bundles[0][1]).manifest.training or {}).get("text_term")
+    if not text_term:
+        raise SystemExit(f"{bundles[0][1]}: no training.text_term in its manifest (a trained cold or mixed bundle?)")
+    grid = [float(r["beta"]) for r in text_term["grid"]]
     keys = [("plain", 0.0)] + [(form, beta) for form in FORMS for beta in grid]
     values: dict[str, dict[tuple[str, float], list[np.ndarray]]] = {part: {k: [] for k in keys} for part in parts}
     new_masks: dict[str, list[np.ndarray]] = {part: [] for part in parts}
