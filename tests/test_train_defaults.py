@@ -307,6 +307,49 @@ def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Pa
     assert [h["epoch"] for h in result.history if h["phase"] == "user"] == [1]
 
 
+def test_the_resampled_rule_does_not_follow_one_samples_luck() -> None:
+    from lmrec.trainer import resampled_text_rule, text_rule
+
+    # β rows of NDCG@10 per case: 40 new targets, 160 warm ones. The last row keeps 97 % of the
+    # warm targets' NDCG@10 only on this sample (3 of 100 hits lost) for one more new hit
+    new = np.r_[np.ones(40, bool), np.zeros(160, bool)]
+    warm = np.r_[np.ones(100), np.zeros(60)]
+    values = np.stack([np.r_[np.arange(40) < hits, warm * (np.arange(160) >= lost)]
+                       for hits, lost in ((4, 0), (8, 0), (9, 3))])
+    means = [{"ndcg@10": v.mean(), "new": v[new].mean(), "warm": v[~new].mean()} for v in values]
+    assert text_rule(means) == 2
+    row, votes = resampled_text_rule(values, new, 200, seed=0)
+    assert row == 1 and sum(votes) == 200 and votes[2] < 100 < votes[1]
+    assert resampled_text_rule(values, new, 200, seed=0) == (row, votes)  # the run's seed fixes it
+    # one row clearly best on both: every resample agrees
+    clear = np.stack([values[0], np.r_[np.ones(40), warm]])
+    assert resampled_text_rule(clear, new, 50, seed=3) == (1, [0, 50])
+
+
+def test_mixed_training_ships_the_median_of_the_resampled_choices_also_when_resumed(
+        tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(tiny_bert_dir, objectives=(), text_resamples=64)
+    out, lines = tmp_path / "m", []
+    with monkeypatch.context() as patch:  # interrupted after the β was chosen and saved, before export
+        patch.setattr(_train.Trainer, "pieces_report", lambda self, served: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            train(TINY_DATA, out, split="mixed", seed=1, config=cfg, progress=False, log=lines.append)
+    chosen = [line for line in lines if line.startswith("the text term weighs")]
+    assert len(chosen) == 1 and "(the median of 64 resamples' choices; on the grid's means β " in chosen[0]
+    resumed: list[str] = []
+    result = train(TINY_DATA, out, split="mixed", seed=1, config=cfg, resume=True, progress=False,
+                   log=resumed.append)
+    assert [line for line in resumed if line.startswith("the text term weighs")] == chosen  # not voted again
+    manifest = json.loads((result.bundle / "manifest.json").read_text())
+    text = manifest["training"]["text_term"]
+    judged, votes = text["test_like"]["grid"], text["test_like"]["votes"]
+    assert text["resampled"] == {"resamples": 64, "votes": votes,
+                                 "on_means": text["grid"][_train.text_rule(judged)]["beta"]}
+    picks = np.repeat(np.arange(len(votes)), votes)
+    assert text["weight"] == text["grid"][int(picks[31])]["beta"] == manifest["user_model"]["text_weight"]
+    assert manifest["new_items"]["bonus"] == text["grid"][int(picks[31])]["bonus"]
+
+
 def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bonus(
         tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _config(tiny_bert_dir, objectives=("cl",), residual_dropout=0.5)

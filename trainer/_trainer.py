@@ -41,6 +41,29 @@ def text_rule(rows: list[dict[str, Any]]) -> int:
     return max((n for n, r in enumerate(rows) if r["warm"] >= floor), key=lambda n: rows[n]["new"])
 
 
+def resampled_text_rule(values: np.ndarray, new: np.ndarray, resamples: int, seed: int) -> tuple[int, list[int]]:
+    """`text_rule` on `resamples` bootstrap resamples of the cases, the median of its choices
+    (rows ascend in β): `values` holds each row's NDCG@10 per case, `new` marks the cases whose
+    target is a new item. A constraint and an argmax on one sample of ~130 new targets jump
+    between neighbouring β; the median of the resampled choices does not follow one sample's
+    luck. Returns (the row, how often the rule chose each row)."""
+    rng = np.random.default_rng(seed)
+    picks = np.empty(resamples, dtype=np.int64)
+    for b in range(resamples):
+        drawn = rng.integers(0, values.shape[1], values.shape[1])
+        scores, is_new = values[:, drawn], new[drawn]
+        mixed = is_new.any() and not is_new.all()
+        picks[b] = text_rule([{"ndcg@10": float(v.mean()), "new": float(v[is_new].mean()) if mixed else None,
+                               "warm": float(v[~is_new].mean()) if mixed else None} for v in scores])
+    votes = np.bincount(picks, minlength=len(values))
+    return median_row(votes), votes.tolist()
+
+
+def median_row(votes: Sequence[int]) -> int:
+    """The median row of a vote count per row (the lower one between two)."""
+    return int(np.searchsorted(np.cumsum(votes), (sum(votes) + 1) // 2))
+
+
 def sample_pool(seen: np.ndarray, softmax_items: int) -> np.ndarray | None:
     """The training items a step's softmax samples from, when they are more than `softmax_items`
     (objectives.catalogue_sample); None: the softmax covers them all."""
@@ -157,20 +180,23 @@ class Trainer:
                   "chosen_on": "config" if self.cfg.recent_weight is not None else "validation", "grid": grid}
         return {"new_items": best["bonus"], "recent": recent}
 
-    def text_grid(self, floor: float | None, cases: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def text_grid(self, floor: float | None, cases: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                                        np.ndarray]:
         """Each β of the text term (`TEXT_GRID`, or `cfg.text_weight`) at the chosen weight of the
         last items, with its own bonus by `calibrate_bonus` (on validation, where `floor` is set),
-        measured on `cases` (validation by default). Returns (rows, each row's bonus report)."""
+        measured on `cases` (validation by default). Returns (rows, each row's bonus report, each
+        row's NDCG@10 per case)."""
         betas = TEXT_GRID if self.cfg.text_weight is None else (float(self.cfg.text_weight),)
-        rows, bonuses = [], []
+        rows, bonuses, values = [], [], []
         for beta in betas:
             self.text_weight = beta
             bonus = self.calibrate_bonus(floor) if floor is not None else {"bonus": self.bonus}
-            metrics = self.validate(cases)
+            metrics, per_case = self._validate(cases)
             bonuses.append(bonus)
+            values.append(per_case)
             rows.append({"beta": beta, "bonus": self.bonus, "ndcg@10": metrics["ndcg@10"],
                          "new": metrics.get("ndcg@10_new"), "warm": metrics.get("ndcg@10_warm")})
-        return rows, bonuses
+        return rows, bonuses, np.stack(values)
 
     def calibrate_text(self, floor: float | None, probe: tuple[Trainer, float | None] | None = None,
                        known: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -178,11 +204,12 @@ class Trainer:
         `probe` (a trainer of these settings on the split one interaction shorter, and its floor)
         when given, or as an earlier run reported it (`known`: a resumed export), else on
         validation. The β chosen ships with the bonus this model's validation gave it. Returns
-        (the report, the bonus report of the β chosen)."""
-        rows, bonuses = self.text_grid(floor)
+        (the report, the bonus report of the β chosen). With `cfg.text_resamples`, the rule's
+        median choice over resamples of the judging cases (`resampled_text_rule`)."""
+        rows, bonuses, values = self.text_grid(floor)
         report: dict[str, Any] = {"items": self.cfg.text_items, "warm_cost": WARM_COST, "grid": rows,
                                   "chosen_on": "config" if self.cfg.text_weight is not None else "validation"}
-        judged = rows
+        judged, new = rows, self.split.new_targets(self.split.valid)
         if known is not None:
             judged = known["grid"]
             report["chosen_on"], report["test_like"] = "test-like validation", known
@@ -190,18 +217,29 @@ class Trainer:
             other, other_floor = probe
             other.recent_weight = self.recent_weight
             started = time.perf_counter()
-            judged = other.text_grid(other_floor, other.split.test)[0]
+            judged, _, values = other.text_grid(other_floor, other.split.test)
+            new = other.split.new_targets(other.split.test)
             report["chosen_on"] = "test-like validation"
             report["test_like"] = {"grid": judged, "cases": len(other.split.test), "epochs": other.epoch,
                                    "best_epoch": other.best["epoch"],
                                    "seconds": round(time.perf_counter() - started, 1)}
-        n = text_rule(judged)
+        n, votes = text_rule(judged), None
+        if self.cfg.text_resamples and len(rows) > 1 and judged[0]["new"] is not None:
+            if known is not None:  # a resumed export: as the checkpoint's run voted (same config)
+                votes = known["votes"]
+            else:
+                votes = resampled_text_rule(values, new, self.cfg.text_resamples, self.seed)[1]
+                report.get("test_like", {})["votes"] = votes
+            report["resampled"] = {"resamples": sum(votes), "votes": votes, "on_means": rows[n]["beta"]}
+            n = median_row(votes)
         self.text_weight, self.bonus = rows[n]["beta"], rows[n]["bonus"]
         report["weight"] = self.text_weight
         line = ", ".join(f"{k} {judged[n][k]:.4f} ({judged[0][k]:.4f} at β 0)" for k in ("ndcg@10", "new", "warm")
                          if judged[n][k] is not None)
+        how = "" if votes is None else (f" (the median of {sum(votes)} resamples' choices; on the grid's means "
+                                        f"β {report['resampled']['on_means']:g})")
         self.log(f"the text term weighs β {self.text_weight:g} (last {self.cfg.text_items} item(s)), on the "
-                 f"{report['chosen_on']}: {line}")
+                 f"{report['chosen_on']}{how}: {line}")
         return report, bonuses[n]
 
     def calibrate_bonus(self, floor: float, grid: Sequence[float] = BONUS_GRID) -> dict[str, Any]:
@@ -340,17 +378,21 @@ class Trainer:
     def validate(self, cases: Any = None, new_items: bool = True) -> dict[str, Any]:
         """Metrics on `cases` (validation by default), served as `score_fn(new_items=…)` scores;
         where some targets are new items, also NDCG@10 on them and on the rest."""
+        return self._validate(cases, new_items)[0]
+
+    def _validate(self, cases: Any = None, new_items: bool = True) -> tuple[dict[str, Any], np.ndarray]:
+        """`validate`, and NDCG@10 of each case."""
         from lmrec.evaluation import evaluate
 
         cases = self.split.valid if cases is None else cases
         new = self.split.new_targets(cases)
         result = evaluate(self.score_fn(new_items=new_items), cases, self.split.n_items)
         out = {m: float(v.mean()) for m, v in result.values.items()}
+        values = result.values["ndcg@10"]
         if new.any() and not new.all():
-            values = result.values["ndcg@10"]
             out["ndcg@10_new"] = float(values[new].mean())
             out["ndcg@10_warm"] = float(values[~new].mean())
-        return out
+        return out, values
 
     def pieces_report(self, served: dict[str, Any]) -> dict[str, Any] | None:
         """The new-item pieces together (borrowed residuals, bonus, text term) against the same
