@@ -307,47 +307,30 @@ def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Pa
     assert [h["epoch"] for h in result.history if h["phase"] == "user"] == [1]
 
 
-def test_the_resampled_rule_does_not_follow_one_samples_luck() -> None:
-    from lmrec.trainer import resampled_text_rule, text_rule
-
-    # β rows of NDCG@10 per case: 40 new targets, 160 warm ones. The last row keeps 97 % of the
-    # warm targets' NDCG@10 only on this sample (3 of 100 hits lost) for one more new hit
-    new = np.r_[np.ones(40, bool), np.zeros(160, bool)]
-    warm = np.r_[np.ones(100), np.zeros(60)]
-    values = np.stack([np.r_[np.arange(40) < hits, warm * (np.arange(160) >= lost)]
-                       for hits, lost in ((4, 0), (8, 0), (9, 3))])
-    means = [{"ndcg@10": v.mean(), "new": v[new].mean(), "warm": v[~new].mean()} for v in values]
-    assert text_rule(means) == 2
-    row, votes = resampled_text_rule(values, new, 200, seed=0)
-    assert row == 1 and sum(votes) == 200 and votes[2] < 100 < votes[1]
-    assert resampled_text_rule(values, new, 200, seed=0) == (row, votes)  # the run's seed fixes it
-    # one row clearly best on both: every resample agrees
-    clear = np.stack([values[0], np.r_[np.ones(40), warm]])
-    assert resampled_text_rule(clear, new, 50, seed=3) == (1, [0, 50])
-
-
-def test_mixed_training_ships_the_median_of_the_resampled_choices_also_when_resumed(
-        tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = _config(tiny_bert_dir, objectives=(), text_resamples=64)
-    out, lines = tmp_path / "m", []
-    with monkeypatch.context() as patch:  # interrupted after the β was chosen and saved, before export
-        patch.setattr(_train.Trainer, "pieces_report", lambda self, served: (_ for _ in ()).throw(KeyboardInterrupt))
-        with pytest.raises(KeyboardInterrupt):
-            train(TINY_DATA, out, split="mixed", seed=1, config=cfg, progress=False, log=lines.append)
-    chosen = [line for line in lines if line.startswith("the text term weighs")]
-    assert len(chosen) == 1 and "(the median of 64 resamples' choices; on the grid's means β " in chosen[0]
-    resumed: list[str] = []
-    result = train(TINY_DATA, out, split="mixed", seed=1, config=cfg, resume=True, progress=False,
-                   log=resumed.append)
-    assert [line for line in resumed if line.startswith("the text term weighs")] == chosen  # not voted again
+def test_several_test_like_validations_judge_the_text_term_on_their_cases_pooled(
+        tiny_bert_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_bert_dir, objectives=(), test_like_origins=2)
+    lines: list[str] = []
+    result = train(TINY_DATA, tmp_path / "m", split="mixed", seed=1, config=cfg, progress=False, log=lines.append)
     manifest = json.loads((result.bundle / "manifest.json").read_text())
     text = manifest["training"]["text_term"]
-    judged, votes = text["test_like"]["grid"], text["test_like"]["votes"]
-    assert text["resampled"] == {"resamples": 64, "votes": votes,
-                                 "on_means": text["grid"][_train.text_rule(judged)]["beta"]}
-    picks = np.repeat(np.arange(len(votes)), votes)
-    assert text["weight"] == text["grid"][int(picks[31])]["beta"] == manifest["user_model"]["text_weight"]
-    assert manifest["new_items"]["bonus"] == text["grid"][int(picks[31])]["bonus"]
+    judged, origins = text["test_like"]["grid"], text["test_like"]["origins"]
+    data = lmrec.load_dataset(TINY_DATA)
+    shorter = [make_split(data, "mixed", 1, drop_last=k) for k in (1, 2)]  # 1 and 2 interactions shorter
+    cases = [len(s.test) for s in shorter]
+    new = [int(s.new_targets(s.test).sum()) for s in shorter]
+    warm = [c - k for c, k in zip(cases, new, strict=True)]
+    assert [o["cases"] for o in origins] == cases and text["test_like"]["cases"] == sum(cases)
+    assert 0 < sum(new) < sum(cases)  # new targets and warm ones: the rule weighs both
+    for n, row in enumerate(judged):  # each β's NDCG@10 over both validations' cases at once
+        for key, weights in (("ndcg@10", cases), ("new", new), ("warm", warm)):
+            parts = [(o["grid"][n][key], w) for o, w in zip(origins, weights, strict=True) if w]
+            assert row[key] == pytest.approx(sum(v * w for v, w in parts) / sum(w for _, w in parts))
+    n = _train.text_rule(judged)
+    assert text["weight"] == text["grid"][n]["beta"] == manifest["user_model"]["text_weight"]
+    assert manifest["new_items"]["bonus"] == text["grid"][n]["bonus"]
+    assert sum("on the split 2 interactions shorter" in line for line in lines) == 1
+    assert any(line.startswith("the text term weighs") and "(2 of them, pooled)" in line for line in lines)
 
 
 def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bonus(

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._finetune import PartialEncoder
     from ._text_finetune import TextFinetuneResult, finetune_text
     from ._train import TrainResult, train
-    from ._trainer import Trainer, resampled_text_rule, text_rule
+    from ._trainer import Trainer, text_rule
 
 # torch is imported only when training (or the torch encoder) is asked for
 _LAZY = {
@@ -30,7 +30,6 @@ _LAZY = {
     "TrainResult": ("_train", "TrainResult"),
     "Trainer": ("_trainer", "Trainer"),
     "text_rule": ("_trainer", "text_rule"),
-    "resampled_text_rule": ("_trainer", "resampled_text_rule"),
     "checkpoint_dir": ("_checkpoint", "checkpoint_dir"),
     "demo": ("_demo", "demo"),
     "TorchEncoder": ("_encoder", "TorchEncoder"),
@@ -57,7 +56,6 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "text_rule",
-    "resampled_text_rule",
     "checkpoint_dir",
     "TrainConfig",
     "OBJECTIVES",

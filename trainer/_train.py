@@ -318,11 +318,15 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     reports["budget"] = _budget_report(budget, reports, log)
     reports.update(trainer.calibrate(floor))
     known = reports.get("text_term", {}).get("test_like")  # a resumed export: it ran before
-    probe = None
+    probes: list[tuple[Trainer, float | None]] = []
     if trainer.cfg.text_weight is None and known is None:
-        probe = _test_like(trainer, dataset, split, seed, cold_share, base_vectors, device, progress, log,
-                           deadline(TEST_LIKE_SHARE), reports["budget"]["cut"])
-    reports["text_term"], reports["new_items"] = trainer.calibrate_text(floor, probe, known)
+        for drop in range(1, cfg.test_like_origins + 1):
+            probe = _test_like(trainer, dataset, split, seed, cold_share, base_vectors, device, progress, log,
+                               deadline(TEST_LIKE_SHARE), reports["budget"]["cut"], drop)
+            if probe is None:
+                break
+            probes.append(probe)
+    reports["text_term"], reports["new_items"] = trainer.calibrate_text(floor, probes, known)
     save()  # with the test-like validation's grid: --resume after a failed export does not train it again
     valid = trainer.validate()
     pieces = trainer.pieces_report(valid)
@@ -345,11 +349,12 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
 
 def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share: float,
                base: Callable[[], np.ndarray], device: str, progress: bool, log: Callable[[str], None],
-               stop: float | None, cut: list[str]) -> tuple[Trainer, float | None] | None:
+               stop: float | None, cut: list[str], drop: int = 1) -> tuple[Trainer, float | None] | None:
     """A validation that looks like test, for the weight between the fitted model and the text:
     the kept model's settings and text vectors, its user phase trained again on the split
-    without each user's last interaction, whose test cases are the validation targets one step
-    beyond a history item its training never saw, as test is to the model shipped. Validation
+    without each user's last `drop` interactions, whose test cases are the targets one step
+    beyond a history item its training never saw, as test is to the model shipped (each further
+    `drop` another such sample, one step earlier: `cfg.test_like_origins`). Validation
     right after the training data overrates what training fits: every fitted model loses from
     validation to test while the encoder's text similarity gains, so a weight chosen on validation
     leans to the fitted side (bench/RESULTS.md, "The encoder's similarity in the served score").
@@ -361,17 +366,21 @@ def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share
     leave no room for it."""
     from lmrec.evaluation import HELD_OUT, make_split
 
-    parts = make_split(dataset, "mixed" if split in HELD_OUT else split, seed, cold_share=cold_share, drop_last=1)
+    shorter = f"{drop} interaction{'s' if drop > 1 else ''} shorter"
+    parts = make_split(dataset, "mixed" if split in HELD_OUT else split, seed, cold_share=cold_share,
+                       drop_last=drop)
     if len(parts.train) < MIN_TRAIN_USERS or not len(parts.valid) or not len(parts.test):
-        log("test-like validation skipped: too few users keep a next item one interaction shorter")
+        log(f"test-like validation skipped: too few users keep a next item {shorter}")
         return None
     epochs, needed = trainer.peak_epochs()
     left = None if stop is None else stop - time.monotonic()
     if left is not None and left < needed:
-        cut.append("test_like")
+        if "test_like" not in cut:
+            cut.append("test_like")
+        fallback = "validation" if drop == 1 else f"the first {drop - 1} test-like validation(s)"
         log(f"warning: test-like validation skipped: its {epochs} epoch(s) take about {needed / 60:.1f} min, "
             f"{max(left, 0.0) / 60:.1f} min of the --budget are left; the text term's weight is chosen on "
-            "validation and may not reproduce: a larger --budget (0: none) lets it run")
+            f"{fallback} and may not reproduce: a larger --budget (0: none) lets it run")
         return None
     started = time.perf_counter()
     probe = Trainer(dataset, parts, trainer.cfg.with_(epochs=epochs), seed, device, progress,
@@ -381,12 +390,13 @@ def _test_like(trainer: Trainer, dataset: Any, split: str, seed: int, cold_share
     probe.run_user_phase("user", lambda: None, stop)
     probe.restore_best()
     if not probe.phase_done:  # the clock stopped it: the estimate missed
-        cut.append("test_like")
+        if "test_like" not in cut:
+            cut.append("test_like")
         log("warning: the --budget cut the test-like validation short; the text term's weight may not "
             "reproduce: a larger --budget (0: none) lets it end on its own")
     new = parts.new_targets(parts.valid)
     floor = _last_item_ndcg(base(), parts.valid, parts.n_items, new) if new.any() else None
-    log(f"test-like validation: a user phase of {probe.epoch} epoch(s) on the split one interaction shorter, "
+    log(f"test-like validation: a user phase of {probe.epoch} epoch(s) on the split {shorter}, "
         f"{time.perf_counter() - started:.0f}s")
     return probe, floor
 

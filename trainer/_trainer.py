@@ -41,27 +41,12 @@ def text_rule(rows: list[dict[str, Any]]) -> int:
     return max((n for n, r in enumerate(rows) if r["warm"] >= floor), key=lambda n: rows[n]["new"])
 
 
-def resampled_text_rule(values: np.ndarray, new: np.ndarray, resamples: int, seed: int) -> tuple[int, list[int]]:
-    """`text_rule` on `resamples` bootstrap resamples of the cases, the median of its choices
-    (rows ascend in β): `values` holds each row's NDCG@10 per case, `new` marks the cases whose
-    target is a new item. A constraint and an argmax on one sample of ~130 new targets jump
-    between neighbouring β; the median of the resampled choices does not follow one sample's
-    luck. Returns (the row, how often the rule chose each row)."""
-    rng = np.random.default_rng(seed)
-    picks = np.empty(resamples, dtype=np.int64)
-    for b in range(resamples):
-        drawn = rng.integers(0, values.shape[1], values.shape[1])
-        scores, is_new = values[:, drawn], new[drawn]
-        mixed = is_new.any() and not is_new.all()
-        picks[b] = text_rule([{"ndcg@10": float(v.mean()), "new": float(v[is_new].mean()) if mixed else None,
-                               "warm": float(v[~is_new].mean()) if mixed else None} for v in scores])
-    votes = np.bincount(picks, minlength=len(values))
-    return median_row(votes), votes.tolist()
-
-
-def median_row(votes: Sequence[int]) -> int:
-    """The median row of a vote count per row (the lower one between two)."""
-    return int(np.searchsorted(np.cumsum(votes), (sum(votes) + 1) // 2))
+def pooled_rows(rows: list[dict[str, Any]], values: np.ndarray, new: np.ndarray) -> list[dict[str, Any]]:
+    """`rows`' β with NDCG@10 on all, new and warm targets of the cases `values` (one row of
+    NDCG@10 per case each) holds, `new` marking those whose target is a new item."""
+    mixed = bool(new.any() and not new.all())
+    return [{"beta": r["beta"], "ndcg@10": float(v.mean()), "new": float(v[new].mean()) if mixed else None,
+             "warm": float(v[~new].mean()) if mixed else None} for r, v in zip(rows, values, strict=True)]
 
 
 def sample_pool(seen: np.ndarray, softmax_items: int) -> np.ndarray | None:
@@ -198,48 +183,47 @@ class Trainer:
                          "new": metrics.get("ndcg@10_new"), "warm": metrics.get("ndcg@10_warm")})
         return rows, bonuses, np.stack(values)
 
-    def calibrate_text(self, floor: float | None, probe: tuple[Trainer, float | None] | None = None,
+    def calibrate_text(self, floor: float | None, probes: Sequence[tuple[Trainer, float | None]] = (),
                        known: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """β of the text term, by `text_rule` over `text_grid`: on the test-like validation of
-        `probe` (a trainer of these settings on the split one interaction shorter, and its floor)
-        when given, or as an earlier run reported it (`known`: a resumed export), else on
-        validation. The β chosen ships with the bonus this model's validation gave it. Returns
-        (the report, the bonus report of the β chosen). With `cfg.text_resamples`, the rule's
-        median choice over resamples of the judging cases (`resampled_text_rule`)."""
-        rows, bonuses, values = self.text_grid(floor)
+        """β of the text term, by `text_rule` over `text_grid`: on the test-like validations of
+        `probes` (trainers of these settings on the split 1, 2, … interactions shorter, and their
+        floors), their cases pooled, when given; or as an earlier run reported it (`known`: a
+        resumed export); else on validation. The β chosen ships with the bonus this model's
+        validation gave it. Returns (the report, the bonus report of the β chosen)."""
+        rows, bonuses, _ = self.text_grid(floor)
         report: dict[str, Any] = {"items": self.cfg.text_items, "warm_cost": WARM_COST, "grid": rows,
                                   "chosen_on": "config" if self.cfg.text_weight is not None else "validation"}
-        judged, new = rows, self.split.new_targets(self.split.valid)
+        judged = rows
         if known is not None:
             judged = known["grid"]
             report["chosen_on"], report["test_like"] = "test-like validation", known
-        elif probe is not None:
-            other, other_floor = probe
-            other.recent_weight = self.recent_weight
+        elif probes:
             started = time.perf_counter()
-            judged, _, values = other.text_grid(other_floor, other.split.test)
-            new = other.split.new_targets(other.split.test)
+            origins, values, new = [], [], []
+            for other, other_floor in probes:
+                other.recent_weight = self.recent_weight
+                grid, _, per_case = other.text_grid(other_floor, other.split.test)
+                origins.append({"grid": grid, "cases": len(other.split.test), "epochs": other.epoch,
+                                "best_epoch": other.best["epoch"]})
+                values.append(per_case)
+                new.append(other.split.new_targets(other.split.test))
+            judged = (origins[0]["grid"] if len(origins) == 1
+                      else pooled_rows(rows, np.concatenate(values, axis=1), np.concatenate(new)))
             report["chosen_on"] = "test-like validation"
-            report["test_like"] = {"grid": judged, "cases": len(other.split.test), "epochs": other.epoch,
-                                   "best_epoch": other.best["epoch"],
+            report["test_like"] = {"grid": judged, "cases": sum(o["cases"] for o in origins),
+                                   "epochs": max(o["epochs"] for o in origins),
+                                   "best_epoch": max(o["best_epoch"] for o in origins),
                                    "seconds": round(time.perf_counter() - started, 1)}
-        n, votes = text_rule(judged), None
-        if self.cfg.text_resamples and len(rows) > 1 and judged[0]["new"] is not None:
-            if known is not None:  # a resumed export: as the checkpoint's run voted (same config)
-                votes = known["votes"]
-            else:
-                votes = resampled_text_rule(values, new, self.cfg.text_resamples, self.seed)[1]
-                report.get("test_like", {})["votes"] = votes
-            report["resampled"] = {"resamples": sum(votes), "votes": votes, "on_means": rows[n]["beta"]}
-            n = median_row(votes)
+            if len(origins) > 1:
+                report["test_like"]["origins"] = origins
+        n = text_rule(judged)
         self.text_weight, self.bonus = rows[n]["beta"], rows[n]["bonus"]
         report["weight"] = self.text_weight
         line = ", ".join(f"{k} {judged[n][k]:.4f} ({judged[0][k]:.4f} at β 0)" for k in ("ndcg@10", "new", "warm")
                          if judged[n][k] is not None)
-        how = "" if votes is None else (f" (the median of {sum(votes)} resamples' choices; on the grid's means "
-                                        f"β {report['resampled']['on_means']:g})")
+        many = f" ({len(probes)} of them, pooled)" if len(probes) > 1 else ""
         self.log(f"the text term weighs β {self.text_weight:g} (last {self.cfg.text_items} item(s)), on the "
-                 f"{report['chosen_on']}{how}: {line}")
+                 f"{report['chosen_on']}{many}: {line}")
         return report, bonuses[n]
 
     def calibrate_bonus(self, floor: float, grid: Sequence[float] = BONUS_GRID) -> dict[str, Any]:
