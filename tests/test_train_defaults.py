@@ -331,6 +331,15 @@ def test_several_test_like_validations_judge_the_text_term_on_their_cases_pooled
     assert manifest["new_items"]["bonus"] == text["grid"][n]["bonus"]
     assert sum("on the split 2 interactions shorter" in line for line in lines) == 1
     assert any(line.startswith("the text term weighs") and "(2 of them, pooled)" in line for line in lines)
+    # by default three where the split holds new items (the mixed test below), one where it has none
+    warm = train(TINY_DATA, tmp_path / "w", seed=1, config=dataclasses.replace(cfg, test_like_origins=None),
+                 progress=False)
+    text = json.loads((warm.bundle / "manifest.json").read_text())["training"]["text_term"]
+    assert text["chosen_on"] == "test-like validation" and "origins" not in text["test_like"]
+    assert text["test_like"]["cases"] == len(make_split(data, "warm", 1, drop_last=1).test)
+    with pytest.raises(LmrecError, match=r"config test_like_origins=0: must be an integer from 1 to 10, or null "
+                                         r"\(3 where the split holds new items, else 1\)"):
+        train(TINY_DATA, tmp_path / "z", config=dataclasses.replace(cfg, test_like_origins=0), progress=False)
 
 
 def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bonus(
@@ -353,13 +362,14 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     assert recent["weight"] == max(recent["grid"], key=lambda r: r["ndcg@10"])["weight"]
     assert manifest["user_model"]["recent_weight"] == recent["weight"]
     assert manifest["user_model"]["recent_items"] == recent["items"] == 3
-    # then β of the text term, each with its bonus, on a test-like validation (the same settings
-    # trained one interaction shorter): new targets' best with warm ones within 3 % of β 0's
+    # then β of the text term, each with its bonus, on three test-like validations by default (the
+    # same settings trained 1, 2 and 3 interactions shorter), their cases pooled: new targets' best
+    # with warm ones within 3 % of β 0's
     text = manifest["training"]["text_term"]
     assert text["chosen_on"] == "test-like validation" and [r["beta"] for r in text["grid"]][:2] == [0.0, 0.05]
-    shorter = make_split(lmrec.load_dataset(TINY_DATA), "mixed", 1, drop_last=1)
+    cases = [len(make_split(lmrec.load_dataset(TINY_DATA), "mixed", 1, drop_last=k).test) for k in (1, 2, 3)]
     judged = text["test_like"]["grid"]
-    assert text["test_like"]["cases"] == len(shorter.test)
+    assert [o["cases"] for o in text["test_like"]["origins"]] == cases and text["test_like"]["cases"] == sum(cases)
     # it trains as many epochs as the kept model's user phase took to its best: the seed sets its length
     user = [h for h in result.history if h["phase"] == "user"]
     peak = max(user, key=lambda h: h["valid_ndcg@10"])["epoch"]

@@ -43,6 +43,8 @@ OBJECTIVES = {
 # MovieLens' short titles only 0.1 reaches new items (bench/RESULTS.md, "The temperature chosen in
 # the stage").
 TEXT_TEMPERATURES = (0.05, 0.1)
+# test_like_origins None, where the split holds new items: test-like validations that judge β
+TEST_LIKE_ORIGINS = 3
 
 
 @dataclass
@@ -73,8 +75,10 @@ class TrainConfig:
     text_items: int = 1
     text_weight: float | None = None
     # test-like validations that judge β together: the k-th trains the kept settings on the split k
-    # interactions shorter; the rule reads all their cases at once (one holds ~130 new targets)
-    test_like_origins: int = 1
+    # interactions shorter; the rule reads all their cases at once. None: TEST_LIKE_ORIGINS where
+    # the split holds new items (one validation holds ~130 new targets on MovieLens, too few to
+    # weigh them: bench/RESULTS.md, "Choosing β with less variance"), else 1
+    test_like_origins: int | None = None
     # training-only logit offset popularity_prior * log(1 + training count): the user model learns what
     # a user wants beyond popularity, the one thing a new item cannot have (see bench/RESULTS.md, "Quality")
     popularity_prior: float = 0.0
@@ -177,7 +181,6 @@ _RANGES: dict[str, tuple[float, float]] = {
     "popularity_prior": (0.0, 10.0),
     "recent_items": (1, 1000),
     "text_items": (1, 1000),
-    "test_like_origins": (1, 10),
     "borrow_k": (0, 1000),
     "borrow_temperature": (1e-3, 100.0),
     "borrow_shrink": (0.0, 10.0),
@@ -188,7 +191,7 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 _INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "softmax_items", "epochs", "patience",
          "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs", "borrow_k", "text_epochs",
-         "text_batch", "recent_items", "text_items", "test_like_origins"}
+         "text_batch", "recent_items", "text_items"}
 
 
 def check_ranges(settings: Any, ranges: dict[str, tuple[float, float]], ints: set[str], prefix: str) -> None:
@@ -223,6 +226,10 @@ def check(cfg: TrainConfig) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0 <= value <= 10):
             raise LmrecError(f"config {name}={value!r}: must be a number from 0 to 10, or null (chosen on validation)")
+    origins = cfg.test_like_origins
+    if origins is not None and (isinstance(origins, bool) or not isinstance(origins, int) or not 1 <= origins <= 10):
+        raise LmrecError(f"config test_like_origins={origins!r}: must be an integer from 1 to 10, or null "
+                         f"({TEST_LIKE_ORIGINS} where the split holds new items, else 1)")
     tau = cfg.text_temperature
     if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 1e-3 <= tau <= 100):
         raise LmrecError(f"config text_temperature={tau!r}: must be a number from 0.001 to 100, "

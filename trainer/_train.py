@@ -34,7 +34,7 @@ from lmrec import BundleWriter, DataError, LmrecError, Manifest, __version__, re
 
 from ._budget import DEFAULT_BUDGET, TEST_LIKE_SHARE, TEXT_SHARE, TRAIN_SHARE
 from ._checkpoint import CHECKPOINT, checkpoint_dir, load_checkpoint, load_stage, save_checkpoint, save_stage
-from ._config import TrainConfig
+from ._config import TEST_LIKE_ORIGINS, TrainConfig
 from ._trainer import Trainer, log_line, sample_pool
 
 MIN_TRAIN_USERS = 2
@@ -320,7 +320,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     known = reports.get("text_term", {}).get("test_like")  # a resumed export: it ran before
     probes: list[tuple[Trainer, float | None]] = []
     if trainer.cfg.text_weight is None and known is None:
-        for drop in range(1, cfg.test_like_origins + 1):
+        origins = cfg.test_like_origins or (TEST_LIKE_ORIGINS if new_items.any() else 1)
+        for drop in range(1, origins + 1):
             probe = _test_like(trainer, dataset, split, seed, cold_share, base_vectors, device, progress, log,
                                deadline(TEST_LIKE_SHARE), reports["budget"]["cut"], drop)
             if probe is None:
