@@ -32,10 +32,14 @@ def _side_scores(users_of: BundleScorer, matrix: np.ndarray, item_ids: list[str]
     return lambda histories: users_of.rec.users.vectors([[item_ids[i] for i in h] for h in histories]) @ matrix.T
 
 
-def parse_bundles(description: str) -> tuple[argparse.Namespace, list[tuple[int, str]]]:
+def parse_bundles(description: str, extra: Callable[[argparse.ArgumentParser], object] | None = None,
+                  ) -> tuple[argparse.Namespace, list[tuple[int, str]]]:
     """The command line of this script and bench/text_term_items.py: --data, --bundle SEED:PATH
-    per seed, --parts, --threads, --json. Returns (the arguments, the (seed, path) pairs)."""
+    per seed, --parts, --threads, --json, and what `extra` adds. Returns (the arguments, the
+    (seed, path) pairs)."""
     p = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(p)
     p.add_argument("--data", required=True)
     p.add_argument("--bundle", action="append", required=True, metavar="SEED:PATH", help="repeat per seed")
     p.add_argument("--parts", default="valid,test")

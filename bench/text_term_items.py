@@ -10,9 +10,11 @@ history's last item). On warm targets it reorders warm items against the user mo
 ones it is most of what places them. Each `--bundle SEED:PATH` (a cold or mixed bundle, every
 seed of one dataset) is scored on the mixed split, fp32, with borrowed residuals and without the
 bonus, at each β of the trainer's grid (the first bundle's `training.text_term.grid`) with the
-term on every item or on new items only. Lines are pooled over the seeds' users: NDCG@10 on all,
-warm and new targets, warm targets as a share of `lmrec-plain`'s (the same bundles with new items
-as their text and no term).
+term on every item, on new items only, or on new items only centred: β |u| (cos(r, t) − cos(r, t̄)),
+t̄ the catalogue's mean text vector, so that the term places a new item against the others by how
+much more it resembles r than an average item does, instead of lifting every new item. Lines
+are pooled over the seeds' users: NDCG@10 on all, warm and new targets, warm targets as a share
+of `lmrec-plain`'s (the same bundles with new items as their text and no term).
 """
 
 from __future__ import annotations
@@ -24,30 +26,35 @@ from borrow_sides import parse_bundles, write_report  # bench/ is the script's f
 from lmrec.data import load_dataset
 from lmrec.evaluation import BundleScorer, FitContext, evaluate, make_split
 
-FORMS = ("every", "new")
+FORMS = ("every", "new", "centred")
 
 
 def _scores(scorer: BundleScorer, matrix: np.ndarray, text: np.ndarray, reach: np.ndarray, beta: float,
-            item_ids: list[str]) -> Callable:
-    """User model · items + β |u| cos(r, t) on the items `reach` marks (r: the last item's t)."""
+            item_ids: list[str], centred: bool = False) -> Callable:
+    """User model · items + β |u| cos(r, t) on the items `reach` marks (r: the last item's t),
+    less cos(r, t̄) where `centred`."""
+    mean = text.mean(axis=0)
+
     def score(histories: list[np.ndarray]) -> np.ndarray:
         users = scorer.rec.users.vectors([[item_ids[i] for i in h] for h in histories])
         out = users @ matrix.T
         if beta:
             last = text[np.array([h[-1] for h in histories])]
-            out += beta * np.linalg.norm(users, axis=1, keepdims=True) * (last @ text.T) * reach
+            cos = last @ text.T - ((last @ mean)[:, None] if centred else 0.0)
+            out += beta * np.linalg.norm(users, axis=1, keepdims=True) * cos * reach
         return out
     return score
 
 
 def main() -> None:
-    args, bundles = parse_bundles(__doc__.split("\n\n")[0])
+    args, bundles = parse_bundles(__doc__.split("\n\n")[0], lambda p: p.add_argument(
+        "--betas", default=None, help="comma-separated β to score (default: the first bundle's grid)"))
     data = load_dataset(args.data)
     parts = args.parts.split(",")
     text_term = (BundleScorer(bundles[0][1]).manifest.training or {}).get("text_term")
     if not text_term:
         raise SystemExit(f"{bundles[0][1]}: no training.text_term in its manifest (a trained cold or mixed bundle?)")
-    grid = [float(r["beta"]) for r in text_term["grid"]]
+    grid = [float(b) for b in args.betas.split(",")] if args.betas else [float(r["beta"]) for r in text_term["grid"]]
     keys = [("plain", 0.0)] + [(form, beta) for form in FORMS for beta in grid]
     values: dict[str, dict[tuple[str, float], list[np.ndarray]]] = {part: {k: [] for k in keys} for part in parts}
     new_masks: dict[str, list[np.ndarray]] = {part: [] for part in parts}
@@ -69,7 +76,7 @@ def main() -> None:
             for form in FORMS:
                 reach = np.ones_like(held) if form == "every" else held
                 for beta in grid:
-                    score = _scores(served, matrix, text, reach, beta, data.item_ids)
+                    score = _scores(served, matrix, text, reach, beta, data.item_ids, form == "centred")
                     values[part][(form, beta)].append(evaluate(score, cases, split.n_items).values["ndcg@10"])
         print(f"seed {seed} scored", flush=True)
     report: dict = {"data": data.name, "split": "mixed", "bundles": [list(b) for b in bundles]}
