@@ -318,7 +318,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     reports["budget"] = _budget_report(budget, reports, log)
     reports.update(trainer.calibrate(floor))
     known = reports.get("text_term", {}).get("test_like")  # a resumed export: it ran before
-    probes: list[tuple[Trainer, float | None]] = []
+    readings: list[dict[str, Any]] = []
     if trainer.cfg.text_weight is None and known is None:
         origins = cfg.test_like_origins or (TEST_LIKE_ORIGINS if new_items.any() else 1)
         for drop in range(1, origins + 1):
@@ -326,8 +326,8 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
                                deadline(TEST_LIKE_SHARE), reports["budget"]["cut"], drop)
             if probe is None:
                 break
-            probes.append(probe)
-    reports["text_term"], reports["new_items"] = trainer.calibrate_text(floor, probes, known)
+            readings.append(trainer.read_test_like(*probe))  # read now: one probe in memory at a time
+    reports["text_term"], reports["new_items"] = trainer.calibrate_text(floor, readings, known)
     save()  # with the test-like validation's grid: --resume after a failed export does not train it again
     valid = trainer.validate()
     pieces = trainer.pieces_report(valid)

@@ -183,13 +183,25 @@ class Trainer:
                          "new": metrics.get("ndcg@10_new"), "warm": metrics.get("ndcg@10_warm")})
         return rows, bonuses, np.stack(values)
 
-    def calibrate_text(self, floor: float | None, probes: Sequence[tuple[Trainer, float | None]] = (),
+    def read_test_like(self, probe: Trainer, floor: float | None) -> dict[str, Any]:
+        """One test-like validation's reading of the text term: `probe` (these settings trained on
+        the split shorter; `floor` the untrained encoder's NDCG@10 on its validation's new
+        targets) scores each β on its test cases at this model's weight of the last items. What
+        `calibrate_text` pools, read as each probe ends so that only one is held at a time."""
+        started = time.perf_counter()
+        probe.recent_weight = self.recent_weight
+        grid, _, per_case = probe.text_grid(floor, probe.split.test)
+        return {"grid": grid, "cases": len(probe.split.test), "epochs": probe.epoch, "best_epoch": probe.best["epoch"],
+                "values": per_case, "new": probe.split.new_targets(probe.split.test),
+                "seconds": time.perf_counter() - started}
+
+    def calibrate_text(self, floor: float | None, readings: Sequence[dict[str, Any]] = (),
                        known: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """β of the text term, by `text_rule` over `text_grid`: on the test-like validations of
-        `probes` (trainers of these settings on the split 1, 2, … interactions shorter, and their
-        floors), their cases pooled, when given; or as an earlier run reported it (`known`: a
-        resumed export); else on validation. The β chosen ships with the bonus this model's
-        validation gave it. Returns (the report, the bonus report of the β chosen)."""
+        """β of the text term, by `text_rule` over `text_grid`: on the test-like validations'
+        `readings` (`read_test_like` of trainers of these settings on the split 1, 2, …
+        interactions shorter), their cases pooled, when given; or as an earlier run reported it
+        (`known`: a resumed export); else on validation. The β chosen ships with the bonus this
+        model's validation gave it. Returns (the report, the bonus report of the β chosen)."""
         rows, bonuses, _ = self.text_grid(floor)
         report: dict[str, Any] = {"items": self.cfg.text_items, "warm_cost": WARM_COST, "grid": rows,
                                   "chosen_on": "config" if self.cfg.text_weight is not None else "validation"}
@@ -197,23 +209,16 @@ class Trainer:
         if known is not None:
             judged = known["grid"]
             report["chosen_on"], report["test_like"] = "test-like validation", known
-        elif probes:
-            started = time.perf_counter()
-            origins, values, new = [], [], []
-            for other, other_floor in probes:
-                other.recent_weight = self.recent_weight
-                grid, _, per_case = other.text_grid(other_floor, other.split.test)
-                origins.append({"grid": grid, "cases": len(other.split.test), "epochs": other.epoch,
-                                "best_epoch": other.best["epoch"]})
-                values.append(per_case)
-                new.append(other.split.new_targets(other.split.test))
-            judged = (origins[0]["grid"] if len(origins) == 1
-                      else pooled_rows(rows, np.concatenate(values, axis=1), np.concatenate(new)))
+        elif readings:
+            origins = [{k: r[k] for k in ("grid", "cases", "epochs", "best_epoch")} for r in readings]
+            judged = (origins[0]["grid"] if len(origins) == 1 else
+                      pooled_rows(rows, np.concatenate([r["values"] for r in readings], axis=1),
+                                  np.concatenate([r["new"] for r in readings])))
             report["chosen_on"] = "test-like validation"
             report["test_like"] = {"grid": judged, "cases": sum(o["cases"] for o in origins),
                                    "epochs": max(o["epochs"] for o in origins),
                                    "best_epoch": max(o["best_epoch"] for o in origins),
-                                   "seconds": round(time.perf_counter() - started, 1)}
+                                   "seconds": round(sum(r["seconds"] for r in readings), 1)}
             if len(origins) > 1:
                 report["test_like"]["origins"] = origins
         n = text_rule(judged)
@@ -221,7 +226,7 @@ class Trainer:
         report["weight"] = self.text_weight
         line = ", ".join(f"{k} {judged[n][k]:.4f} ({judged[0][k]:.4f} at β 0)" for k in ("ndcg@10", "new", "warm")
                          if judged[n][k] is not None)
-        many = f" ({len(probes)} of them, pooled)" if len(probes) > 1 else ""
+        many = f" ({len(readings)} of them, pooled)" if len(readings) > 1 else ""
         self.log(f"the text term weighs β {self.text_weight:g} (last {self.cfg.text_items} item(s)), on the "
                  f"{report['chosen_on']}{many}: {line}")
         return report, bonuses[n]
