@@ -19,6 +19,7 @@ of `lmrec-plain`'s (the same bundles with new items as their text and no term).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 
 import numpy as np
@@ -29,33 +30,46 @@ from lmrec.evaluation import BundleScorer, FitContext, evaluate, make_split
 FORMS = ("every", "new", "centred")
 
 
-def _scores(scorer: BundleScorer, matrix: np.ndarray, text: np.ndarray, reach: np.ndarray, beta: float,
-            item_ids: list[str], centred: bool = False) -> Callable:
-    """User model · items + β |u| cos(r, t) on the items `reach` marks (r: the last item's t),
-    less cos(r, t̄) where `centred`."""
+def _scores(scorer: BundleScorer, matrix: np.ndarray, text: np.ndarray, held: np.ndarray,
+            weights: tuple[float, float, float], item_ids: list[str]) -> Callable:
+    """User model · items + |u| (a cos(r, t) + b cos(r, t) [t new] + c (cos(r, t) − cos(r, t̄)) [t new]),
+    (a, b, c) = `weights`, r the last item's text vector, `held` marking new items."""
     mean = text.mean(axis=0)
+    every, new, centred = weights
 
     def score(histories: list[np.ndarray]) -> np.ndarray:
         users = scorer.rec.users.vectors([[item_ids[i] for i in h] for h in histories])
         out = users @ matrix.T
-        if beta:
+        if any(weights):
             last = text[np.array([h[-1] for h in histories])]
-            cos = last @ text.T - ((last @ mean)[:, None] if centred else 0.0)
-            out += beta * np.linalg.norm(users, axis=1, keepdims=True) * cos * reach
+            cos = last @ text.T
+            term = every * cos + (new * cos + centred * (cos - (last @ mean)[:, None])) * held
+            out += np.linalg.norm(users, axis=1, keepdims=True) * term
         return out
     return score
 
 
+def _weights(form: str, beta: float, with_centred: float) -> tuple[float, float, float]:
+    """(every, new, centred) of a form at β; "both": β on every item and `with_centred` centred."""
+    return {"every": (beta, 0.0, 0.0), "new": (0.0, beta, 0.0), "centred": (0.0, 0.0, beta),
+            "both": (beta, 0.0, with_centred)}[form]
+
+
 def main() -> None:
-    args, bundles = parse_bundles(__doc__.split("\n\n")[0], lambda p: p.add_argument(
-        "--betas", default=None, help="comma-separated β to score (default: the first bundle's grid)"))
+    def extra(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--betas", default=None, help="comma-separated β to score (default: the first bundle's grid)")
+        p.add_argument("--with-centred", type=float, default=None,
+                       help="also form 'both': each β on every item plus this weight centred on new items")
+
+    args, bundles = parse_bundles(__doc__.split("\n\n")[0], extra)
+    forms = FORMS if args.with_centred is None else (*FORMS, "both")
     data = load_dataset(args.data)
     parts = args.parts.split(",")
     text_term = (BundleScorer(bundles[0][1]).manifest.training or {}).get("text_term")
     if not text_term:
         raise SystemExit(f"{bundles[0][1]}: no training.text_term in its manifest (a trained cold or mixed bundle?)")
     grid = [float(b) for b in args.betas.split(",")] if args.betas else [float(r["beta"]) for r in text_term["grid"]]
-    keys = [("plain", 0.0)] + [(form, beta) for form in FORMS for beta in grid]
+    keys = [("plain", 0.0)] + [(form, beta) for form in forms for beta in grid]
     values: dict[str, dict[tuple[str, float], list[np.ndarray]]] = {part: {k: [] for k in keys} for part in parts}
     new_masks: dict[str, list[np.ndarray]] = {part: [] for part in parts}
     for seed, path in bundles:
@@ -73,13 +87,14 @@ def main() -> None:
             cases = getattr(split, part)
             new_masks[part].append(split.new_targets(cases))
             values[part][("plain", 0.0)].append(evaluate(plain.score, cases, split.n_items).values["ndcg@10"])
-            for form in FORMS:
-                reach = np.ones_like(held) if form == "every" else held
+            for form in forms:
                 for beta in grid:
-                    score = _scores(served, matrix, text, reach, beta, data.item_ids, form == "centred")
+                    score = _scores(served, matrix, text, held, _weights(form, beta, args.with_centred or 0.0),
+                                    data.item_ids)
                     values[part][(form, beta)].append(evaluate(score, cases, split.n_items).values["ndcg@10"])
         print(f"seed {seed} scored", flush=True)
-    report: dict = {"data": data.name, "split": "mixed", "bundles": [list(b) for b in bundles]}
+    report: dict = {"data": data.name, "split": "mixed", "bundles": [list(b) for b in bundles],
+                    "with_centred": args.with_centred}
     for part in parts:
         new = np.concatenate(new_masks[part])
         plain_warm = float(np.concatenate(values[part][("plain", 0.0)])[~new].mean())
