@@ -12,9 +12,11 @@ seed of one dataset) is scored on the mixed split, fp32, with borrowed residuals
 bonus, at each β of the trainer's grid (the first bundle's `training.text_term.grid`) with the
 term on every item, on new items only, or on new items only centred: β |u| (cos(r, t) − cos(r, t̄)),
 t̄ the catalogue's mean text vector, so that the term places a new item against the others by how
-much more it resembles r than an average item does, instead of lifting every new item. Lines
-are pooled over the seeds' users: NDCG@10 on all, warm and new targets, warm targets as a share
-of `lmrec-plain`'s (the same bundles with new items as their text and no term).
+much more it resembles r than an average item does, instead of lifting every new item;
+`--with-centred C` adds form `both` (β on every item plus C centred on new items), `--betas` other
+β than the grid's. Lines are pooled over the seeds' users: NDCG@10 on all, warm and new targets,
+warm targets as a share of `lmrec-plain`'s (the same bundles with new items as their text and no
+term).
 """
 
 from __future__ import annotations
