@@ -16,7 +16,7 @@ much more it resembles r than an average item does, instead of lifting every new
 `--with-centred C` adds form `both` (β on every item plus C centred on new items), `--betas` other
 β than the grid's. Lines are pooled over the seeds' users: NDCG@10 on all, warm and new targets,
 warm targets as a share of `lmrec-plain`'s (the same bundles with new items as their text and no
-term).
+term); each row also by seed (`seeds`).
 """
 
 from __future__ import annotations
@@ -106,6 +106,9 @@ def main() -> None:
             row = {"form": form, "beta": beta, "all": float(v.mean()), "warm": float(v[~new].mean()),
                    "new": float(v[new].mean())}
             row["warm_share"] = row["warm"] / plain_warm
+            row["seeds"] = [{"seed": seed, "warm_share": float(x[~m].mean() / y[~m].mean()), "new": float(x[m].mean())}
+                            for (seed, _), x, y, m in zip(bundles, values[part][(form, beta)],
+                                                           values[part][("plain", 0.0)], new_masks[part], strict=True)]
             rows.append(row)
             print(f"{part} {form:5s} β {beta:<4g} all {row['all']:.4f} warm {row['warm']:.4f} "
                   f"({row['warm_share']:.1%}) new {row['new']:.4f}", flush=True)
