@@ -188,24 +188,39 @@ _RANGES: dict[str, tuple[float, float]] = {
     "text_lr": (0.0, 1.0),
     "text_batch": (2, 65536),
     "token_dropout": (0.0, 0.9),
+    # may also be null (_NULLS)
+    "new_item_bonus": (0.0, 10.0),
+    "text_weight": (0.0, 10.0),
+    "test_like_origins": (1, 10),
+    "text_temperature": (1e-3, 100.0),
+    "text_max_length": (8, 512),
 }
+_NULLS = {"new_item_bonus": "chosen on validation", "text_weight": "chosen on validation",
+          "test_like_origins": f"{TEST_LIKE_ORIGINS} where the split holds new items, else 1",
+          "text_temperature": "chosen on validation", "text_max_length": "max_length, what the export serves"}
 _INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "softmax_items", "epochs", "patience",
          "finetune_layers", "encoder_steps", "encoder_batch", "negatives", "mlm_epochs", "borrow_k", "text_epochs",
-         "text_batch", "recent_items", "text_items"}
+         "text_batch", "recent_items", "text_items", "test_like_origins", "text_max_length"}
 
 
-def check_ranges(settings: Any, ranges: dict[str, tuple[float, float]], ints: set[str], prefix: str) -> None:
-    """Each field of `ranges` within its bounds (an integer where in `ints`), else an error naming it."""
+def check_ranges(settings: Any, ranges: dict[str, tuple[float, float]], ints: set[str], prefix: str,
+                 nulls: dict[str, str] | None = None) -> None:
+    """Each field of `ranges` within its bounds (an integer where in `ints`), else an error naming it;
+    a field of `nulls` may also be None (the error says what None means)."""
+    nulls = nulls or {}
     for name, (lo, hi) in ranges.items():
         value = getattr(settings, name)
+        if value is None and name in nulls:
+            continue
         kind = int if name in ints else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
             what = "an integer" if name in ints else "a number"
-            raise LmrecError(f"{prefix}{name}={value!r}: must be {what} from {lo:g} to {hi:g}")
+            null = f", or null ({nulls[name]})" if name in nulls else ""
+            raise LmrecError(f"{prefix}{name}={value!r}: must be {what} from {lo:g} to {hi:g}{null}")
 
 
 def check(cfg: TrainConfig) -> None:
-    check_ranges(cfg, _RANGES, _INTS, "config ")
+    check_ranges(cfg, _RANGES, _INTS, "config ", _NULLS)
     for name in ("adapter", "residual"):
         if not isinstance(getattr(cfg, name), bool):
             raise LmrecError(f"config {name}={getattr(cfg, name)!r}: must be true or false")
@@ -221,23 +236,6 @@ def check(cfg: TrainConfig) -> None:
     for name in ("next", "text"):
         if name in cfg.objectives and cfg.finetune_layers < 1:
             raise LmrecError(f"objectives: {name!r} fine-tunes the encoder and needs finetune_layers >= 1")
-    for name in ("new_item_bonus", "text_weight"):
-        value = getattr(cfg, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0 <= value <= 10):
-            raise LmrecError(f"config {name}={value!r}: must be a number from 0 to 10, or null (chosen on validation)")
-    origins = cfg.test_like_origins
-    if origins is not None and (isinstance(origins, bool) or not isinstance(origins, int) or not 1 <= origins <= 10):
-        raise LmrecError(f"config test_like_origins={origins!r}: must be an integer from 1 to 10, or null "
-                         f"({TEST_LIKE_ORIGINS} where the split holds new items, else 1)")
-    tau = cfg.text_temperature
-    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 1e-3 <= tau <= 100):
-        raise LmrecError(f"config text_temperature={tau!r}: must be a number from 0.001 to 100, "
-                         "or null (chosen on validation)")
-    cut = cfg.text_max_length
-    if cut is not None and (isinstance(cut, bool) or not isinstance(cut, int) or not 8 <= cut <= 512):
-        raise LmrecError(f"config text_max_length={cut!r}: must be an integer from 8 to 512, "
-                         "or null (max_length, what the export serves)")
     weight = cfg.recent_weight
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1):
         raise LmrecError(f"config recent_weight={weight!r}: must be a number from 0 to below 1, "
