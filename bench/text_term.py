@@ -88,10 +88,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     zs_ndcg, plain_ndcg = ndcg(zs), ndcg(plain)
     rows, values = [], []
-    if not manifest.text_weight:  # no text vectors to score another β with
+    if not manifest.ranks_with_text:  # no text vectors to score another β with
         grid = grid[:1]
     for row in grid:
-        lm.rec.users.text = (term["items"], row["beta"]) if row["beta"] else None
+        lm.rec.users.text = (term["items"], row["beta"], 0.0) if row["beta"] else None
         if table is not None:
             table.info = dataclasses.replace(table.info, bonus=row["bonus"])
         values.append(ndcg(lm))

@@ -127,6 +127,9 @@ class Bundle:
             if not self.has(M.RESIDUALS):
                 raise BundleError(f"bundle {path}: manifest new_items is set but {M.RESIDUALS} is missing")
             self.residuals = ResidualTable.load(self.file(M.RESIDUALS), manifest.new_items, self.dim)
+        elif manifest.centred_text_weight:
+            raise BundleError(f"bundle {path}: user_model.centred_text_weight is set, but the manifest has no "
+                              "new_items (the centred part scores the items without a residual)")
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], verify: bool | Collection[str] = True,

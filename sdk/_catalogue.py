@@ -8,7 +8,8 @@ opening replays the newest snapshot plus the log. `reopen()` moves the catalogue
 state directory that replaces the old one in one atomic exchange, so a failure leaves this
 catalogue exactly as it was. Thread-safe: reads share one lock, writes take it alone.
 
-A bundle whose user model ranks with a text term (`UserModelInfo.text_weight`) keeps each item's
+A bundle whose user model ranks with a text term (`UserModelInfo.text_weight`, or its centred part
+`centred_text_weight`) keeps each item's
 text vector beside its vector, in the index: an item embedded here its encoder output, one
 upserted as a vector alone that vector (it has no other), and the log records both.
 """
@@ -22,7 +23,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from ._checks import id_list, metadata_list
 from ._durable import exchange_dirs
 from ._errors import BundleError, LmrecError, UnknownItemError
 from ._filters import Filter, predicate
-from ._index import VectorIndex, build_index, normalise
+from ._index import Boost, VectorIndex, build_index, normalise
 from ._manifest import Manifest
 from ._results import Item
 from ._rwlock import RWLock
@@ -47,6 +48,15 @@ Hits = list[list[tuple[str, float]]]
 Carried = tuple[str, str | None, dict[str, Any], np.ndarray, np.ndarray | None]  # id, text, meta, vector, text vector
 _REEMBED_BATCH = 256
 _UNIT = 1.001  # user vectors up to this long are unit or mean item vectors, not a user model's
+
+
+class TextQuery(NamedTuple):
+    """The text term of user-model queries (Users.text_queries) in the index's units, cosines of
+    the user vector: `every` (b, dim) · each item's text vector t, on every item (β r̂); `new`
+    (b, dim) · (t − t̄) on items without a residual (the centred part, C r̂). Either may be None."""
+
+    every: np.ndarray | None
+    new: np.ndarray | None
 
 
 class Catalogue:
@@ -74,7 +84,7 @@ class Catalogue:
              threads: int | None = None) -> Catalogue:
         """The bundle's items, plus the changes in `state_dir` (created if missing)."""
         lock = RWLock()
-        with_text = bundle.manifest.text_weight > 0
+        with_text = bundle.manifest.ranks_with_text
         if bundle.has(Manifest.INDEX):  # the bundle verified its checksums
             index = VectorIndex.load(bundle.file(Manifest.INDEX), verify=False, threads=threads, lock=lock)
             if index.dim != bundle.dim or index.ids() != bundle.item_ids:
@@ -83,7 +93,8 @@ class Catalogue:
                 )
             _check_text(index, with_text, f"bundle {bundle.path}: index/")
         elif with_text:
-            raise BundleError(f"bundle {bundle.path}: its user model ranks with a text term (user_model.text_weight), "
+            raise BundleError(f"bundle {bundle.path}: its user model ranks with a text term (user_model.text_weight, "
+                              "centred_text_weight), "
                               "but it has no index/ holding the items' text vectors")
         else:
             params = {k: v for k, v in bundle.manifest.index.items() if k in ("M", "ef_construction", "ef")}
@@ -158,14 +169,15 @@ class Catalogue:
 
     def search(self, queries: Any, k: int, filter: Filter | None = None,
                exclude: Sequence[set[str]] | None = None, mode: str = "auto", users: bool = False,
-               text: np.ndarray | None = None) -> Hits:
+               text: TextQuery | None = None) -> Hits:
         """Top-`k` (id, score) per query row; fewer when fewer items pass (see VectorIndex.search).
         Scores are cosines, plus the bundle's new-item bonus when the queries are `users` (vectors
-        of the user model, whose scores the bonus was calibrated on), plus `text` · each item's
-        text vector when given (Users.text_queries)."""
+        of the user model, whose scores the bonus was calibrated on), plus the text term when
+        given (Users.text_queries)."""
         with self._lock.read():
+            boost = self._boost(queries, None if text is None else text.new) if users else None
             return self._index.search(queries, k, filter=predicate(filter, self.metadata), exclude=exclude, mode=mode,
-                                      boost=self._boost(queries) if users else None, text=text)
+                                      boost=boost, text=None if text is None else text.every)
 
     @property
     def new_item_bonus(self) -> float:
@@ -178,21 +190,36 @@ class Catalogue:
         trained = self.residuals.row  # type: ignore[union-attr]
         return np.array([0.0 if i in trained else self.new_item_bonus for i in ids], dtype=np.float32)
 
-    def _boost(self, users: Any) -> tuple[np.ndarray, np.ndarray] | None:
-        """(bonus per user row, new-item slot mask). The bonus was chosen on the user model's own
-        scores, u·v + bonus; the index ranks cosines, so a user vector of length |u| gets
-        bonus / |u|. That length is the model's learned softmax temperature (a median of 26-41 on
-        the shared data): a vector of length 1 or less is no user model's (a unit or mean item
-        vector) and gets none, as a normalised copy of one would otherwise drown warm items in
-        new ones."""
-        if not self.new_item_bonus:
+    def _boost(self, users: Any, new_text: np.ndarray | None = None) -> Boost | None:
+        """(value per user row, new-item slot mask, `new_text`): what items without a residual get
+        beyond the others. The bonus was chosen on the user model's own scores, u·v + bonus; the
+        index ranks cosines, so a user vector of length |u| gets bonus / |u|. That length is the
+        model's learned softmax temperature (a median of 26-41 on the shared data): a vector of
+        length 1 or less is no user model's (a unit or mean item vector) and gets none, as a
+        normalised copy of one would otherwise drown warm items in new ones. The text term's
+        centred part (`new_text`, C r̂) adds C r̂·t to each and takes C r̂·t̄ off the value."""
+        if not self.new_item_bonus and new_text is None:
             return None
         mask = self._new_mask
         if mask is None:
             trained = self.residuals.row  # type: ignore[union-attr]
             mask = self._new_mask = self._index.slot_mask(lambda i: i not in trained)
         norms = np.linalg.norm(np.array(users, dtype=np.float32, ndmin=2), axis=1)
-        return np.where(norms > _UNIT, self.new_item_bonus / np.maximum(norms, 1e-12), 0.0), mask
+        values = np.where(norms > _UNIT, self.new_item_bonus / np.maximum(norms, 1e-12), 0.0)
+        if new_text is not None:
+            values = values - new_text @ self.residuals.text_mean  # type: ignore[union-attr]
+        return values, mask, new_text
+
+    def new_text_scores(self, ids: Sequence[str], new_text: np.ndarray) -> np.ndarray:
+        """(b, len(ids)) the text term's centred part, C r̂·(t − t̄) on items without a residual
+        and 0 on the others, for rows `new_text` (C r̂; hold `read()`)."""
+        table = self.residuals
+        out = np.zeros((len(new_text), len(ids)), dtype=np.float32)
+        cols = [n for n, i in enumerate(ids) if i not in table]  # type: ignore[operator]
+        if cols:
+            text = self._index.text_vectors([ids[n] for n in cols])
+            out[:, cols] = new_text @ (text - table.text_mean).T  # type: ignore[union-attr]
+        return out
 
     @property
     def has_popularity(self) -> bool:
@@ -336,7 +363,7 @@ class Catalogue:
             # a text's item vector also holds the residual it got from the bundle's table and rule;
             # a bundle with a text term needs the text vectors too, which only such a bundle kept
             keep_vectors = (same_encoder and _residual_rule(self.bundle) == _residual_rule(bundle)
-                            and (self._index.has_text or not bundle.manifest.text_weight))
+                            and (self._index.has_text or not bundle.manifest.ranks_with_text))
             staged = None
             if self._state is not None:
                 self._state.snapshot(self._write_snapshot)
@@ -421,7 +448,7 @@ def _residual_rule(bundle: Bundle) -> tuple[Any, ...] | None:
 def _check_text(index: VectorIndex, needed: bool, where: str) -> None:
     if needed and not index.has_text:
         raise BundleError(f"{where} holds no text vectors, and the bundle's user model ranks with a text term "
-                          "(user_model.text_weight)")
+                          "(user_model.text_weight, centred_text_weight)")
 
 
 def _apply(index: VectorIndex, items: Items, change: Change) -> None:

@@ -40,6 +40,9 @@ TEXT_FILE = "text.npy"
 # model's score, so the sum's top items stand high in the user vector's own ranking.
 _TEXT_FETCH = 4
 _TEXT_MIN_FETCH = 100
+# `search`'s boost: (value per query row, slot mask, a text row per query or None)
+Boost = tuple[Any, np.ndarray, Any]
+_Boosted = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # a boost checked against the queries
 
 # Chosen on real item vectors (zero-shot all-MiniLM-L6-v2 on Amazon Office and MovieLens) so that
 # recall@10 against exact search is >= 0.99 for item and user (mean-vector) queries alike; ef 64
@@ -271,15 +274,15 @@ class VectorIndex:
 
     def search(self, queries: Any, k: int, filter: Callable[[str], bool] | None = None,
                exclude: Sequence[Collection[str]] | None = None, mode: str = "auto",
-               boost: tuple[np.ndarray, np.ndarray] | None = None,
-               text: Any = None) -> list[list[tuple[str, float]]]:
+               boost: Boost | None = None, text: Any = None) -> list[list[tuple[str, float]]]:
         """Top-`k` (id, cosine) per query row, best first.
 
         `filter(id)` keeps an item when true; `exclude[i]` are ids never returned for query i.
         A query gets fewer than k results only when fewer items pass. `mode` forces "exact" or
         "ann"; "auto" is exact below `exact_threshold` items or when k is large for the size.
-        `boost` (values, slot mask from `slot_mask`) adds each query's value (one per query row)
-        to those slots' scores; the graph path then also scores the boosted slots exactly and
+        `boost` (values, slot mask from `slot_mask`, text or None) adds each query's value (one per
+        query row) to those slots' scores, and the boost's text row · each of their text vectors
+        (an index `with_text`); the graph path then also scores the boosted slots exactly and
         merges (they are the few new items). `text` (one row per query, not normalised: its
         length weighs it) adds its inner product with each item's text vector (an index
         `with_text`); the graph path then re-ranks `_TEXT_FETCH` times k of the graph's hits by
@@ -300,9 +303,11 @@ class VectorIndex:
             widest = k + max((len(e) for e in exclude), default=0) if exclude else k
             exact = mode == "exact" or (mode == "auto" and (live < self.exact_threshold or widest * 10 > live))
             boosted = None
-            if boost is not None and np.any(boost[0]) and boost[1][:len(self._slot_ids)].any():
+            if boost is not None and boost[1][:len(self._slot_ids)].any():
                 values = np.broadcast_to(np.asarray(boost[0], dtype=np.float32), (len(q),))
-                boosted = (values, boost[1][:len(self._slot_ids)])
+                btext = self._text_queries(boost[2], len(q))
+                if np.any(values) or btext is not None:
+                    boosted = (values, boost[1][:len(self._slot_ids)], btext)
             if not exact:
                 wanted = k if tq is None else min(max(k * _TEXT_FETCH, k + _TEXT_MIN_FETCH), live)
                 found = self._search_graph(q, wanted, min(widest + wanted - k, live), filter, exclude)
@@ -345,41 +350,42 @@ class VectorIndex:
         return out
 
     def _rerank(self, q: np.ndarray, k: int, found: list[list[tuple[str, float]]],
-                boosted: tuple[np.ndarray, np.ndarray] | None, text: np.ndarray | None,
-                filter: Callable[[str], bool] | None,
+                boosted: _Boosted | None, text: np.ndarray | None, filter: Callable[[str], bool] | None,
                 exclude: Sequence[Collection[str]] | None) -> list[list[tuple[str, float]]]:
-        """The graph's hits by the full score (boosted items raised, `text` terms added), merged
-        with the boosted slots' exact top k. Without `text`, any item outside both ranks below k of
-        them, so the merge is the boosted ranking; with it, an item the graph did not propose
-        could still belong (the graph was asked for `_TEXT_FETCH` times more hits for that)."""
+        """The graph's unboosted hits by the full score (`text` terms added), merged with the
+        boosted slots' exact top k: a boosted item outside that top k ranks below k of them. Without
+        `text`, any item outside both ranks below k of them, so the merge is the boosted ranking;
+        with it, an item the graph did not propose could still belong (the graph was asked for
+        `_TEXT_FETCH` times more hits for that)."""
         extra: list[dict[str, float]] = [{} for _ in q]
         if boosted is not None:
-            value, mask = boosted
+            mask = boosted[1]
             slots = np.flatnonzero(mask & self._live[:len(mask)])
             if filter is not None:
                 slots = slots[[bool(filter(self._slot_ids[s] or "")) for s in slots.tolist()]]
-            extra = self._search_exact_slots(q, k, slots, exclude, value, text)
+            extra = self._search_exact_slots(q, k, slots, exclude, boosted, text)
+            found = [[(i, s) for i, s in hits if not mask[self._slots[i]]] for hits in found]
         out = []
         for row, hits in enumerate(found):
-            if text is None:  # boosted: the graph's scores, raised
-                merged = {i: s + (float(value[row]) if mask[self._slots[i]] else 0.0) for i, s in hits}
-            else:
+            merged = dict(hits)
+            if text is not None and hits:
                 ids = [i for i, _ in hits]
                 slots = self._slots_of(ids)
                 score = self._vectors[slots] @ q[row] + self._text[slots] @ text[row]  # type: ignore[index]
-                if boosted is not None:
-                    score += value[row] * mask[slots]
                 merged = dict(zip(ids, score.tolist(), strict=True))
             merged.update(extra[row])
             out.append(sorted(merged.items(), key=lambda x: (-x[1], self._slots[x[0]]))[:k])
         return out
 
     def _search_exact_slots(self, q: np.ndarray, k: int, slots: np.ndarray,
-                            exclude: Sequence[Collection[str]] | None, value: np.ndarray,
+                            exclude: Sequence[Collection[str]] | None, boosted: _Boosted,
                             text: np.ndarray | None = None) -> list[dict[str, float]]:
+        """Each query's top k of the boosted `slots` by the full score."""
         if not len(slots):
             return [{} for _ in q]
+        value, _, btext = boosted
         scores = _scores(q, self._vectors[slots]) + value[:, None]
+        text = btext if text is None else text if btext is None else text + btext
         if text is not None:
             scores += _scores(text, self._text[slots])  # type: ignore[index]
         out = []
@@ -398,7 +404,7 @@ class VectorIndex:
 
     def _search_exact(self, q: np.ndarray, k: int, filter: Callable[[str], bool] | None,
                       exclude: Sequence[Collection[str]] | None,
-                      boosted: tuple[np.ndarray, np.ndarray] | None = None,
+                      boosted: _Boosted | None = None,
                       text: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
         n = len(self._slot_ids)
         allowed = self._live[:n].copy()
@@ -411,7 +417,10 @@ class VectorIndex:
             if text is not None:
                 scores += _scores(text[start:start + 256], self._text[:n])  # type: ignore[index]
             if boosted is not None:
-                scores[:, boosted[1][:n]] += boosted[0][start:start + 256, None]
+                value, mask, btext = boosted
+                scores[:, mask[:n]] += value[start:start + 256, None]
+                if btext is not None:
+                    scores[:, mask[:n]] += _scores(btext[start:start + 256], self._text[:n][mask[:n]])  # type: ignore[index]
             if blocked is not None:
                 scores[:, blocked] = -np.inf
             for row, s in enumerate(scores, start):

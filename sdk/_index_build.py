@@ -92,7 +92,7 @@ def build_bundle_index(bundle_dir: str | os.PathLike[str], vectors_path: str | o
     kind = vecs.metadata.get(META_KIND, b"text").decode()
     table = bundle.residuals if kind != "item" else None
     started = time.perf_counter()
-    with_text = bundle.manifest.text_weight > 0
+    with_text = bundle.manifest.ranks_with_text
     index = VectorIndex(dim, params, capacity=n, threads=threads, with_text=with_text)
     try:
         with progress_bar(total=n, unit="items", desc="index build", enabled=progress,

@@ -1,9 +1,10 @@
 """`Manifest`: the typed `manifest.json` of a bundle, and the names of the files a bundle holds.
 
 Every writer builds a `Manifest` and every reader gets one from `Manifest.from_json`, so a key is
-spelt in one place. This lmrec writes format 2, or 3 for a bundle whose user model ranks with a
-text term (`UserModelInfo.text_weight`): a reader that does not know that key would rank without
-it, so such a bundle refuses to load there instead. Format 1 bundles (lmrec 0.1) still load:
+spelt in one place. This lmrec writes format 2, 3 for a bundle whose user model ranks with a
+text term (`UserModelInfo.text_weight`), or 4 when that term also has a centred part on new items
+(`UserModelInfo.centred_text_weight`): a reader that does not know the key would rank without it,
+so such a bundle refuses to load there instead. Format 1 bundles (lmrec 0.1) still load:
 their parity record is read into the per-precision form and keys nothing reads any more
 (`pooling`, `normalize`) are dropped. Keys this version does not know are kept in `extra` and
 written back unchanged, so a derived bundle never loses what a newer writer recorded.
@@ -18,8 +19,8 @@ from typing import Any, ClassVar
 
 from ._errors import BundleError
 
-FORMAT_VERSION = 3  # the newest format this lmrec writes (`Manifest.format_needed`)
-READABLE_FORMATS = (1, 2, 3)
+FORMAT_VERSION = 4  # the newest format this lmrec writes (`Manifest.format_needed`)
+READABLE_FORMATS = (1, 2, 3, 4)
 PRECISIONS = ("fp32", "int8", "fp16")
 
 
@@ -57,7 +58,13 @@ class UserModelInfo:
     encoder's output, before training's residual), r the mean text vector of the history's last
     `text_items` items. The fine-tuned encoder's own similarity reaches items the user model ranks
     from borrowed residuals alone (new items); β is chosen on validation after training
-    (bench/RESULTS.md, "The encoder's similarity in the served score")."""
+    (bench/RESULTS.md, "The encoder's similarity in the served score").
+
+    With `centred_text_weight` C > 0, an item without a residual (new since training) also adds
+    C |u| (cos(r, t) − r·t̄), t̄ the mean text vector of the trained items (the residual table's):
+    a new item placed against the trained ones by how much closer to r it is than they are on
+    average, so that a user whose last item resembles every item lifts no new one by that alone
+    (bench/RESULTS.md, "A centred text term on new items"). Chosen with β after training."""
 
     max_history: int = 50
     hidden: int | None = None
@@ -67,6 +74,7 @@ class UserModelInfo:
     recent_weight: float = 0.0
     text_weight: float = 0.0
     text_items: int = 1
+    centred_text_weight: float = 0.0
 
     def check(self) -> None:
         if not _positive_int(self.max_history):
@@ -77,9 +85,10 @@ class UserModelInfo:
         w = self.recent_weight
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1:
             raise TypeError(f"user_model.recent_weight must be a number in [0, 1), got {w!r}")
-        b = self.text_weight
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 10:
-            raise TypeError(f"user_model.text_weight must be a number from 0 to 10, got {b!r}")
+        for name in ("text_weight", "centred_text_weight"):
+            b = getattr(self, name)
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 10:
+                raise TypeError(f"user_model.{name} must be a number from 0 to 10, got {b!r}")
         if not _positive_int(self.text_items) or self.text_items > self.max_history:
             raise TypeError(f"user_model.text_items must be a positive integer up to max_history "
                             f"{self.max_history}, got {self.text_items!r}")
@@ -253,13 +262,24 @@ class Manifest:
         return {self.files[f].sha256 for f in self.ENCODER_FILES.values() if f in self.files}
 
     def format_needed(self) -> int:
-        """The format a writer records: 3 when ranking needs the text term, else 2."""
-        return 3 if self.user_model is not None and self.user_model.text_weight else 2
+        """The format a writer records: 4 when ranking needs the text term's centred part, 3 when
+        it needs the text term, else 2."""
+        return 4 if self.centred_text_weight else 3 if self.text_weight else 2
 
     @property
     def text_weight(self) -> float:
         """β of the user model's text term (0.0: none, or no user model)."""
         return 0.0 if self.user_model is None else float(self.user_model.text_weight)
+
+    @property
+    def centred_text_weight(self) -> float:
+        """C of the text term's centred part on new items (0.0: none, or no user model)."""
+        return 0.0 if self.user_model is None else float(self.user_model.centred_text_weight)
+
+    @property
+    def ranks_with_text(self) -> bool:
+        """Whether ranking reads the items' text vectors (either part of the text term)."""
+        return bool(self.text_weight or self.centred_text_weight)
 
     def gate_passed(self, precision: str) -> bool | None:
         """Whether `precision` passed its parity gate at export (None: not measured)."""

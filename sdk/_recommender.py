@@ -261,7 +261,11 @@ class Recommender:
                 out[rows] = users @ matrix.T + self.catalogue.bonus_of(ids)
                 text = self.users.text_queries(hist)
                 if text is not None:
-                    out[rows] += (np.linalg.norm(users, axis=1, keepdims=True) * text) @ self.catalogue.text_matrix().T
+                    norms = np.linalg.norm(users, axis=1, keepdims=True)
+                    if text.every is not None:
+                        out[rows] += (norms * text.every) @ self.catalogue.text_matrix().T
+                    if text.new is not None:
+                        out[rows] += norms * self.catalogue.new_text_scores(ids, text.new)
             empty = [n for n, h in enumerate(known) if not h]
             if empty:
                 if not self.catalogue.has_popularity:

@@ -37,6 +37,8 @@ class ResidualTable:
         self.text = np.asarray(text, dtype=np.float16).astype(np.float32)
         self.residual = np.asarray(residual, dtype=np.float16).astype(np.float32)
         self.info = info
+        # t̄ of the text term's centred part (UserModelInfo.centred_text_weight)
+        self.text_mean = self.text.mean(axis=0) if len(self.text) else np.zeros(self.text.shape[1:], np.float32)
         if self.text.shape != self.residual.shape or len(self.ids) != len(self.text):
             raise ValueError(f"residual table: {len(self.ids)} ids, text {self.text.shape}, "
                              f"residual {self.residual.shape} do not match")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._catalogue import Catalogue
+from ._catalogue import Catalogue, TextQuery
 from ._checks import id_list
 from ._errors import UnknownItemError
 from ._index import normalise
@@ -25,8 +25,9 @@ class Users:
         self.recent = recent
         info = catalogue.bundle.manifest.user_model if encoder is not None else None
         self.mix = (info.recent_items, info.recent_weight) if info is not None and info.recent_weight else None
-        # UserModelInfo's text term: (last items, β), or None (off, or no user model)
-        self.text = (info.text_items, info.text_weight) if info is not None and info.text_weight else None
+        # UserModelInfo's text term: (last items, β, C of its centred part), or None (off, or no user model)
+        self.text = ((info.text_items, info.text_weight, info.centred_text_weight)
+                     if info is not None and (info.text_weight or info.centred_text_weight) else None)
         self.span = encoder.max_history if encoder is not None else recent  # history items that shape a user
         self.skipped = 0  # unknown ids dropped from histories
         self._lock = threading.Lock()
@@ -62,15 +63,17 @@ class Users:
         last /= np.maximum(np.linalg.norm(last, axis=1, keepdims=True), 1e-12)
         return ((1 - weight) * users + weight * np.linalg.norm(users, axis=1, keepdims=True) * last).astype(np.float32)
 
-    def text_queries(self, histories: Sequence[list[str]]) -> np.ndarray | None:
-        """(b, dim) the text term's queries, β r̂ per history (r̂ the unit mean text vector of its
-        last `text_items` items), in the units of the index's scores (cosines of the user vector:
-        β |u| r̂·t / |u|); None when the bundle ranks without a text term."""
+    def text_queries(self, histories: Sequence[list[str]]) -> TextQuery | None:
+        """The text term's queries per history, β r̂ on every item and C r̂ centred on new items
+        (r̂ the unit mean text vector of its last `text_items` items), in the units of the index's
+        scores (cosines of the user vector: β |u| r̂·t / |u|); None when the bundle ranks without
+        a text term."""
         if self.text is None:
             return None
-        items, beta = self.text
+        items, beta, centred = self.text
         recent = np.stack([self.catalogue.text_vectors(h[-items:]).mean(0) for h in histories])
-        return (beta * recent / np.maximum(np.linalg.norm(recent, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        unit = (recent / np.maximum(np.linalg.norm(recent, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return TextQuery(beta * unit if beta else None, centred * unit if centred else None)
 
     def example(self, examples: Sequence[Any], name: str) -> np.ndarray:
         """The mean of item ids' and vectors' unit vectors (Qdrant's average_vector)."""

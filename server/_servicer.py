@@ -104,7 +104,7 @@ class RecommenderServicer:
             model=rec.manifest.base_model or "", dim=rec.dim, max_length=rec.manifest.max_length, device=rec.device,
             precision=rec.precision, catalogue_size=len(rec), lmrec_version=lmrec.__version__,
             limits=pb.Limits(**vars(self._limits)), precision_reason=rec.precision_reason,
-            text_weight=rec.manifest.text_weight)
+            text_weight=rec.manifest.text_weight, centred_text_weight=rec.manifest.centred_text_weight)
 
     # -- writes ------------------------------------------------------------------------------
     def _upsert(self, request: pb.UpsertItemsRequest, where: str) -> tuple[int, int]:

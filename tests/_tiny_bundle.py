@@ -113,16 +113,18 @@ def add_tiny_encoder(writer: BundleWriter, dim: int = DIM, seed: int = 0) -> Tex
 
 def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: bool = False,
                      max_history: int = 8, recent: int | None = None, new_items: NewItemsInfo | None = None,
-                     trained: int = 80, recent_weight: float = 0.0, text_weight: float = 0.0) -> Path:
+                     trained: int = 80, recent_weight: float = 0.0, text_weight: float = 0.0,
+                     centred_text_weight: float = 0.0) -> Path:
     """With `new_items`, the first `trained` items get random residuals (a residual table) and the
     others borrow theirs, as a trained bundle's catalogue does; `recent_weight` turns the user
     model's vectors towards the last 3 items, `text_weight` adds the text term of the last item's
-    text (UserModelInfo; the index then keeps the encoder's text vectors)."""
+    text and `centred_text_weight` its centred part on new items (UserModelInfo; the index then
+    keeps the encoder's text vectors)."""
     rng = np.random.default_rng(seed)
     ids, texts, metas = tiny_items(n_items, seed)
     with BundleWriter(out) as writer:
         vectors = add_tiny_encoder(writer, DIM, seed).embed(texts)
-        text = vectors if text_weight else None
+        text = vectors if text_weight or centred_text_weight else None
         if new_items is not None:
             table = ResidualTable(ids[:trained], vectors[:trained],
                                   0.5 * rng.normal(size=(trained, DIM)).astype(np.float32),
@@ -142,5 +144,6 @@ def make_tiny_bundle(out: Path, n_items: int = 120, seed: int = 0, user_model: b
         if user_model:
             _user_model(writer.path(Manifest.USER_ENCODER), max_history)
             manifest = manifest.replace(user_model=UserModelInfo(max_history=max_history, recent_items=3,
-                                                                 recent_weight=recent_weight, text_weight=text_weight))
+                                                                 recent_weight=recent_weight, text_weight=text_weight,
+                                                                 centred_text_weight=centred_text_weight))
         return writer.finish(manifest)

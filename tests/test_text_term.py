@@ -1,7 +1,8 @@
 """The text term of a user model's score (UserModelInfo.text_weight): β |u| cos(r, t), t each item's
-text vector and r the mean text vector of the history's last items. The SDK's exact scores, both
-search paths, upserts, the state log, snapshots, saved and rebuilt bundles and a model update all
-agree on it; a bundle that cannot rank with it is refused."""
+text vector and r the mean text vector of the history's last items, plus its centred part on items
+without a residual (centred_text_weight): C |u| (cos(r, t) − r·t̄), t̄ the trained items' mean text
+vector. The SDK's exact scores, both search paths, upserts, the state log, snapshots, saved and
+rebuilt bundles and a model update all agree on it; a bundle that cannot rank with it is refused."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def bundle(tmp_path: Path) -> Path:
     return make_tiny_bundle(tmp_path / "b", user_model=True, new_items=RULE, trained=80, text_weight=BETA)
 
 
-def _scores(rec: Recommender, history: list[str], text: bool = True) -> np.ndarray:
+def _scores(rec: Recommender, history: list[str], text: bool = True, beta: float = BETA,
+            centred: float = 0.0) -> np.ndarray:
     """The user model's score as UserModelInfo defines it, from the catalogue's stored vectors."""
     ids = rec.item_ids()
     _, matrix = rec.catalogue.matrix()
@@ -36,7 +38,9 @@ def _scores(rec: Recommender, history: list[str], text: bool = True) -> np.ndarr
     out = matrix @ user + RULE.bonus * new
     if text:
         last = _unit(rec.catalogue.text_vectors(history[-1:])[0])
-        out += BETA * np.linalg.norm(user) * (rec.catalogue.text_matrix() @ last)
+        cos = rec.catalogue.text_matrix() @ last
+        mean = rec.catalogue.residuals.text.mean(0)  # type: ignore[union-attr]  # the trained items' text vectors
+        out += np.linalg.norm(user) * (beta * cos + centred * (cos - last @ mean) * new)
     return out
 
 
@@ -70,6 +74,42 @@ def test_the_score_adds_the_cosine_to_the_last_items_text_weighed_by_beta_and_th
         by_vector = rec.recommend(user_vector=rec.embed_user(history), exclude=history, k=10)
         assert [r.item_id for r in by_vector] == _top(rec, _scores(rec, history, text=False), history)
     assert moved >= 2
+
+
+@pytest.mark.parametrize("beta", [BETA, 0.0])
+def test_the_centred_part_places_new_items_against_the_trained_ones_mean(tmp_path: Path, beta: float) -> None:
+    centred = 1.5  # large: on random tiny vectors the part must move the ranking for the test to mean anything
+    path = make_tiny_bundle(tmp_path / "c", user_model=True, new_items=RULE, trained=80, text_weight=beta,
+                            centred_text_weight=centred)
+    rec = Recommender.load(path, precision="fp32")
+    assert rec.manifest.format_version == 4 and rec.manifest.centred_text_weight == centred
+    ids = rec.item_ids()
+    moved = 0
+    for history in ([ids[0], ids[5], ids[9]], [ids[3], ids[100]], [ids[110], ids[7], ids[64], ids[90]], [ids[85]]):
+        scores = rec.score_all([history])[0]
+        assert np.allclose(scores, _scores(rec, history, beta=beta, centred=centred), atol=1e-4)
+        order = _top(rec, scores, history)
+        moved += order != _top(rec, _scores(rec, history, beta=beta), history)
+        user = rec.users.vectors([history])[0]
+        for mode in ("exact", "ann"):
+            found = rec.recommend(history, k=10, mode=mode)
+            assert [r.item_id for r in found] == order
+            top = [ids.index(r.item_id) for r in found]
+            assert np.allclose([r.score for r in found], scores[top] / np.linalg.norm(user), atol=1e-5)
+            assert [r.item_id for r in rec.recommend_batch([history], k=10, mode=mode)[0]] == order
+            # a filter reaches the new items the part scores on both paths
+            kept = rec.recommend(history, k=5, mode=mode, filter=lambda i, m: i in ids[80:])
+            assert [r.item_id for r in kept] == [i for i in _top(rec, scores, history, k=len(ids)) if i in ids[80:]][:5]
+    assert moved >= 2
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["user_model"]["centred_text_weight"] = 11
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="user_model.centred_text_weight must be a number from 0 to 10"):
+        Recommender.load(path)
+    manifest["user_model"]["centred_text_weight"], manifest["new_items"] = 0.5, None
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="centred_text_weight is set, but the manifest has no new_items"):
+        Recommender.load(path, verify=False)
 
 
 def test_bundle_verify_names_the_serving_settings(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -307,6 +307,26 @@ def test_a_budget_spent_before_training_still_trains_one_epoch(tiny_bert_dir: Pa
     assert [h["epoch"] for h in result.history if h["phase"] == "user"] == [1]
 
 
+def test_the_text_rule_spends_the_centred_parts_gain_on_warm_targets() -> None:
+    def row(beta: float, centred: float, new: float, warm: float) -> dict[str, float]:
+        return {"beta": beta, "centred": centred, "new": new, "warm": warm, "ndcg@10": (new + warm) / 2}
+
+    rows = [row(0.0, 0.0, 0.010, 0.100), row(0.0, 0.02, 0.013, 0.099),
+            row(0.1, 0.0, 0.020, 0.098), row(0.1, 0.02, 0.024, 0.0985),
+            row(0.2, 0.0, 0.030, 0.0971), row(0.2, 0.02, 0.034, 0.0969),
+            row(0.3, 0.0, 0.040, 0.090), row(0.3, 0.02, 0.045, 0.089)]
+    assert _train.text_rule(rows[::2]) == 2  # C 0 alone: β 0.2, the most on new targets within 3 % of warm
+    assert _train.text_rule(rows) == 4  # no C row within the floor ranks new targets as well
+    rows[3]["new"] = 0.031  # β 0.1 + C 0.02 now ranks new targets better than β 0.2, and warm ones too
+    assert _train.text_rule(rows) == 3
+    rows[5]["warm"] = 0.099  # β 0.2 + C 0.02: within the floor and warm targets best of those eligible
+    assert _train.text_rule(rows) == 5
+    rows[1]["warm"] = 0.1  # warm targets best of all, but new ones below β 0.2's: never chosen
+    assert _train.text_rule(rows) == 5
+    # without new targets (the warm split) the most NDCG@10
+    assert _train.text_rule([{**r, "new": None, "warm": None, "ndcg@10": r["new"] + r["warm"]} for r in rows]) == 7
+
+
 def test_several_test_like_validations_judge_the_text_term_on_their_cases_pooled(
         tiny_bert_dir: Path, tmp_path: Path) -> None:
     cfg = _config(tiny_bert_dir, objectives=(), test_like_origins=2)
@@ -328,6 +348,7 @@ def test_several_test_like_validations_judge_the_text_term_on_their_cases_pooled
             assert row[key] == pytest.approx(sum(v * w for v, w in parts) / sum(w for _, w in parts))
     n = _train.text_rule(judged)
     assert text["weight"] == text["grid"][n]["beta"] == manifest["user_model"]["text_weight"]
+    assert text["centred_weight"] == text["grid"][n]["centred"] == manifest["user_model"]["centred_text_weight"]
     assert manifest["new_items"]["bonus"] == text["grid"][n]["bonus"]
     assert sum("on the split 2 interactions shorter" in line for line in lines) == 1
     assert any(line.startswith("the text term weighs") and "(2 of them, pooled)" in line for line in lines)
@@ -362,11 +383,14 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     assert recent["weight"] == max(recent["grid"], key=lambda r: r["ndcg@10"])["weight"]
     assert manifest["user_model"]["recent_weight"] == recent["weight"]
     assert manifest["user_model"]["recent_items"] == recent["items"] == 3
-    # then β of the text term, each with its bonus, on three test-like validations by default (the
-    # same settings trained 1, 2 and 3 interactions shorter), their cases pooled: new targets' best
-    # with warm ones within 3 % of β 0's
+    # then β of the text term, each with its bonus, and C of its centred part on new items, on three
+    # test-like validations by default (the same settings trained 1, 2 and 3 interactions shorter),
+    # their cases pooled: new targets' best over β at C 0 with warm ones within 3 % of β 0's; then
+    # the row within that floor, new targets at least as well, that keeps warm targets best
     text = manifest["training"]["text_term"]
-    assert text["chosen_on"] == "test-like validation" and [r["beta"] for r in text["grid"]][:2] == [0.0, 0.05]
+    assert text["chosen_on"] == "test-like validation"
+    betas, weights = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5), (0.0, 0.01, 0.02, 0.03, 0.05, 0.1)
+    assert [(r["beta"], r["centred"]) for r in text["grid"]] == [(b, c) for b in betas for c in weights]
     cases = [len(make_split(lmrec.load_dataset(TINY_DATA), "mixed", 1, drop_last=k).test) for k in (1, 2, 3)]
     judged = text["test_like"]["grid"]
     assert [o["cases"] for o in text["test_like"]["origins"]] == cases and text["test_like"]["cases"] == sum(cases)
@@ -374,10 +398,13 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
     user = [h for h in result.history if h["phase"] == "user"]
     peak = max(user, key=lambda h: h["valid_ndcg@10"])["epoch"]
     assert text["test_like"]["epochs"] <= peak and text["test_like"]["best_epoch"] <= peak
-    assert [r["beta"] for r in judged] == [r["beta"] for r in text["grid"]]
+    assert [(r["beta"], r["centred"]) for r in judged] == [(r["beta"], r["centred"]) for r in text["grid"]]
     kept = [n for n, r in enumerate(judged) if r["warm"] >= 0.97 * judged[0]["warm"]]
-    best = max(kept, key=lambda n: judged[n]["new"])
+    first = max((n for n in kept if judged[n]["centred"] == 0.0), key=lambda n: judged[n]["new"])
+    best = max((n for n in kept if judged[n]["new"] >= judged[first]["new"]), key=lambda n: judged[n]["warm"])
     assert text["weight"] == text["grid"][best]["beta"] == manifest["user_model"]["text_weight"]
+    assert text["centred_weight"] == text["grid"][best]["centred"] == manifest["user_model"]["centred_text_weight"]
+    assert manifest["format_version"] == (4 if text["centred_weight"] else 3 if text["weight"] else 2)
     at_w = next(r for r in recent["grid"] if r["weight"] == recent["weight"])
     assert text["grid"][0]["bonus"] == at_w["bonus"]  # the β 0 row is the model calibrated so far
     assert manifest["new_items"]["bonus"] == text["grid"][best]["bonus"]
@@ -445,12 +472,13 @@ def test_cold_and_mixed_train_alike_with_borrowed_residuals_and_a_calibrated_bon
 
 
 def test_the_sdk_serves_the_text_term_as_training_measured_it(tiny_bert_dir: Path, tmp_path: Path) -> None:
-    cfg = _config(tiny_bert_dir, objectives=(), text_weight=0.5, text_items=2)
+    cfg = _config(tiny_bert_dir, objectives=(), text_weight=0.5, text_items=2, centred_text_weight=0.3)
     result = train(TINY_DATA, tmp_path / "b", split="mixed", seed=1, config=cfg, progress=False)
     manifest = json.loads((result.bundle / "manifest.json").read_text())
-    text_term = manifest["training"]["text_term"]  # a fixed β needs no test-like validation
-    assert manifest["format_version"] == 3 and text_term["chosen_on"] == "config" and "test_like" not in text_term
+    text_term = manifest["training"]["text_term"]  # a fixed β and C need no test-like validation
+    assert manifest["format_version"] == 4 and text_term["chosen_on"] == "config" and "test_like" not in text_term
     assert manifest["user_model"]["text_weight"] == 0.5 and manifest["user_model"]["text_items"] == 2
+    assert manifest["user_model"]["centred_text_weight"] == 0.3
     data = lmrec.load_dataset(TINY_DATA)
     split = make_split(data, "mixed", 1)
     scorer = BundleScorer(str(result.bundle), "fp32")
@@ -466,6 +494,13 @@ def test_the_sdk_serves_the_text_term_as_training_measured_it(tiny_bert_dir: Pat
     assert not np.allclose(scorer.score(history), plain.score(history), atol=1e-3)
     with pytest.raises(LmrecError, match="config text_weight=-1: must be a number from 0 to 10"):
         train(TINY_DATA, tmp_path / "c", split="mixed", config=_config(tiny_bert_dir, text_weight=-1), progress=False)
+    with pytest.raises(LmrecError, match=r"config centred_text_weight=0.3: scores items without a residual and "
+                                         r"needs them borrowing \(residual true, borrow_k >= 1\)"):
+        train(TINY_DATA, tmp_path / "c", split="mixed", config=dataclasses.replace(cfg, borrow_k=0), progress=False)
+    with pytest.raises(LmrecError, match=r"config centred_text_weight=-1: must be a number from 0 to 10, or null "
+                                         r"\(chosen with text_weight\)"):
+        train(TINY_DATA, tmp_path / "c", split="mixed", config=_config(tiny_bert_dir, centred_text_weight=-1),
+              progress=False)
     with pytest.raises(LmrecError, match="config text_items=13: must be at most max_history=12"):
         train(TINY_DATA, tmp_path / "c", split="mixed", config=_config(tiny_bert_dir, text_items=13), progress=False)
 

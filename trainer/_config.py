@@ -74,6 +74,10 @@ class TrainConfig:
     # text vector of the history's last text_items items (lmrec.UserModelInfo); None: chosen on validation
     text_items: int = 1
     text_weight: float | None = None
+    # items without a residual (new) also get centred_text_weight x |u| x (that cosine - its value at
+    # the trained items' mean text vector) (lmrec.UserModelInfo); None: chosen with text_weight where
+    # new items get borrowed residuals, else 0
+    centred_text_weight: float | None = None
     # test-like validations that judge β together: the k-th trains the kept settings on the split k
     # interactions shorter; the rule reads all their cases at once. None: TEST_LIKE_ORIGINS where
     # the split holds new items (one validation holds ~130 new targets on MovieLens, too few to
@@ -191,11 +195,13 @@ _RANGES: dict[str, tuple[float, float]] = {
     # may also be null (_NULLS)
     "new_item_bonus": (0.0, 10.0),
     "text_weight": (0.0, 10.0),
+    "centred_text_weight": (0.0, 10.0),
     "test_like_origins": (1, 10),
     "text_temperature": (1e-3, 100.0),
     "text_max_length": (8, 512),
 }
 _NULLS = {"new_item_bonus": "chosen on validation", "text_weight": "chosen on validation",
+          "centred_text_weight": "chosen with text_weight",
           "test_like_origins": f"{TEST_LIKE_ORIGINS} where the split holds new items, else 1",
           "text_temperature": "chosen on validation", "text_max_length": "max_length, what the export serves"}
 _INTS = {"max_length", "max_history", "hidden", "layers", "heads", "batch_size", "softmax_items", "epochs", "patience",
@@ -243,6 +249,9 @@ def check(cfg: TrainConfig) -> None:
     for name in ("recent_items", "text_items"):
         if getattr(cfg, name) > cfg.max_history:
             raise LmrecError(f"config {name}={getattr(cfg, name)}: must be at most max_history={cfg.max_history}")
+    if cfg.centred_text_weight and (cfg.borrow_k < 1 or not cfg.residual):
+        raise LmrecError(f"config centred_text_weight={cfg.centred_text_weight!r}: scores items without a residual "
+                         "and needs them borrowing (residual true, borrow_k >= 1)")
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:

@@ -319,7 +319,7 @@ def train(data: str, out: str | Path, split: str = "warm", seed: int = 0, config
     reports.update(trainer.calibrate(floor))
     known = reports.get("text_term", {}).get("test_like")  # a resumed export: it ran before
     readings: list[dict[str, Any]] = []
-    if trainer.cfg.text_weight is None and known is None:
+    if known is None and (trainer.cfg.text_weight is None or len(trainer.centred_grid()) > 1):  # a grid to judge
         origins = cfg.test_like_origins or (TEST_LIKE_ORIGINS if new_items.any() else 1)
         for drop in range(1, origins + 1):
             probe = _test_like(trainer, dataset, split, seed, cold_share, base_vectors, device, progress, log,
@@ -484,6 +484,7 @@ def _export(trainer: Trainer, encoder: Any, data: str, out: str | Path, overwrit
                 max_history=cfg.max_history, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
                 recent_items=cfg.recent_items, recent_weight=trainer.recent_weight,
                 text_items=cfg.text_items, text_weight=trainer.text_weight,
+                centred_text_weight=trainer.centred_weight,
             ),
             fingerprint=meta["fingerprint"],
             training=training,

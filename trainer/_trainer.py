@@ -24,6 +24,7 @@ BONUS_GRID = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
 WARM_COST = 0.03  # the most of warm targets' validation NDCG@10 the new-item bonus may cost
 RECENT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # weights of the last items in the served user vector
 TEXT_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # weights β of the text term in the served score
+CENTRED_GRID = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1)  # weights C of its centred part on new items
 
 
 def log_line(message: str) -> None:
@@ -31,22 +32,29 @@ def log_line(message: str) -> None:
 
 
 def text_rule(rows: list[dict[str, Any]]) -> int:
-    """The row of the β to ship. Where the cases have new targets: the most NDCG@10 on them while
-    warm targets keep at least 1 - WARM_COST of theirs at β 0 (the bonus's rule: the text term is
-    what new items have beyond borrowed residuals); else the most NDCG@10. The first of equals:
-    the least β."""
+    """The row of (β, C) to ship, rows in grid order (β, then C). Where the cases have new
+    targets: among the rows of the least C, the most NDCG@10 on them while warm targets keep at
+    least 1 - WARM_COST of theirs at β 0 (the bonus's rule: the text term is what new items have
+    beyond borrowed residuals); then, of every row within that floor that ranks new targets at
+    least as well, the one that keeps warm targets best: the centred part's gain goes to warm
+    targets, new ones keep what β alone gave them. Else the most NDCG@10. The first of equals:
+    the least β, then the least C."""
     if rows[0]["new"] is None:
         return max(range(len(rows)), key=lambda n: rows[n]["ndcg@10"])
     floor = (1 - WARM_COST) * rows[0]["warm"]
-    return max((n for n, r in enumerate(rows) if r["warm"] >= floor), key=lambda n: rows[n]["new"])
+    allowed = [n for n, r in enumerate(rows) if r["warm"] >= floor]
+    least = rows[0].get("centred", 0.0)  # absent from reports written before the centred part
+    first = max((n for n in allowed if rows[n].get("centred", 0.0) == least), key=lambda n: rows[n]["new"])
+    return max((n for n in allowed if rows[n]["new"] >= rows[first]["new"]), key=lambda n: rows[n]["warm"])
 
 
 def pooled_rows(rows: list[dict[str, Any]], values: np.ndarray, new: np.ndarray) -> list[dict[str, Any]]:
     """`rows`' β with NDCG@10 on all, new and warm targets of the cases `values` (one row of
     NDCG@10 per case each) holds, `new` marking those whose target is a new item."""
     mixed = bool(new.any() and not new.all())
-    return [{"beta": r["beta"], "ndcg@10": float(v.mean()), "new": float(v[new].mean()) if mixed else None,
-             "warm": float(v[~new].mean()) if mixed else None} for r, v in zip(rows, values, strict=True)]
+    return [{"beta": r["beta"], "centred": r["centred"], "ndcg@10": float(v.mean()),
+             "new": float(v[new].mean()) if mixed else None, "warm": float(v[~new].mean()) if mixed else None}
+            for r, v in zip(rows, values, strict=True)]
 
 
 def sample_pool(seen: np.ndarray, softmax_items: int) -> np.ndarray | None:
@@ -85,6 +93,7 @@ class Trainer:
         self.bonus = 0.0  # added to new items' scores (calibrate_bonus sets it after training)
         self.recent_weight = 0.0  # of the last items in the user vector (calibrate sets it after training)
         self.text_weight = 0.0  # β of the text term in the served score (calibrate sets it after training)
+        self.centred_weight = 0.0  # C of its centred part on new items (chosen with β)
         self.valid_new = split.new_targets(split.valid)  # validation cases whose target is a new item
         self.user = UserModel(base_vectors.shape[1], cfg.max_history, cfg.hidden, cfg.layers, cfg.heads,
                               cfg.dropout).to(self.device)
@@ -165,22 +174,33 @@ class Trainer:
                   "chosen_on": "config" if self.cfg.recent_weight is not None else "validation", "grid": grid}
         return {"new_items": best["bonus"], "recent": recent}
 
-    def text_grid(self, floor: float | None, cases: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                                        np.ndarray]:
+    def centred_grid(self) -> tuple[float, ...]:
+        """The weights C of the text term's centred part to try: `cfg.centred_text_weight`, else
+        `CENTRED_GRID` where validation has new targets that borrow residuals, else none."""
+        if self.cfg.centred_text_weight is not None:
+            return (float(self.cfg.centred_text_weight),)
+        return CENTRED_GRID if self.new_items is not None and self.valid_new.any() else (0.0,)
+
+    def text_grid(self, floor: float | None, cases: Any = None, centred: Sequence[float] | None = None
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], np.ndarray]:
         """Each β of the text term (`TEXT_GRID`, or `cfg.text_weight`) at the chosen weight of the
         last items, with its own bonus by `calibrate_bonus` (on validation, where `floor` is set),
-        measured on `cases` (validation by default). Returns (rows, each row's bonus report, each
-        row's NDCG@10 per case)."""
+        and with each weight of its centred part (`centred`, by default `centred_grid`; the bonus
+        of the least), measured on `cases` (validation by default). Returns (rows, each row's
+        bonus report, each row's NDCG@10 per case)."""
         betas = TEXT_GRID if self.cfg.text_weight is None else (float(self.cfg.text_weight),)
+        weights = self.centred_grid() if centred is None else tuple(centred)
         rows, bonuses, values = [], [], []
         for beta in betas:
-            self.text_weight = beta
+            self.text_weight, self.centred_weight = beta, weights[0]
             bonus = self.calibrate_bonus(floor) if floor is not None else {"bonus": self.bonus}
-            metrics, per_case = self._validate(cases)
-            bonuses.append(bonus)
-            values.append(per_case)
-            rows.append({"beta": beta, "bonus": self.bonus, "ndcg@10": metrics["ndcg@10"],
-                         "new": metrics.get("ndcg@10_new"), "warm": metrics.get("ndcg@10_warm")})
+            for weight in weights:
+                self.centred_weight = weight
+                metrics, per_case = self._validate(cases)
+                bonuses.append(bonus)
+                values.append(per_case)
+                rows.append({"beta": beta, "centred": weight, "bonus": self.bonus, "ndcg@10": metrics["ndcg@10"],
+                             "new": metrics.get("ndcg@10_new"), "warm": metrics.get("ndcg@10_warm")})
         return rows, bonuses, np.stack(values)
 
     def read_test_like(self, probe: Trainer, floor: float | None) -> dict[str, Any]:
@@ -190,18 +210,18 @@ class Trainer:
         `calibrate_text` pools, read as each probe ends so that only one is held at a time."""
         started = time.perf_counter()
         probe.recent_weight = self.recent_weight
-        grid, _, per_case = probe.text_grid(floor, probe.split.test)
+        grid, _, per_case = probe.text_grid(floor, probe.split.test, self.centred_grid())
         return {"grid": grid, "cases": len(probe.split.test), "epochs": probe.epoch, "best_epoch": probe.best["epoch"],
                 "values": per_case, "new": probe.split.new_targets(probe.split.test),
                 "seconds": time.perf_counter() - started}
 
     def calibrate_text(self, floor: float | None, readings: Sequence[dict[str, Any]] = (),
                        known: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """β of the text term, by `text_rule` over `text_grid`: on the test-like validations'
-        `readings` (`read_test_like` of trainers of these settings on the split 1, 2, …
-        interactions shorter), their cases pooled, when given; or as an earlier run reported it
-        (`known`: a resumed export); else on validation. The β chosen ships with the bonus this
-        model's validation gave it. Returns (the report, the bonus report of the β chosen)."""
+        """β of the text term and C of its centred part, by `text_rule` over `text_grid`: on the
+        test-like validations' `readings` (`read_test_like` of trainers of these settings on the
+        split 1, 2, … interactions shorter), their cases pooled, when given; or as an earlier run
+        reported it (`known`: a resumed export); else on validation. The row chosen ships with the
+        bonus this model's validation gave it. Returns (the report, the bonus report of the row chosen)."""
         rows, bonuses, _ = self.text_grid(floor)
         report: dict[str, Any] = {"items": self.cfg.text_items, "warm_cost": WARM_COST, "grid": rows,
                                   "chosen_on": "config" if self.cfg.text_weight is not None else "validation"}
@@ -222,13 +242,13 @@ class Trainer:
             if len(origins) > 1:
                 report["test_like"]["origins"] = origins
         n = text_rule(judged)
-        self.text_weight, self.bonus = rows[n]["beta"], rows[n]["bonus"]
-        report["weight"] = self.text_weight
+        self.text_weight, self.centred_weight, self.bonus = rows[n]["beta"], rows[n]["centred"], rows[n]["bonus"]
+        report["weight"], report["centred_weight"] = self.text_weight, self.centred_weight
         line = ", ".join(f"{k} {judged[n][k]:.4f} ({judged[0][k]:.4f} at β 0)" for k in ("ndcg@10", "new", "warm")
                          if judged[n][k] is not None)
         many = f" ({len(readings)} of them, pooled)" if len(readings) > 1 else ""
-        self.log(f"the text term weighs β {self.text_weight:g} (last {self.cfg.text_items} item(s)), on the "
-                 f"{report['chosen_on']}{many}: {line}")
+        self.log(f"the text term weighs β {self.text_weight:g} (last {self.cfg.text_items} item(s)), its centred part "
+                 f"on new items C {self.centred_weight:g}, on the {report['chosen_on']}{many}: {line}")
         return report, bonuses[n]
 
     def calibrate_bonus(self, floor: float, grid: Sequence[float] = BONUS_GRID) -> dict[str, Any]:
@@ -344,8 +364,13 @@ class Trainer:
         offset = torch.from_numpy((~self.seen).astype(np.float32) * add).to(self.device) if add else None
         weight, last = self.recent_weight, self.cfg.recent_items
         beta, text_items = (self.text_weight if new_items else 0.0), self.cfg.text_items
+        centred = self.centred_weight if new_items and self.new_items is not None else 0.0
         with torch.no_grad():
-            text = self.tower.text() if beta else None
+            text = self.tower.text() if beta or centred else None
+            if centred:  # as the SDK serves it: t̄ of the residual table's (float16) text vectors
+                unseen = torch.from_numpy(~self.seen).to(self.device)
+                mean = torch.from_numpy(self._table(text.float().cpu().numpy(), np.zeros(tuple(text.shape), np.float32))
+                                        .text_mean).to(text)
 
         def score(histories: Sequence[np.ndarray]) -> np.ndarray:
             with torch.no_grad():
@@ -359,7 +384,11 @@ class Trainer:
                 if text is not None:  # as the SDK serves it (lmrec.UserModelInfo): + β |u| r̂·t
                     t, tm = gather(text, idx)
                     r = torch.nn.functional.normalize((t[:, -text_items:] * tm[:, -text_items:, None]).sum(1), dim=-1)
-                    out = out + beta * user.norm(dim=-1, keepdim=True) * (r @ text.T)
+                    cos = r @ text.T
+                    term = beta * cos
+                    if centred:  # + C |u| (r̂·t − r̂·t̄) on new items
+                        term = term + centred * (cos - (r @ mean)[:, None]) * unseen
+                    out = out + user.norm(dim=-1, keepdim=True) * term
                 return (out if offset is None else out + offset).float().cpu().numpy()
 
         return score

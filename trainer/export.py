@@ -306,7 +306,8 @@ def build_zero_shot_bundle(data_spec: str, out_dir: str | Path, base_model: str 
             projection, vectors = _add_projection(writer, vectors, dim, data.item_texts[:16], max_length,
                                                   fitted=adapter, threads=threads)
         # the encoder's output: a bundle that ranks with a text term keeps it beside each item vector
-        text = vectors if trained is not None and trained.user_model.text_weight else None
+        text = (vectors if trained is not None and (trained.user_model.text_weight
+                                                    or trained.user_model.centred_text_weight) else None)
         if trained is not None:
             vectors = _add_residuals(writer, trained, data.item_ids, vectors)
             writer.add_file(Manifest.USER_ENCODER, trained.user_encoder)

@@ -55,7 +55,8 @@ def _summary(path: str, manifest: Manifest) -> None:
     if manifest.user_model is not None:
         um, bonus = manifest.user_model, manifest.new_items.bonus if manifest.new_items else 0.0
         print(f"  serving: last {um.recent_items} items weigh {um.recent_weight:g}, new-item bonus {bonus:g}, "
-              f"text term β {um.text_weight:g} (last {um.text_items} item(s))")
+              f"text term β {um.text_weight:g} (last {um.text_items} item(s))"
+              + (f", centred on new items C {um.centred_text_weight:g}" if um.centred_text_weight else ""))
         pieces = ((training or {}).get("new_items") or {}).get("validation")
         if pieces and pieces.get("warm_share") is not None:  # absent from bundles trained before it was recorded
             print(f"  on validation, new-item settings keep {pieces['warm_share']:.1%} of warm targets' NDCG@10 and "

@@ -240,7 +240,7 @@ class Limits(_message.Message):
     def __init__(self, max_embed_texts: _Optional[int] = ..., max_embed_stream_texts: _Optional[int] = ..., max_text_bytes: _Optional[int] = ..., max_k: _Optional[int] = ..., max_ids: _Optional[int] = ..., max_id_bytes: _Optional[int] = ..., max_upsert_items: _Optional[int] = ..., max_metadata_bytes: _Optional[int] = ..., max_filter_conditions: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model", "dim", "max_length", "device", "precision", "catalogue_size", "lmrec_version", "limits", "precision_reason", "text_weight")
+    __slots__ = ("model", "dim", "max_length", "device", "precision", "catalogue_size", "lmrec_version", "limits", "precision_reason", "text_weight", "centred_text_weight")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +251,7 @@ class GetModelInfoResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     PRECISION_REASON_FIELD_NUMBER: _ClassVar[int]
     TEXT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CENTRED_TEXT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     model: str
     dim: int
     max_length: int
@@ -261,4 +262,5 @@ class GetModelInfoResponse(_message.Message):
     limits: Limits
     precision_reason: str
     text_weight: float
-    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., catalogue_size: _Optional[int] = ..., lmrec_version: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., precision_reason: _Optional[str] = ..., text_weight: _Optional[float] = ...) -> None: ...
+    centred_text_weight: float
+    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., catalogue_size: _Optional[int] = ..., lmrec_version: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., precision_reason: _Optional[str] = ..., text_weight: _Optional[float] = ..., centred_text_weight: _Optional[float] = ...) -> None: ...

@@ -34,12 +34,16 @@ def test_model_info(client: RecommenderClient, sdk: lmrec.Recommender) -> None:
     assert info.get("text_weight", 0.0) == sdk.manifest.text_weight == 0.0
 
 
-def test_a_history_ranks_with_the_text_term_the_bundle_reports(start_server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("centred", [0.0, 1.5])
+def test_a_history_ranks_with_the_text_term_the_bundle_reports(start_server, tmp_path: Path, centred: float) -> None:
     bundle = make_tiny_bundle(tmp_path / "text", user_model=True, trained=80, text_weight=0.6,
-                              new_items=NewItemsInfo(k=3, temperature=0.1, shrink=0.8, bonus=0.25))
+                              new_items=NewItemsInfo(k=3, temperature=0.1, shrink=0.8, bonus=0.25),
+                              centred_text_weight=centred)
     sdk = lmrec.Recommender.load(bundle)
     with RecommenderClient(f"127.0.0.1:{start_server(bundle).port}", timeout=10) as c:
-        assert c.model_info()["text_weight"] == pytest.approx(0.6)
+        info = c.model_info()
+        assert info["text_weight"] == pytest.approx(0.6)
+        assert info.get("centred_text_weight", 0.0) == pytest.approx(centred)
         for history in (["office-0", "garden-5", "kitchen-2"], ["music-3", "office-8"]):
             got, expected = c.recommend(history, k=10), sdk.recommend(history, k=10)
             assert [r.item_id for r in got] == [r.item_id for r in expected]
