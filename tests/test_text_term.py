@@ -49,6 +49,23 @@ def _top(rec: Recommender, scores: np.ndarray, history: list[str], k: int = 10) 
     return [ids[j] for j in np.argsort(-scores, kind="stable") if ids[j] not in history][:k]
 
 
+def _served_as_scored(rec: Recommender, history: list[str], expected: np.ndarray, without: np.ndarray) -> bool:
+    """`score_all` gives `expected`; `recommend` and `recommend_batch` rank by it on both paths,
+    returning cosines (scores / |u|). Whether its top 10 differs from `without`'s."""
+    ids = rec.item_ids()
+    scores = rec.score_all([history])[0]
+    assert np.allclose(scores, expected, atol=1e-4)
+    order = _top(rec, scores, history)
+    user = rec.users.vectors([history])[0]
+    for mode in ("exact", "ann"):
+        found = rec.recommend(history, k=10, mode=mode)
+        assert [r.item_id for r in found] == order
+        top = [ids.index(r.item_id) for r in found]
+        assert np.allclose([r.score for r in found], scores[top] / np.linalg.norm(user), atol=1e-5)
+        assert [r.item_id for r in rec.recommend_batch([history], k=10, mode=mode)[0]] == order
+    return order != _top(rec, without, history)
+
+
 def test_the_score_adds_the_cosine_to_the_last_items_text_weighed_by_beta_and_the_user_length(bundle: Path) -> None:
     rec = Recommender.load(bundle, precision="fp32")
     assert rec.manifest.format_version == 3 and rec.manifest.text_weight == BETA
@@ -59,17 +76,7 @@ def test_the_score_adds_the_cosine_to_the_last_items_text_weighed_by_beta_and_th
     assert not np.allclose(rec.catalogue.matrix()[1], texts, atol=1e-2)
     moved = 0
     for history in ([ids[0], ids[5], ids[9]], [ids[3], ids[100]], [ids[110], ids[7], ids[64], ids[90]]):
-        scores = rec.score_all([history])[0]
-        assert np.allclose(scores, _scores(rec, history), atol=1e-4)
-        order = _top(rec, scores, history)
-        moved += order != _top(rec, _scores(rec, history, text=False), history)
-        user = rec.users.vectors([history])[0]
-        for mode in ("exact", "ann"):
-            found = rec.recommend(history, k=10, mode=mode)
-            assert [r.item_id for r in found] == order
-            top = [ids.index(r.item_id) for r in found]
-            assert np.allclose([r.score for r in found], scores[top] / np.linalg.norm(user), atol=1e-5)
-            assert [r.item_id for r in rec.recommend_batch([history], k=10, mode=mode)[0]] == order
+        moved += _served_as_scored(rec, history, _scores(rec, history), _scores(rec, history, text=False))
         # a user vector alone carries no history: it ranks without the text term
         by_vector = rec.recommend(user_vector=rec.embed_user(history), exclude=history, k=10)
         assert [r.item_id for r in by_vector] == _top(rec, _scores(rec, history, text=False), history)
@@ -86,18 +93,10 @@ def test_the_centred_part_places_new_items_against_the_trained_ones_mean(tmp_pat
     ids = rec.item_ids()
     moved = 0
     for history in ([ids[0], ids[5], ids[9]], [ids[3], ids[100]], [ids[110], ids[7], ids[64], ids[90]], [ids[85]]):
+        moved += _served_as_scored(rec, history, _scores(rec, history, beta=beta, centred=centred),
+                                   _scores(rec, history, beta=beta))
         scores = rec.score_all([history])[0]
-        assert np.allclose(scores, _scores(rec, history, beta=beta, centred=centred), atol=1e-4)
-        order = _top(rec, scores, history)
-        moved += order != _top(rec, _scores(rec, history, beta=beta), history)
-        user = rec.users.vectors([history])[0]
-        for mode in ("exact", "ann"):
-            found = rec.recommend(history, k=10, mode=mode)
-            assert [r.item_id for r in found] == order
-            top = [ids.index(r.item_id) for r in found]
-            assert np.allclose([r.score for r in found], scores[top] / np.linalg.norm(user), atol=1e-5)
-            assert [r.item_id for r in rec.recommend_batch([history], k=10, mode=mode)[0]] == order
-            # a filter reaches the new items the part scores on both paths
+        for mode in ("exact", "ann"):  # a filter reaches the new items the part scores on both paths
             kept = rec.recommend(history, k=5, mode=mode, filter=lambda i, m: i in ids[80:])
             assert [r.item_id for r in kept] == [i for i in _top(rec, scores, history, k=len(ids)) if i in ids[80:]][:5]
     assert moved >= 2
